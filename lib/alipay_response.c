@@ -1,0 +1,322 @@
+/* alipay_response: see alipay_response.h. */
+#include "alipay_response.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *alipay_outcome_name(enum alipay_outcome o)
+{
+    switch (o) {
+    case ALIPAY_OK:
+        return "ok";
+    case ALIPAY_REJECTED:
+        return "rejected";
+    case ALIPAY_AUTH_FAILED:
+        return "auth_failed";
+    case ALIPAY_REFUSED:
+        return "refused";
+    case ALIPAY_UNAVAILABLE:
+        return "unavailable";
+    case ALIPAY_BAD_SIGNATURE:
+        return "bad_signature";
+    case ALIPAY_TIMEOUT:
+        return "timeout";
+    }
+    return "unknown";
+}
+
+void alipay_reply_free(struct alipay_reply *r)
+{
+    free(r->code);
+    free(r->msg);
+    free(r->sub_code);
+    free(r->sub_msg);
+    if (r->node)
+        json_object_put(r->node);
+    r->code = r->msg = r->sub_code = r->sub_msg = NULL;
+    r->node = NULL;
+}
+
+/* --- the raw scanner ---------------------------------------------------- */
+
+struct scan {
+    const char *p, *end;
+};
+
+static void skip_ws(struct scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+/* At a '"': moves past the closing quote. A quote toggles only when not
+ * escaped, so `\"` and `\\` inside strings are stepped over. */
+static int skip_string(struct scan *s)
+{
+    s->p++;
+    while (s->p < s->end) {
+        char c = *s->p++;
+        if (c == '\\') {
+            if (s->p == s->end)
+                return -1;
+            s->p++;
+        } else if (c == '"') {
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Skips one value of any type. Objects and arrays are matched by depth,
+ * counting only brackets outside strings. */
+static int skip_value(struct scan *s)
+{
+    if (s->p >= s->end)
+        return -1;
+    if (*s->p == '"')
+        return skip_string(s);
+    if (*s->p == '{' || *s->p == '[') {
+        int depth = 0;
+        while (s->p < s->end) {
+            char c = *s->p;
+            if (c == '"') {
+                if (skip_string(s) < 0)
+                    return -1;
+                continue;
+            }
+            s->p++;
+            if (c == '{' || c == '[')
+                depth++;
+            else if ((c == '}' || c == ']') && --depth == 0)
+                return 0;
+        }
+        return -1;
+    }
+    /* number, true, false, null */
+    const char *start = s->p;
+    while (s->p < s->end && !strchr(",}] \t\r\n", *s->p))
+        s->p++;
+    return s->p > start ? 0 : -1;
+}
+
+int alipay_response_find(const char *body, size_t len, const char *name, const char **start,
+                         size_t *vlen)
+{
+    struct scan s = {body, body + len};
+    size_t namelen = strlen(name);
+    int found = 0;
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p++ != '{')
+        return -1;
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == '}')
+        return -1;
+    while (s.p < s.end) {
+        skip_ws(&s);
+        if (s.p >= s.end || *s.p != '"')
+            return -1;
+        const char *key = s.p + 1;
+        if (skip_string(&s) < 0)
+            return -1;
+        size_t keylen = (size_t)(s.p - 1 - key);
+        skip_ws(&s);
+        if (s.p >= s.end || *s.p++ != ':')
+            return -1;
+        skip_ws(&s);
+        const char *v = s.p;
+        if (skip_value(&s) < 0)
+            return -1;
+        if (keylen == namelen && memcmp(key, name, namelen) == 0) {
+            if (found)
+                return -1; /* a second copy: which one was signed is unclear */
+            found = 1;
+            int quoted = *v == '"';
+            *start = v + quoted;
+            *vlen = (size_t)(s.p - v) - 2 * quoted;
+        }
+        skip_ws(&s);
+        if (s.p < s.end && *s.p == ',') {
+            s.p++;
+            continue;
+        }
+        if (s.p < s.end && *s.p == '}')
+            return found ? 0 : -1;
+        return -1;
+    }
+    return -1;
+}
+
+int alipay_response_node_name(const char *method, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "%s_response", method);
+    if (n < 0 || (size_t)n >= outlen)
+        return -1;
+    for (char *c = out; *c; c++) {
+        if (*c == '.')
+            *c = '_';
+    }
+    return 0;
+}
+
+/* --- judging ------------------------------------------------------------ */
+
+static char *dup_field(json_object *node, const char *key)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(node, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return strdup(json_object_get_string(v));
+}
+
+/* Decodes the raw text of a JSON string (between its quotes) with json-c,
+ * so that escapes like `\/` in a signature are undone by a real parser. */
+static char *decode_json_string(const char *raw, size_t len)
+{
+    char *quoted = malloc(len + 3);
+    if (!quoted)
+        return NULL;
+    quoted[0] = '"';
+    memcpy(quoted + 1, raw, len);
+    quoted[len + 1] = '"';
+    quoted[len + 2] = '\0';
+    json_object *o = json_tokener_parse(quoted);
+    free(quoted);
+    char *s = (o && json_object_is_type(o, json_type_string)) ? strdup(json_object_get_string(o))
+                                                               : NULL;
+    json_object_put(o);
+    return s;
+}
+
+static json_object *parse_exact(const char *text, size_t len)
+{
+    json_tokener *tok = json_tokener_new();
+    if (!tok)
+        return NULL;
+    json_object *o = json_tokener_parse_ex(tok, text, (int)len);
+    if (o && (json_tokener_get_error(tok) != json_tokener_success ||
+              json_tokener_get_parse_end(tok) != len)) {
+        json_object_put(o);
+        o = NULL;
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+static enum alipay_outcome outcome_of_code(const char *code)
+{
+    if (!code)
+        return ALIPAY_BAD_SIGNATURE;
+    if (strcmp(code, "10000") == 0)
+        return ALIPAY_OK;
+    if (strcmp(code, "40004") == 0)
+        return ALIPAY_REJECTED;
+    if (strcmp(code, "20001") == 0)
+        return ALIPAY_AUTH_FAILED;
+    if (strcmp(code, "40001") == 0 || strcmp(code, "40002") == 0 || strcmp(code, "40006") == 0)
+        return ALIPAY_REFUSED;
+    return ALIPAY_UNAVAILABLE; /* 20000 and codes this client does not know */
+}
+
+static void take_codes(struct alipay_reply *out, json_object *node)
+{
+    out->code = dup_field(node, "code");
+    out->msg = dup_field(node, "msg");
+    out->sub_code = dup_field(node, "sub_code");
+    out->sub_msg = dup_field(node, "sub_msg");
+    out->node = node;
+}
+
+static void bad(struct alipay_reply *out, const char *why)
+{
+    out->outcome = ALIPAY_BAD_SIGNATURE;
+    snprintf(out->detail, sizeof(out->detail), "%s", why);
+}
+
+void alipay_response_judge(const char *body, size_t len, const char *method, EVP_PKEY *alipay_pub,
+                           enum alipay_sign_type type, struct alipay_reply *out)
+{
+    char name[160];
+    const char *node_raw = NULL, *sign_raw = NULL;
+    size_t node_len = 0, sign_len = 0;
+    int is_error = 0;
+
+    out->verified = 0;
+    out->node = NULL;
+    out->code = out->msg = out->sub_code = out->sub_msg = NULL;
+    json_object *whole = parse_exact(body, len);
+    if (!whole || !json_object_is_type(whole, json_type_object)) {
+        json_object_put(whole);
+        return bad(out, "gateway answer is not a JSON object");
+    }
+    json_object_put(whole);
+    if (alipay_response_node_name(method, name, sizeof(name)) < 0)
+        return bad(out, "method name too long");
+    if (alipay_response_find(body, len, name, &node_raw, &node_len) < 0) {
+        if (alipay_response_find(body, len, "error_response", &node_raw, &node_len) < 0)
+            return bad(out, "gateway answer has no response node");
+        is_error = 1;
+    }
+    /* Parse the very bytes that are verified, so what is trusted is what was
+     * signed even if the body repeats a key. */
+    json_object *node = parse_exact(node_raw, node_len);
+    if (!node || !json_object_is_type(node, json_type_object)) {
+        json_object_put(node);
+        return bad(out, "gateway response node is not a JSON object");
+    }
+    char *sign = NULL;
+    if (alipay_response_find(body, len, "sign", &sign_raw, &sign_len) == 0)
+        sign = decode_json_string(sign_raw, sign_len);
+
+    if (sign && *sign) {
+        int ok = alipay_sign_verify(alipay_pub, type, node_raw, node_len, sign);
+        free(sign);
+        if (!ok) {
+            json_object_put(node);
+            return bad(out, "gateway answer's signature does not verify");
+        }
+        out->verified = 1;
+        take_codes(out, node);
+        out->outcome = is_error ? ALIPAY_REFUSED : outcome_of_code(out->code);
+        snprintf(out->detail, sizeof(out->detail), "code %s%s%s", out->code ? out->code : "?",
+                 out->sub_code ? " " : "", out->sub_code ? out->sub_code : "");
+        return;
+    }
+    free(sign);
+    if (is_error) {
+        /* Unsigned gateway-level error (bad app id, our signature refused):
+         * reported as such, never as a success. */
+        take_codes(out, node);
+        out->outcome = ALIPAY_REFUSED;
+        snprintf(out->detail, sizeof(out->detail), "unsigned error_response %s%s%s",
+                 out->code ? out->code : "?", out->sub_code ? " " : "",
+                 out->sub_code ? out->sub_code : "");
+        return;
+    }
+    json_object_put(node);
+    bad(out, "gateway answer is not signed; its content is not trusted");
+}
+
+char *alipay_response_build(const char *node_name, const char *node_text, EVP_PKEY *key,
+                            enum alipay_sign_type type, int sign_first)
+{
+    char err[256];
+    char *sign = NULL;
+    if (key) {
+        sign = alipay_sign_data(key, type, node_text, strlen(node_text), err, sizeof(err));
+        if (!sign)
+            return NULL;
+    }
+    size_t cap = strlen(node_name) + strlen(node_text) + (sign ? strlen(sign) : 0) + 32;
+    char *out = malloc(cap);
+    if (out) {
+        if (!sign)
+            snprintf(out, cap, "{\"%s\":%s}", node_name, node_text);
+        else if (sign_first)
+            snprintf(out, cap, "{\"sign\":\"%s\",\"%s\":%s}", sign, node_name, node_text);
+        else
+            snprintf(out, cap, "{\"%s\":%s,\"sign\":\"%s\"}", node_name, node_text, sign);
+    }
+    free(sign);
+    return out;
+}
