@@ -1,0 +1,46 @@
+/* alipay_card: the typed side of alipay.marketing.card.open and .query —
+ * the query's biz_content, and reading card_info, schema_url and the
+ * channel fields out of a trusted reply. */
+#ifndef CARDGATE_ALIPAY_CARD_H
+#define CARDGATE_ALIPAY_CARD_H
+
+#include <json-c/json.h>
+
+#include "alipay_response.h"
+
+#define ALIPAY_CARD_OPEN "alipay.marketing.card.open"
+#define ALIPAY_CARD_QUERY "alipay.marketing.card.query"
+
+/* card_info as Alipay returned it. Every pointer borrows from the reply's
+ * node and lives as long as it; absent fields are NULL. */
+struct alipay_card_info {
+    json_object *json; /* the card_info object itself */
+    const char *biz_card_no, *external_card_no, *open_date, *valid_date, *level, *point, *balance,
+        *template_id, *front_image_id;
+};
+
+struct alipay_card_open_result {
+    struct alipay_card_info card;
+    const char *open_card_channel, *open_card_channel_id;
+};
+
+struct alipay_card_query_result {
+    struct alipay_card_info card;
+    const char *schema_url;
+};
+
+/* Reads a successful (ALIPAY_OK) open reply. An OK reply without
+ * card_info.biz_card_no cannot be mapped: it is turned into
+ * ALIPAY_BAD_SIGNATURE ("unparseable answer", not final) and -1 returned. */
+int alipay_card_open_read(struct alipay_reply *r, struct alipay_card_open_result *out);
+int alipay_card_query_read(struct alipay_reply *r, struct alipay_card_query_result *out);
+
+/* card.query's biz_content: target_card_no, target_card_no_type
+ * (BIZ_CARD | D_QR_CODE | D_BAR_CODE) and, when user_id is non-NULL,
+ * card_user_info. Compact JSON, malloc'd; the caller frees. */
+char *alipay_card_query_biz(const char *target_card_no, const char *type, const char *user_id);
+
+/* 1 when the reply is Alipay's "no such card" (40004 CARD_NOT_EXIT). */
+int alipay_card_not_found(const struct alipay_reply *r);
+
+#endif

@@ -1,0 +1,209 @@
+/* alipay_client: see alipay_client.h. */
+#include "alipay_client.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct alipay_client {
+    char *gateway_url;
+    char *app_id;
+    EVP_PKEY *app_key;
+    EVP_PKEY *alipay_key;
+    enum alipay_sign_type sign_type;
+    long timeout_ms;
+    struct alipay_http *http;
+};
+
+/* One call in flight: what the answer is judged against. */
+struct call {
+    struct alipay_client *client;
+    char method[128];
+    alipay_client_cb cb;
+    void *arg;
+};
+
+struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
+                                        struct alipay_http *http, char *err, size_t errlen)
+{
+    struct alipay_client *c = calloc(1, sizeof(*c));
+    if (!c || !(c->gateway_url = strdup(cfg->gateway_url)) || !(c->app_id = strdup(cfg->app_id))) {
+        alipay_client_free(c);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->app_key = cfg->app_key;
+    c->alipay_key = cfg->alipay_key;
+    c->sign_type = cfg->sign_type;
+    c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 15000;
+    c->http = http;
+    return c;
+}
+
+void alipay_client_free(struct alipay_client *c)
+{
+    if (!c)
+        return;
+    free(c->gateway_url);
+    free(c->app_id);
+    free(c);
+}
+
+void alipay_request_free(struct alipay_request *r)
+{
+    free(r->url);
+    free(r->body);
+    r->url = r->body = NULL;
+}
+
+/* Appends "key=<urlencoded value>" with a separator to a malloc'd string. */
+static int append_encoded(char **buf, size_t *len, const char *sep, const char *key,
+                          const char *value)
+{
+    char *enc = curl_easy_escape(NULL, value, 0);
+    if (!enc)
+        return -1;
+    size_t add = strlen(sep) + strlen(key) + 1 + strlen(enc);
+    char *p = realloc(*buf, *len + add + 1);
+    if (!p) {
+        curl_free(enc);
+        return -1;
+    }
+    sprintf(p + *len, "%s%s=%s", sep, key, enc);
+    *len += add;
+    *buf = p;
+    curl_free(enc);
+    return 0;
+}
+
+static const char *const public_order[] = {"app_id",    "method",  "format",     "charset",
+                                           "sign_type", "timestamp", "version", "auth_token",
+                                           "app_auth_token", "sign"};
+
+int alipay_client_build(const struct alipay_client *c, const char *method, const char *biz_content,
+                        const char *auth_token, const char *app_auth_token, time_t now,
+                        struct alipay_request *out, char *err, size_t errlen)
+{
+    struct alipay_params p;
+    char ts[20];
+    int rc = -1;
+    char *content = NULL, *sign = NULL;
+    memset(out, 0, sizeof(*out));
+    alipay_params_init(&p);
+    alipay_sign_timestamp(now, ts);
+    if (alipay_params_set(&p, "app_id", c->app_id) || alipay_params_set(&p, "method", method) ||
+        alipay_params_set(&p, "format", "JSON") || alipay_params_set(&p, "charset", "utf-8") ||
+        alipay_params_set(&p, "sign_type", alipay_sign_type_name(c->sign_type)) ||
+        alipay_params_set(&p, "timestamp", ts) || alipay_params_set(&p, "version", "1.0") ||
+        alipay_params_set(&p, "auth_token", auth_token) ||
+        alipay_params_set(&p, "app_auth_token", app_auth_token) ||
+        alipay_params_set(&p, "biz_content", biz_content)) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (!(content = alipay_sign_content(&p))) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (!(sign = alipay_sign_data(c->app_key, c->sign_type, content, strlen(content), err, errlen)))
+        goto done;
+    alipay_params_set(&p, "sign", sign);
+
+    size_t ulen = strlen(c->gateway_url), blen = 0;
+    out->url = malloc(ulen + 1);
+    if (!out->url)
+        goto oom;
+    memcpy(out->url, c->gateway_url, ulen + 1);
+    const char *sep = strchr(c->gateway_url, '?') ? "&" : "?";
+    for (size_t i = 0; i < sizeof(public_order) / sizeof(*public_order); i++) {
+        const char *v = alipay_params_get(&p, public_order[i]);
+        if (!v)
+            continue;
+        if (append_encoded(&out->url, &ulen, sep, public_order[i], v) < 0)
+            goto oom;
+        sep = "&";
+    }
+    if (biz_content && *biz_content &&
+        append_encoded(&out->body, &blen, "", "biz_content", biz_content) < 0)
+        goto oom;
+    if (!out->body && !(out->body = strdup("")))
+        goto oom;
+    rc = 0;
+    goto done;
+oom:
+    snprintf(err, errlen, "out of memory");
+    alipay_request_free(out);
+done:
+    free(content);
+    free(sign);
+    alipay_params_free(&p);
+    return rc;
+}
+
+static void on_http_done(const struct alipay_http_response *res, void *arg)
+{
+    struct call *call = arg;
+    struct alipay_client *c = call->client;
+    struct alipay_reply reply;
+    memset(&reply, 0, sizeof(reply));
+    reply.latency_ms = res->total_ms;
+    switch (res->status) {
+    case ALIPAY_HTTP_DONE:
+        reply.http_status = res->http_code;
+        if (res->http_code == 200) {
+            alipay_response_judge(res->body, res->body_len, call->method, c->alipay_key,
+                                  c->sign_type, &reply);
+        } else {
+            reply.outcome = ALIPAY_UNAVAILABLE;
+            snprintf(reply.detail, sizeof(reply.detail), "gateway answered HTTP %ld",
+                     res->http_code);
+        }
+        break;
+    case ALIPAY_HTTP_TIMEOUT:
+        reply.outcome = ALIPAY_TIMEOUT;
+        snprintf(reply.detail, sizeof(reply.detail), "no answer within %ld ms: %.200s", c->timeout_ms,
+                 res->error);
+        break;
+    case ALIPAY_HTTP_CONNECT_FAILED:
+        reply.outcome = ALIPAY_UNAVAILABLE;
+        snprintf(reply.detail, sizeof(reply.detail), "cannot connect to the gateway: %.200s",
+                 res->error);
+        break;
+    case ALIPAY_HTTP_FAILED:
+        reply.outcome = ALIPAY_UNAVAILABLE;
+        snprintf(reply.detail, sizeof(reply.detail), "gateway connection failed: %.200s", res->error);
+        break;
+    }
+    call->cb(&reply, call->arg);
+    alipay_reply_free(&reply);
+    free(call);
+}
+
+int alipay_client_call(struct alipay_client *c, const char *method, const char *biz_content,
+                       const char *auth_token, const char *app_auth_token, alipay_client_cb cb,
+                       void *arg, char *err, size_t errlen)
+{
+    struct alipay_request req;
+    struct call *call = calloc(1, sizeof(*call));
+    if (!call || strlen(method) >= sizeof(call->method)) {
+        free(call);
+        snprintf(err, errlen, "bad method or out of memory");
+        return -1;
+    }
+    if (alipay_client_build(c, method, biz_content, auth_token, app_auth_token, time(NULL), &req,
+                            err, errlen) < 0) {
+        free(call);
+        return -1;
+    }
+    call->client = c;
+    strcpy(call->method, method);
+    call->cb = cb;
+    call->arg = arg;
+    int rc = alipay_http_post(c->http, req.url, req.body, strlen(req.body), c->timeout_ms,
+                              on_http_done, call, err, errlen);
+    alipay_request_free(&req);
+    if (rc < 0)
+        free(call);
+    return rc;
+}

@@ -1,0 +1,57 @@
+/* alipay_client: one signed call to the Alipay OpenAPI gateway, end to end.
+ *
+ * Builds the public parameters, signs them with the app key, puts them in
+ * the URL query and biz_content in the form body (as the official SDKs do),
+ * sends it through alipay_http without blocking, and judges the answer with
+ * alipay_response. One client per worker, on that worker's alipay_http. */
+#ifndef CARDGATE_ALIPAY_CLIENT_H
+#define CARDGATE_ALIPAY_CLIENT_H
+
+#include <time.h>
+#include <openssl/evp.h>
+
+#include "alipay_http.h"
+#include "alipay_response.h"
+#include "alipay_sign.h"
+
+struct alipay_client_config {
+    const char *gateway_url; /* copied */
+    const char *app_id;      /* copied */
+    EVP_PKEY *app_key;       /* borrowed: the app's private key, parsed once at start */
+    EVP_PKEY *alipay_key;    /* borrowed: Alipay's public key */
+    enum alipay_sign_type sign_type;
+    long timeout_ms; /* whole call */
+};
+
+struct alipay_client;
+
+/* http is borrowed and must outlive the client. Returns NULL with err. */
+struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
+                                        struct alipay_http *http, char *err, size_t errlen);
+void alipay_client_free(struct alipay_client *c);
+
+/* A request ready for the wire; both strings malloc'd, freed together. */
+struct alipay_request {
+    char *url;  /* gateway URL + '?' + URL-encoded public parameters and sign */
+    char *body; /* biz_content=<URL-encoded biz_content> */
+};
+void alipay_request_free(struct alipay_request *r);
+
+/* Builds and signs a request at time `now`. auth_token / app_auth_token may
+ * be NULL or empty (then left out). Returns 0, or -1 with err. */
+int alipay_client_build(const struct alipay_client *c, const char *method, const char *biz_content,
+                        const char *auth_token, const char *app_auth_token, time_t now,
+                        struct alipay_request *out, char *err, size_t errlen);
+
+/* The reply is owned by the client and valid during the callback only; the
+ * callback may keep reply->node by taking a reference (json_object_get). */
+typedef void (*alipay_client_cb)(struct alipay_reply *reply, void *arg);
+
+/* Calls `method` now. The callback runs later from the event loop, exactly
+ * once, with the outcome class set whatever happened. Returns 0, or -1 with
+ * err (then the callback never runs). */
+int alipay_client_call(struct alipay_client *c, const char *method, const char *biz_content,
+                       const char *auth_token, const char *app_auth_token, alipay_client_cb cb,
+                       void *arg, char *err, size_t errlen);
+
+#endif

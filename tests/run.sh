@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: on a fresh Debian 12 machine it installs what is missing,
+# builds with AddressSanitizer and UndefinedBehaviorSanitizer, starts a
+# throwaway PostgreSQL cluster on a free loopback port, and runs every test
+# (unit and integration) through ctest. The integration tests start the real
+# alipay-sim and cardgate binaries themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. deploy/common.sh
+
+install_deps
+
+build=build-test
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DCARDGATE_SANITIZE=ON >/dev/null
+cmake --build "$build" -j2
+
+pgdir=$(mktemp -d /tmp/cardgate-test-pg.XXXXXX)
+chmod 755 "$pgdir"
+pgport=$(free_port)
+cleanup() { stop_pg "$pgdir"; rm -rf "$pgdir"; }
+trap cleanup EXIT
+start_pg "$pgdir" "$pgport"
+export CARDGATE_TEST_PG="host=127.0.0.1 port=$pgport user=postgres dbname=postgres"
+echo "throwaway PostgreSQL on 127.0.0.1:$pgport ($pgdir)"
+
+cd "$build"
+ctest --output-on-failure -j2 "$@"
