@@ -1,6 +1,6 @@
 # Writes OUT: a C file holding every SQL file of FILES (sorted) as a string,
 # so that `cardgate migrate` needs nothing beside the binary.
-set(content "/* Generated from migrations/*.sql by cmake/embed.cmake. Do not edit. */\n")
+set(content "/* Generated from the migrations folder by cmake/embed.cmake. Do not edit. */\n")
 string(APPEND content "#include \"migrate.h\"\n\nconst struct migration migrations[] = {\n")
 set(count 0)
 foreach(f IN LISTS FILES)

@@ -1,0 +1,97 @@
+/* config: the service's settings, from defaults, an optional INI file and
+ * CARDGATE_* environment variables (a variable wins over the file).
+ *
+ * Every setting has one environment variable and one INI key; the key is
+ * the variable's name lower-cased without the CARDGATE_ prefix (and without
+ * the section's own prefix), inside its section:
+ *
+ *   variable                          [section] key          default
+ *   CARDGATE_LISTEN                   [server] listen         0.0.0.0:8080
+ *   CARDGATE_WORKERS                  [server] workers        online cores (1-256)
+ *   CARDGATE_DRAIN_TIMEOUT_MS         [server] drain_timeout_ms   10000
+ *   CARDGATE_IDLE_TIMEOUT_S           [server] idle_timeout_s     30
+ *   CARDGATE_LOCK_MARGIN_MS           [server] lock_margin_ms     5000
+ *   CARDGATE_DATABASE_URL             [database] url          (none; serve needs it)
+ *   CARDGATE_DB_POOL_SIZE             [database] pool_size    4 (per worker)
+ *   CARDGATE_API_KEYS                 [auth] api_keys         (none: every /v1 call is 401)
+ *   CARDGATE_ALIPAY_GATEWAY           [alipay] gateway        https://openapi.alipay.com/gateway.do
+ *   CARDGATE_ALIPAY_APP_ID            [alipay] app_id         (none; serve needs it)
+ *   CARDGATE_ALIPAY_PRIVATE_KEY_FILE  [alipay] private_key_file  (none; serve needs it)
+ *   CARDGATE_ALIPAY_PUBLIC_KEY_FILE   [alipay] public_key_file   (none; serve needs it)
+ *   CARDGATE_ALIPAY_SIGN_TYPE         [alipay] sign_type      RSA2
+ *   CARDGATE_ALIPAY_TIMEOUT_MS        [alipay] timeout_ms     15000
+ *   CARDGATE_ALIPAY_CA_FILE           [alipay] ca_file        (system bundle)
+ *   CARDGATE_LOG_LEVEL                [log] level             info
+ *   CARDGATE_LOG_FORMAT               [log] format            json
+ *
+ * The team's own settings:
+ *   - drain_timeout_ms: how long a stopping service waits for in-flight
+ *     requests after SIGTERM/SIGINT (0 to 600000).
+ *   - idle_timeout_s: an HTTP client that is idle or too slow to send its
+ *     request is dropped after this many seconds (1 to 3600).
+ *   - lock_margin_ms: a `pending` ledger row is considered abandoned (its
+ *     lock stale) after the Alipay timeout plus this margin (0 to 3600000).
+ *   - pool_size: database connections per worker thread (1 to 100).
+ *
+ * An empty value (VAR= or key =) counts as not set. In the file, api_keys
+ * may go on over indented continuation lines (inih's multi-line values);
+ * no other key may. File lines are limited to 197 characters (inih's line
+ * buffer); a longer line is an error, never silently cut. */
+#ifndef CARDGATE_CONFIG_H
+#define CARDGATE_CONFIG_H
+
+#include <stddef.h>
+
+#include "alipay_sign.h"
+#include "log.h"
+
+struct config_api_key {
+    char name[64];            /* [A-Za-z0-9_.-]{1,63}; one name may have several keys */
+    unsigned char sha256[32]; /* SHA-256 of the caller's bearer key */
+};
+
+struct config {
+    char listen_host[64]; /* without brackets: "0.0.0.0", "::1", "localhost" */
+    int listen_port;
+    int workers;
+    char *database_url;
+    struct config_api_key *api_keys;
+    size_t n_api_keys;
+    char *alipay_gateway;
+    char *alipay_app_id, *alipay_private_key_file, *alipay_public_key_file;
+    char *alipay_ca_file; /* NULL: the system bundle */
+    enum alipay_sign_type alipay_sign_type;
+    long alipay_timeout_ms;
+    enum log_level log_level;
+    int log_json;
+    long drain_timeout_ms, lock_margin_ms, idle_timeout_s;
+    int db_pool_size;
+};
+
+/* Fills c: the defaults, then the INI file at path (when path is not NULL),
+ * then the environment. Returns 0, or -1 with one line in err naming the
+ * setting by its variable name, e.g.
+ *   CARDGATE_WORKERS: must be an integer from 1 to 256 (got "x")
+ * and, for a value from the file, prefixed with "path:line: ". A missing or
+ * unreadable file, an unknown section or key, a syntax error or an
+ * over-long line are errors naming file:line. Secrets (database URL, API key
+ * hashes) are never copied into err.
+ * On 0 the strings and the key array belong to c; the caller frees them with
+ * config_free. On -1 c holds nothing (config_free on it is harmless). */
+int config_load(struct config *c, const char *path, char *err, size_t errlen);
+
+/* What `serve` needs beyond the defaults: the database URL, the app id and
+ * both key files. Returns 0, or -1 with one line naming the first missing
+ * setting. (Whether the key files can be read is alipay_key's check.) */
+int config_check_serve(const struct config *c, char *err, size_t errlen);
+
+/* Frees what c owns and zeroes it; safe on a zeroed or already freed c. */
+void config_free(struct config *c);
+
+/* The caller's name for a presented bearer key: the SHA-256 of the key is
+ * compared in constant time with every configured key (all of them, always,
+ * so the time does not tell which one matched). Returns the name (owned by
+ * c), or NULL when no key matches, the key is empty, or none is configured. */
+const char *config_api_key_lookup(const struct config *c, const char *bearer, size_t len);
+
+#endif

@@ -1,0 +1,365 @@
+/* log: structured log lines (see log.h). */
+#include "log.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+    static const struct {
+        const char *name;
+        enum log_level lvl;
+    } names[] = {
+        {"debug", LOG_DEBUG},  {"info", LOG_INFO},   {"warn", LOG_WARN},
+        {"warning", LOG_WARN}, {"error", LOG_ERROR},
+    };
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcasecmp(s, names[i].name) == 0) {
+            *out = names[i].lvl;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *log_level_name(enum log_level lvl)
+{
+    switch (lvl) {
+    case LOG_DEBUG:
+        return "debug";
+    case LOG_INFO:
+        return "info";
+    case LOG_WARN:
+        return "warn";
+    case LOG_ERROR:
+        return "error";
+    }
+    return "error";
+}
+
+int log_enabled(const struct log *lg, enum log_level lvl)
+{
+    return lg && lvl >= lg->level;
+}
+
+/* A growable line buffer; `oom` sticks once an allocation failed so the
+ * writers need not check every append. */
+struct line {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+static void line_put(struct line *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void line_puts(struct line *b, const char *s)
+{
+    line_put(b, s, strlen(s));
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 when the bytes there
+ * are not one (overlong forms, surrogates and code points past U+10FFFF
+ * included). */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80)
+            return 0;
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* Returns s when it is valid UTF-8; otherwise a malloc'd copy with every
+ * bad byte replaced by U+FFFD, also stored in *tmp for the caller to free.
+ * Values come from callers and gateways we do not control, and one bad byte
+ * would make a JSON line unreadable for the log shipper. NULL when out of
+ * memory. */
+static const char *utf8_clean(const char *s, char **tmp)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, n;
+    *tmp = NULL;
+    while (u[i] && (n = utf8_seq_len(u + i)) > 0)
+        i += n;
+    if (!u[i])
+        return s;
+    struct line b = {0};
+    line_put(&b, s, i);
+    while (u[i]) {
+        n = utf8_seq_len(u + i);
+        if (n) {
+            line_put(&b, (const char *)u + i, n);
+            i += n;
+        } else {
+            line_puts(&b, "\xef\xbf\xbd");
+            i++;
+        }
+    }
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *tmp = b.p;
+    return b.p;
+}
+
+/* "2026-11-21T22:31:06.123Z", UTC with milliseconds. */
+static void log_timestamp(char out[32])
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* Keys the line itself uses get a "_" so a caller's pair cannot replace them. */
+static const char *log_key(const char *key, char *buf, size_t buflen)
+{
+    if (strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 || strcmp(key, "msg") == 0) {
+        snprintf(buf, buflen, "_%s", key);
+        return buf;
+    }
+    return key;
+}
+
+static int json_add_string(json_object *o, const char *key, const char *val)
+{
+    char *tmp;
+    const char *clean = utf8_clean(val, &tmp);
+    json_object *s = clean ? json_object_new_string(clean) : NULL;
+    free(tmp);
+    if (!s)
+        return -1;
+    if (json_object_object_add(o, key, s) != 0) {
+        json_object_put(s);
+        return -1;
+    }
+    return 0;
+}
+
+static void log_format_json(struct line *b, const char *ts, enum log_level lvl, const char *msg,
+                            va_list ap)
+{
+    json_object *o = json_object_new_object();
+    char kbuf[64];
+    if (!o) {
+        b->oom = 1;
+        return;
+    }
+    int rc = json_add_string(o, "ts", ts);
+    rc |= json_add_string(o, "level", log_level_name(lvl));
+    rc |= json_add_string(o, "msg", msg ? msg : "");
+    for (;;) {
+        const char *key = va_arg(ap, const char *);
+        if (!key)
+            break;
+        const char *val = va_arg(ap, const char *);
+        if (!val)
+            continue;
+        char *tmp;
+        const char *ckey = utf8_clean(key, &tmp);
+        rc |= ckey ? json_add_string(o, log_key(ckey, kbuf, sizeof kbuf), val) : -1;
+        free(tmp);
+    }
+    const char *text =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (rc != 0 || !text)
+        b->oom = 1;
+    else
+        line_puts(b, text);
+    json_object_put(o);
+}
+
+/* Text lines: control characters are escaped so one event stays one line;
+ * values are quoted (logfmt style) when they hold a space, '=', '"', '\' or
+ * a control character, or are empty. */
+static void text_put_escaped(struct line *b, const char *s, int quote)
+{
+    char tmp_esc[8];
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '\n':
+            line_puts(b, "\\n");
+            break;
+        case '\r':
+            line_puts(b, "\\r");
+            break;
+        case '\t':
+            line_puts(b, "\\t");
+            break;
+        case '"':
+        case '\\':
+            if (quote)
+                line_put(b, "\\", 1);
+            line_put(b, (const char *)p, 1);
+            break;
+        default:
+            if (*p < 0x20 || *p == 0x7f) {
+                snprintf(tmp_esc, sizeof tmp_esc, "\\x%02x", *p);
+                line_puts(b, tmp_esc);
+            } else {
+                line_put(b, (const char *)p, 1);
+            }
+        }
+    }
+}
+
+static int text_needs_quotes(const char *s)
+{
+    if (!*s)
+        return 1;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p <= 0x20 || *p == 0x7f || *p == '"' || *p == '=' || *p == '\\')
+            return 1;
+    return 0;
+}
+
+static void text_put_clean(struct line *b, const char *s, int quote)
+{
+    char *tmp;
+    const char *clean = utf8_clean(s, &tmp);
+    if (!clean) {
+        b->oom = 1;
+        return;
+    }
+    if (quote)
+        line_put(b, "\"", 1);
+    text_put_escaped(b, clean, quote);
+    if (quote)
+        line_put(b, "\"", 1);
+    free(tmp);
+}
+
+static void log_format_text(struct line *b, const char *ts, enum log_level lvl, const char *msg,
+                            va_list ap)
+{
+    line_puts(b, ts);
+    line_put(b, " ", 1);
+    line_puts(b, log_level_name(lvl));
+    line_put(b, " ", 1);
+    text_put_clean(b, msg ? msg : "", 0);
+    for (;;) {
+        const char *key = va_arg(ap, const char *);
+        if (!key)
+            break;
+        const char *val = va_arg(ap, const char *);
+        if (!val)
+            continue;
+        line_put(b, " ", 1);
+        text_put_clean(b, key, 0);
+        line_put(b, "=", 1);
+        text_put_clean(b, val, text_needs_quotes(val));
+    }
+}
+
+void log_vwrite(const struct log *lg, enum log_level lvl, const char *msg, va_list ap)
+{
+    if (!log_enabled(lg, lvl))
+        return;
+    char ts[32];
+    struct line b = {0};
+    log_timestamp(ts);
+    if (lg->json)
+        log_format_json(&b, ts, lvl, msg, ap);
+    else
+        log_format_text(&b, ts, lvl, msg, ap);
+    line_put(&b, "\n", 1);
+    if (!b.oom) {
+        FILE *out = lg->out ? lg->out : stderr;
+        /* One fwrite under the lock, then flush, so a line is whole and
+         * visible at once even when out is a pipe to a log collector. */
+        flockfile(out);
+        fwrite(b.p, 1, b.len, out);
+        fflush(out);
+        funlockfile(out);
+    }
+    free(b.p);
+}
+
+void log_write(const struct log *lg, enum log_level lvl, const char *msg, ...)
+{
+    va_list ap;
+    va_start(ap, msg);
+    log_vwrite(lg, lvl, msg, ap);
+    va_end(ap);
+}
+
+/* Copies src into out like snprintf would: truncated, always terminated. */
+static void copy_out(char *out, size_t outlen, const char *src)
+{
+    if (outlen)
+        snprintf(out, outlen, "%s", src);
+}
+
+void log_mask_phone(const char *s, char *out, size_t outlen)
+{
+    if (!outlen)
+        return;
+    if (!s) {
+        copy_out(out, outlen, "-");
+        return;
+    }
+    size_t n = strlen(s);
+    if (n >= 11)
+        snprintf(out, outlen, "%.3s****%s", s, s + n - 4);
+    else if (n >= 4)
+        snprintf(out, outlen, "****%s", s + n - 2);
+    else
+        copy_out(out, outlen, "****");
+}
+
+void log_mask_token(const char *s, char *out, size_t outlen)
+{
+    if (!outlen)
+        return;
+    if (!s) {
+        copy_out(out, outlen, "-");
+        return;
+    }
+    size_t n = strlen(s);
+    if (n >= 16)
+        snprintf(out, outlen, "%.4s\xe2\x80\xa6(%zu)", s, n);
+    else
+        snprintf(out, outlen, "\xe2\x80\xa6(%zu)", n);
+}

@@ -1,0 +1,50 @@
+/* metrics: the service's counters, shared by every worker through one
+ * struct that main owns (relaxed atomics: no lock on the hot path), and
+ * their Prometheus text rendering for GET /metrics. */
+#ifndef CARDGATE_METRICS_H
+#define CARDGATE_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "alipay_response.h"
+
+enum metrics_route {
+    METRICS_ROUTE_OPEN,   /* POST /v1/cards */
+    METRICS_ROUTE_QUERY,  /* GET /v1/cards/{biz_card_no} */
+    METRICS_ROUTE_LOOKUP, /* GET /v1/cards/lookup */
+    METRICS_ROUTE_LIST,   /* GET /v1/cards */
+    METRICS_ROUTE_HEALTHZ,
+    METRICS_ROUTE_READYZ,
+    METRICS_ROUTE_METRICS,
+    METRICS_ROUTE_OTHER,
+    METRICS_ROUTES
+};
+
+enum metrics_method { METRICS_METHOD_OPEN, METRICS_METHOD_QUERY, METRICS_METHODS };
+
+#define METRICS_OUTCOMES (ALIPAY_TIMEOUT + 1)
+#define METRICS_BUCKETS 12
+#define METRICS_STATUS_MAX 600
+
+struct metrics {
+    atomic_ulong requests[METRICS_ROUTES][METRICS_STATUS_MAX];
+    atomic_ulong gateway_calls[METRICS_METHODS][METRICS_OUTCOMES];
+    atomic_ulong latency_bucket[METRICS_METHODS][METRICS_BUCKETS]; /* cumulative on render */
+    atomic_ulong latency_sum_us[METRICS_METHODS];
+    atomic_long requests_in_flight;
+    atomic_long gateway_in_flight;
+    atomic_ulong db_errors;
+    atomic_ulong idempotent_replays;
+};
+
+void metrics_init(struct metrics *m);
+const char *metrics_route_name(enum metrics_route r);
+void metrics_request(struct metrics *m, enum metrics_route r, int status);
+void metrics_gateway(struct metrics *m, enum metrics_method method, enum alipay_outcome o,
+                     double latency_ms);
+
+/* The Prometheus text exposition, malloc'd; the caller frees. */
+char *metrics_render(struct metrics *m);
+
+#endif

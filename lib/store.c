@@ -1,0 +1,228 @@
+/* store: see store.h. */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migrate.h"
+
+#define CARD_COLUMNS                                                                               \
+    "biz_card_no, external_card_no, out_serial_no, user_id, card_template_id, status, "            \
+    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+const struct pg_statement store_statements[] = {
+    {"claim",
+     "SELECT verdict, http_status, response_body, attempts "
+     "FROM card_request_claim($1, $2, $3, $4, $5, $6::integer)",
+     6},
+    {"complete",
+     "SELECT card_request_complete($1, $2, $3, $4, $5, $6, $7, $8::integer, $9, $10::integer, "
+     "$11, $12, $13, $14)",
+     14},
+    {"record_call",
+     "INSERT INTO gateway_calls (app_id, method, out_serial_no, outcome, alipay_code, "
+     "alipay_sub_code, http_status, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7::integer, "
+     "$8::integer)",
+     8},
+    {"cards_by_external_card_no",
+     "SELECT " CARD_COLUMNS " FROM cards WHERE app_id = $1 AND external_card_no = $2 "
+     "ORDER BY created_at, biz_card_no LIMIT 1000",
+     2},
+    {"cards_by_user_id",
+     "SELECT " CARD_COLUMNS " FROM cards WHERE app_id = $1 AND user_id = $2 "
+     "ORDER BY created_at, biz_card_no LIMIT 1000",
+     2},
+    {"cards_by_out_serial_no",
+     "SELECT " CARD_COLUMNS " FROM cards WHERE app_id = $1 AND out_serial_no = $2 "
+     "ORDER BY created_at, biz_card_no LIMIT 1000",
+     2},
+    {"schema_check", "SELECT 1 FROM schema_migrations WHERE version = $1", 1},
+};
+const size_t store_statements_count = sizeof(store_statements) / sizeof(store_statements[0]);
+
+/* The caller's callback, carried through pg_pool_exec. */
+struct pending {
+    void (*cb)(void);
+    void *arg;
+};
+
+static struct pending *pending_new(void (*cb)(void), void *arg)
+{
+    struct pending *p = malloc(sizeof(*p));
+    if (p) {
+        p->cb = cb;
+        p->arg = arg;
+    }
+    return p;
+}
+
+static int exec_or_free(struct pg_pool *pool, const char *stmt, int n, const char *const *values,
+                        pg_cb cb, struct pending *p)
+{
+    if (!p)
+        return -1;
+    if (pg_pool_exec(pool, stmt, n, values, cb, p) < 0) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+static int result_ok(PGresult *res)
+{
+    return res && PQresultStatus(res) == PGRES_TUPLES_OK;
+}
+
+/* --- claim --------------------------------------------------------------- */
+
+static void on_claim(PGresult *res, int unavailable, const char *error, void *arg)
+{
+    struct pending *p = arg;
+    store_claim_cb cb = (store_claim_cb)p->cb;
+    void *uarg = p->arg;
+    free(p);
+    if (!result_ok(res) || PQntuples(res) != 1) {
+        cb(NULL, error ? error : "claim returned no row", uarg);
+        return;
+    }
+    struct store_claim c = {0};
+    const char *v = PQgetvalue(res, 0, 0);
+    if (strcmp(v, "claimed") == 0)
+        c.verdict = STORE_CLAIMED;
+    else if (strcmp(v, "replay") == 0)
+        c.verdict = STORE_REPLAY;
+    else if (strcmp(v, "mismatch") == 0)
+        c.verdict = STORE_MISMATCH;
+    else
+        c.verdict = STORE_IN_PROGRESS;
+    c.http_status = PQgetisnull(res, 0, 1) ? 0 : atoi(PQgetvalue(res, 0, 1));
+    c.body = PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2);
+    c.attempts = atoi(PQgetvalue(res, 0, 3));
+    if (c.verdict == STORE_REPLAY && !c.body) {
+        cb(NULL, "stored outcome has no body", uarg);
+        return;
+    }
+    cb(&c, NULL, uarg);
+}
+
+int store_claim(struct pg_pool *pool, const char *app_id, const char *serial, const char *hash,
+                const char *caller, const char *token, long stale_ms, store_claim_cb cb, void *arg)
+{
+    char stale[32];
+    snprintf(stale, sizeof(stale), "%ld", stale_ms);
+    const char *values[] = {app_id, serial, hash, caller, token, stale};
+    return exec_or_free(pool, "claim", 6, values, on_claim, pending_new((void (*)(void))cb, arg));
+}
+
+/* --- complete ------------------------------------------------------------ */
+
+static void on_complete(PGresult *res, int unavailable, const char *error, void *arg)
+{
+    struct pending *p = arg;
+    store_done_cb cb = (store_done_cb)p->cb;
+    void *uarg = p->arg;
+    free(p);
+    if (!result_ok(res) || PQntuples(res) != 1) {
+        cb(0, 0, error ? error : "complete returned no row", uarg);
+        return;
+    }
+    cb(1, strcmp(PQgetvalue(res, 0, 0), "t") == 0, NULL, uarg);
+}
+
+int store_complete(struct pg_pool *pool, const struct store_completion *c, store_done_cb cb,
+                   void *arg)
+{
+    char status[16], latency[32];
+    snprintf(status, sizeof(status), "%d", c->http_status);
+    snprintf(latency, sizeof(latency), "%ld", c->latency_ms);
+    const char *values[] = {c->app_id,  c->serial,     c->token,       c->state,
+                            c->outcome, c->code,       c->sub_code,    status,
+                            c->body,    latency,       c->biz_card_no, c->external_card_no,
+                            c->user_id, c->template_id};
+    return exec_or_free(pool, "complete", 14, values, on_complete,
+                        pending_new((void (*)(void))cb, arg));
+}
+
+/* --- gateway calls ------------------------------------------------------- */
+
+static void on_recorded(PGresult *res, int unavailable, const char *error, void *arg)
+{
+    (void)res;
+    (void)unavailable;
+    (void)error;
+    (void)arg;
+}
+
+void store_record_call(struct pg_pool *pool, const char *app_id, const char *method,
+                       const char *out_serial_no, const char *outcome, const char *code,
+                       const char *sub_code, long http_status, long latency_ms)
+{
+    char status[16], latency[32];
+    snprintf(status, sizeof(status), "%ld", http_status);
+    snprintf(latency, sizeof(latency), "%ld", latency_ms);
+    const char *values[] = {
+        app_id, method, out_serial_no, outcome, code, sub_code, http_status ? status : NULL,
+        latency};
+    pg_pool_exec(pool, "record_call", 8, values, on_recorded, NULL);
+}
+
+/* --- cards --------------------------------------------------------------- */
+
+static void on_cards(PGresult *res, int unavailable, const char *error, void *arg)
+{
+    struct pending *p = arg;
+    store_cards_cb cb = (store_cards_cb)p->cb;
+    void *uarg = p->arg;
+    free(p);
+    if (!result_ok(res)) {
+        cb(NULL, unavailable, error ? error : "query failed", uarg);
+        return;
+    }
+    static const char *const names[] = {"biz_card_no", "external_card_no", "out_serial_no",
+                                        "user_id",     "card_template_id", "status",
+                                        "created_at"};
+    json_object *cards = json_object_new_array();
+    for (int row = 0; row < PQntuples(res); row++) {
+        json_object *card = json_object_new_object();
+        for (int col = 0; col < 7; col++) {
+            json_object *v = PQgetisnull(res, row, col)
+                                 ? NULL
+                                 : json_object_new_string(PQgetvalue(res, row, col));
+            json_object_object_add(card, names[col], v);
+        }
+        json_object_array_add(cards, card);
+    }
+    cb(cards, 0, NULL, uarg);
+}
+
+int store_cards_list(struct pg_pool *pool, const char *app_id, enum store_card_filter by,
+                     const char *value, store_cards_cb cb, void *arg)
+{
+    static const char *const stmts[] = {"cards_by_external_card_no", "cards_by_user_id",
+                                        "cards_by_out_serial_no"};
+    const char *values[] = {app_id, value};
+    return exec_or_free(pool, stmts[by], 2, values, on_cards, pending_new((void (*)(void))cb, arg));
+}
+
+/* --- schema -------------------------------------------------------------- */
+
+static void on_schema(PGresult *res, int unavailable, const char *error, void *arg)
+{
+    struct pending *p = arg;
+    store_schema_cb cb = (store_schema_cb)p->cb;
+    void *uarg = p->arg;
+    free(p);
+    if (!result_ok(res)) {
+        cb(-1, error ? error : "schema check failed", uarg);
+        return;
+    }
+    cb(PQntuples(res) == 1 ? 1 : 0, PQntuples(res) == 1 ? NULL : "schema is behind", uarg);
+}
+
+int store_schema_check(struct pg_pool *pool, store_schema_cb cb, void *arg)
+{
+    const char *values[] = {migrate_latest()};
+    return exec_or_free(pool, "schema_check", 1, values, on_schema,
+                        pending_new((void (*)(void))cb, arg));
+}

@@ -1,0 +1,79 @@
+/* store: cardgate's queries, on a worker's pg_pool — the idempotency ledger
+ * (claim a request before calling the gateway, complete it after), the card
+ * mappings, the record of gateway calls, and the schema check.
+ *
+ * The claim and the completion are plpgsql functions (migrations/001) so
+ * each is one round trip and one transaction. Every call here is
+ * asynchronous: the callback runs later from the worker's loop, once. */
+#ifndef CARDGATE_STORE_H
+#define CARDGATE_STORE_H
+
+#include <json-c/json.h>
+
+#include "pg.h"
+
+/* The statements every connection prepares (pass to pg_pool_new). */
+extern const struct pg_statement store_statements[];
+extern const size_t store_statements_count;
+
+enum store_verdict {
+    STORE_CLAIMED,     /* ours: call the gateway, then store_complete */
+    STORE_REPLAY,      /* a final outcome is stored: http_status + body */
+    STORE_MISMATCH,    /* the out_serial_no belongs to another request */
+    STORE_IN_PROGRESS, /* another holder's lock is fresh */
+};
+
+struct store_claim {
+    enum store_verdict verdict;
+    int http_status;  /* REPLAY */
+    const char *body; /* REPLAY; valid during the callback */
+    int attempts;
+};
+
+/* claim NULL: the database could not be reached or failed (error says). */
+typedef void (*store_claim_cb)(const struct store_claim *claim, const char *error, void *arg);
+
+/* Claims (app_id, out_serial_no) under `token`; a pending lock older than
+ * stale_ms is taken over. Returns 0, or -1 (no callback) when the pool's
+ * queue is full. */
+int store_claim(struct pg_pool *p, const char *app_id, const char *serial, const char *hash,
+                const char *caller, const char *token, long stale_ms, store_claim_cb cb, void *arg);
+
+struct store_completion {
+    const char *app_id, *serial, *token;
+    const char *state;   /* succeeded | rejected | failed */
+    const char *outcome; /* alipay_outcome_name() */
+    const char *code, *sub_code;
+    int http_status;
+    const char *body;
+    long latency_ms;
+    const char *biz_card_no, *external_card_no, *user_id, *template_id;
+};
+
+/* ok: 1 when recorded; held: 0 when our lock had been taken over. */
+typedef void (*store_done_cb)(int ok, int held, const char *error, void *arg);
+
+/* Records a claimed request's outcome (and the card, on success). The
+ * strings are copied before this returns. */
+int store_complete(struct pg_pool *p, const struct store_completion *c, store_done_cb cb,
+                   void *arg);
+
+/* Records one gateway call for the dashboards; best effort, no callback. */
+void store_record_call(struct pg_pool *p, const char *app_id, const char *method,
+                       const char *out_serial_no, const char *outcome, const char *code,
+                       const char *sub_code, long http_status, long latency_ms);
+
+enum store_card_filter { STORE_BY_EXTERNAL_CARD_NO, STORE_BY_USER_ID, STORE_BY_OUT_SERIAL_NO };
+
+/* cards: a new JSON array of card objects the callback owns (json_object_put),
+ * or NULL when the database failed (unavailable says whether it was down). */
+typedef void (*store_cards_cb)(json_object *cards, int unavailable, const char *error, void *arg);
+int store_cards_list(struct pg_pool *p, const char *app_id, enum store_card_filter by,
+                     const char *value, store_cards_cb cb, void *arg);
+
+/* current: 1 when the newest embedded migration is applied, 0 when behind,
+ * -1 when the database could not answer. */
+typedef void (*store_schema_cb)(int current, const char *error, void *arg);
+int store_schema_check(struct pg_pool *p, store_schema_cb cb, void *arg);
+
+#endif

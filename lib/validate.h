@@ -1,0 +1,92 @@
+/* validate: checks REST API request bodies and parameters against the
+ * contract (spec/api.md §2) and the seeds' field limits, maps a valid
+ * POST /v1/cards body to alipay.marketing.card.open's biz_content, and
+ * computes the idempotency hash of a request.
+ *
+ * Pure functions: no I/O, no clock, no global state; safe on any thread.
+ *
+ * Decisions beyond the spec (api.md and the seeds say nothing):
+ * - Lengths are counted in Unicode code points; invalid UTF-8 is refused.
+ *   Strings must not contain control characters (U+0000-U+001F, U+007F):
+ *   they would end up on a card face or in a signed form parameter.
+ * - auth_token: at most 128 characters (Alipay publishes no limit; its
+ *   tokens are ~40). app_auth_token: at most 40 (the query seed).
+ *   open_card_channel / open_card_channel_id: at most 64 each (the open
+ *   seed gives no limit).
+ * - An optional string that is present must not be empty, and null is not
+ *   "absent": Alipay leaves empty parameters out, so callers omit them.
+ *   Empty containers (member {}, front_text_list []) are accepted as given.
+ * - point: optional '-', digits, optionally '.' and 1-2 digits ("88",
+ *   "0.5", "-20", "124.89"). Negative points are allowed (a refund after a
+ *   redemption can overdraw a points account). balance: the same without a
+ *   sign: a stored-value balance in yuan cannot be negative. No exponent,
+ *   no '+', no leading or trailing '.'.
+ * - mdcode_info.time_stamp: a JSON integer 0..9223372036854775807 (the
+ *   seed's "long"; any 20-digit number exceeds it).
+ * - Dates are checked as calendar dates only (leap years, days per month,
+ *   00:00:00-23:59:59); no ordering between open_date and valid_date and no
+ *   "not in the future" rule for birth.
+ */
+#ifndef CARDGATE_VALIDATE_H
+#define CARDGATE_VALIDATE_H
+
+#include <stddef.h>
+#include <json-c/json.h>
+
+/* Why a request was refused. field is the path in the request body
+ * ("card.front_text_list[0].label"), or "" when the error is not about one
+ * field; message is a one-line sentence for the API's error.message. */
+struct validate_error {
+    char field[128];
+    char message[256];
+};
+
+/* The validated POST /v1/cards body. Every pointer borrows from root (the
+ * caller keeps root alive and unchanged while it uses this struct); root
+ * itself is borrowed too, no reference is taken. */
+struct validate_card_open {
+    json_object *root;
+    const char *out_serial_no, *card_template_id, *user_id;
+    const char *auth_token, *app_auth_token; /* NULL when absent */
+    const char *external_card_no;            /* card.external_card_no, NULL when absent */
+    const char *open_card_channel, *open_card_channel_id; /* NULL when absent */
+};
+
+/* Validates a POST /v1/cards body. Returns 0 and fills out, or -1 and fills
+ * err (which may be NULL) with the first problem found. Unknown fields are
+ * refused at every level, named by their path. */
+int validate_card_open(json_object *root, struct validate_card_open *out,
+                       struct validate_error *err);
+
+/* The biz_content of alipay.marketing.card.open for a request that
+ * validate_card_open accepted: compact JSON, keys in the seed's order,
+ * member.gender spelled "gende", auth tokens left out (they are public
+ * parameters). Returns a malloc'd string the caller frees; NULL when out of
+ * memory or req is NULL. */
+char *validate_card_open_biz(const struct validate_card_open *req);
+
+/* The idempotency hash of a request body: HMAC-SHA256 with key over a
+ * canonical form of root without its top-level auth_token and
+ * app_auth_token (objects' keys sorted by byte order at every level, compact,
+ * arrays in order), so key order and whitespace do not matter but every
+ * value does. The key keeps stored hashes of low-entropy member data (phone
+ * numbers) from being brute-forced. Writes 64 lowercase hex digits and a NUL
+ * to out. Returns 0, or -1 (root NULL, key empty, OpenSSL failure). */
+int validate_request_hash(json_object *root, const unsigned char *key, size_t keylen, char out[65]);
+
+/* An Alipay user id: exactly 16 ASCII digits starting with 2088.
+ * Returns 0 when s is one, -1 otherwise (also for NULL). */
+int validate_user_id(const char *s);
+
+/* A card number as a path parameter (biz_card_no) or lookup code: 1 to 32
+ * characters, each a printable ASCII character other than space (0x21-0x7E).
+ * Returns 0, or -1 and fills err (may be NULL) naming `field`. */
+int validate_card_no(const char *s, struct validate_error *err, const char *field);
+
+/* The number of Unicode code points in the NUL-terminated s. *ok (may be
+ * NULL) is set to 1, or to 0 when s is not valid UTF-8 (overlong forms,
+ * surrogates, code points above U+10FFFF, truncated sequences), in which case
+ * the count is meaningless. */
+size_t validate_utf8_chars(const char *s, int *ok);
+
+#endif

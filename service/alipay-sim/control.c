@@ -1,0 +1,347 @@
+/* control: the /_sim control interface. See control.h. */
+#include "control.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+
+/* Largest control body accepted (a fault rule or a template is tiny). */
+#define CONTROL_MAX_BODY 65536
+
+/* Sends o (which it puts) with status. */
+static void send_json(struct evhttp_request *req, int status, json_object *o)
+{
+    struct evbuffer *buf = evbuffer_new();
+    const char *text =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (buf && text) {
+        evbuffer_add(buf, text, strlen(text));
+        evbuffer_add(buf, "\n", 1);
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/json; charset=utf-8");
+    evhttp_send_reply(req, status, NULL, buf);
+    if (buf)
+        evbuffer_free(buf);
+    json_object_put(o);
+}
+
+static void send_error(struct evhttp_request *req, int status, const char *message)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "error", json_object_new_string(message));
+    send_json(req, status, o);
+}
+
+static void send_status_ok(struct evhttp_request *req, int status)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "status", json_object_new_string("ok"));
+    send_json(req, status, o);
+}
+
+/* The request body as a JSON object, or NULL after answering 400. */
+static json_object *body_object(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if (len > CONTROL_MAX_BODY) {
+        send_error(req, 413, "body too large");
+        return NULL;
+    }
+    char *text = malloc(len + 1);
+    if (!text) {
+        send_error(req, 500, "out of memory");
+        return NULL;
+    }
+    evbuffer_copyout(in, text, len);
+    text[len] = '\0';
+    json_object *o = sim_json_parse(text, len);
+    free(text);
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        send_error(req, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+/* Optional string member: 0 with *out (NULL when absent or null), -1 when
+ * it is not a string. */
+static int opt_string(json_object *o, const char *key, const char **out)
+{
+    json_object *v = NULL;
+    *out = NULL;
+    if (!json_object_object_get_ex(o, key, &v) || v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_string))
+        return -1;
+    *out = json_object_get_string(v);
+    return 0;
+}
+
+/* Optional integer member >= min: 0 with *out (dflt when absent or null),
+ * -1 otherwise. */
+static int opt_long(json_object *o, const char *key, long min, long dflt, long *out)
+{
+    json_object *v = NULL;
+    *out = dflt;
+    if (!json_object_object_get_ex(o, key, &v) || v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_int))
+        return -1;
+    errno = 0;
+    int64_t n = json_object_get_int64(v);
+    if (errno != 0 || n < min || n > LONG_MAX)
+        return -1;
+    *out = (long)n;
+    return 0;
+}
+
+static json_object *fault_json(const struct sim_fault *f)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_int64(f->id));
+    json_object_object_add(o, "mode", json_object_new_string(sim_fault_mode_name(f->mode)));
+    json_object_object_add(o, "method", f->method ? json_object_new_string(f->method) : NULL);
+    json_object_object_add(o, "out_serial_no",
+                           f->out_serial_no ? json_object_new_string(f->out_serial_no) : NULL);
+    json_object_object_add(o, "count", f->count < 0 ? NULL : json_object_new_int64(f->count));
+    json_object_object_add(o, "delay_ms", json_object_new_int64(f->delay_ms));
+    return o;
+}
+
+/* A fault rule as POST /_sim/faults gives it, borrowed from the body. */
+struct fault_req {
+    enum sim_fault_mode mode;
+    const char *method, *out_serial_no;
+    long count, delay_ms;
+};
+
+/* Reads the rule from o; returns NULL, or what is wrong with it. */
+static const char *fault_req_read(json_object *o, struct fault_req *f)
+{
+    static const char *const keys[] = {"mode",  "method",   "out_serial_no",
+                                       "count", "delay_ms", NULL};
+    const char *mode_name;
+    json_object_object_foreach(o, key, val)
+    {
+        (void)val;
+        size_t i = 0;
+        while (keys[i] && strcmp(keys[i], key) != 0)
+            i++;
+        if (!keys[i])
+            return "unknown field (known: mode, method, out_serial_no, count, delay_ms)";
+    }
+    if (opt_string(o, "mode", &mode_name) < 0 || !mode_name ||
+        sim_fault_mode_parse(mode_name, &f->mode) < 0)
+        return "mode must be one of delay, code_20000, code_20001, bad_signature, "
+               "unsigned_success, error_response, http_500, drop, sign_first";
+    if (opt_string(o, "method", &f->method) < 0)
+        return "method must be a string";
+    if (opt_string(o, "out_serial_no", &f->out_serial_no) < 0)
+        return "out_serial_no must be a string";
+    if (opt_long(o, "count", 1, -1, &f->count) < 0)
+        return "count must be an integer >= 1 (leave it out for no limit)";
+    if (opt_long(o, "delay_ms", 0, 0, &f->delay_ms) < 0)
+        return "delay_ms must be an integer >= 0";
+    return NULL;
+}
+
+/* POST /_sim/faults {"mode","method","out_serial_no","count","delay_ms"} */
+static void faults_add(struct sim *s, struct evhttp_request *req)
+{
+    json_object *o = body_object(req);
+    if (!o)
+        return;
+    struct fault_req f;
+    const char *problem = fault_req_read(o, &f);
+    if (problem) {
+        send_error(req, 400, problem);
+        json_object_put(o);
+        return;
+    }
+    long id = sim_fault_add(s, f.mode, f.method, f.out_serial_no, f.count, f.delay_ms);
+    json_object_put(o);
+    if (id < 0) {
+        send_error(req, 500, "out of memory");
+        return;
+    }
+    json_object *r = json_object_new_object();
+    json_object_object_add(r, "id", json_object_new_int64(id));
+    send_json(req, 201, r);
+}
+
+static void faults_list(struct sim *s, struct evhttp_request *req)
+{
+    json_object *list = json_object_new_array();
+    for (const struct sim_fault *f = s->faults; f; f = f->next)
+        json_object_array_add(list, fault_json(f));
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "faults", list);
+    send_json(req, 200, o);
+}
+
+static void route_faults(struct sim *s, struct evhttp_request *req, const char *rest)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (*rest == '\0') {
+        if (cmd == EVHTTP_REQ_POST) {
+            faults_add(s, req);
+        } else if (cmd == EVHTTP_REQ_GET) {
+            faults_list(s, req);
+        } else if (cmd == EVHTTP_REQ_DELETE) {
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "cleared",
+                                   json_object_new_int64((int64_t)sim_faults_clear(s)));
+            send_json(req, 200, o);
+        } else {
+            send_error(req, 405, "use GET, POST or DELETE");
+        }
+        return;
+    }
+    /* /_sim/faults/{id} */
+    char *end;
+    long id = strtol(rest + 1, &end, 10);
+    if (*rest != '/' || end == rest + 1 || *end != '\0')
+        send_error(req, 404, "no such route");
+    else if (cmd != EVHTTP_REQ_DELETE)
+        send_error(req, 405, "use DELETE");
+    else if (sim_fault_remove(s, id) < 0)
+        send_error(req, 404, "no such fault");
+    else
+        send_status_ok(req, 200);
+}
+
+/* GET /_sim/calls[?out_serial_no=X] */
+static void route_calls(struct sim *s, struct evhttp_request *req)
+{
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        send_error(req, 405, "use GET");
+        return;
+    }
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq kv;
+    if (query && *query) {
+        if (evhttp_parse_query_str(query, &kv) < 0) {
+            send_error(req, 400, "malformed query");
+            return;
+        }
+        const char *serial = evhttp_find_header(&kv, "out_serial_no");
+        json_object *o = json_object_new_object();
+        if (serial) {
+            json_object_object_add(o, "out_serial_no", json_object_new_string(serial));
+            json_object_object_add(o, "count",
+                                   json_object_new_int64(sim_calls_for_serial(s, serial)));
+        }
+        evhttp_clear_headers(&kv);
+        if (serial) {
+            send_json(req, 200, o);
+            return;
+        }
+        json_object_put(o);
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "total", json_object_new_int64(s->calls_total));
+    json_object_object_add(o, "methods", json_object_get(s->calls_methods));
+    json_object_object_add(o, "out_serial_no", json_object_get(s->calls_serials));
+    send_json(req, 200, o);
+}
+
+/* GET /_sim/cards and /_sim/cards/{biz_card_no} */
+static void route_cards(struct sim *s, struct evhttp_request *req, const char *rest)
+{
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        send_error(req, 405, "use GET");
+        return;
+    }
+    if (*rest == '\0') {
+        json_object *list = json_object_new_array();
+        for (const struct sim_card *c = s->cards; c; c = c->next)
+            json_object_array_add(list, sim_card_json(c));
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "cards", list);
+        send_json(req, 200, o);
+        return;
+    }
+    const struct sim_card *c = *rest == '/' ? sim_card_by_biz(s, rest + 1) : NULL;
+    if (!c)
+        send_error(req, 404, "no such card");
+    else
+        send_json(req, 200, sim_card_json(c));
+}
+
+/* POST /_sim/templates {"template_id"}, GET /_sim/templates */
+static void route_templates(struct sim *s, struct evhttp_request *req)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd == EVHTTP_REQ_GET) {
+        json_object *list = json_object_new_array();
+        json_object_object_foreach(s->templates, id, val)
+        {
+            (void)val;
+            json_object_array_add(list, json_object_new_string(id));
+        }
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "templates", list);
+        send_json(req, 200, o);
+        return;
+    }
+    if (cmd != EVHTTP_REQ_POST) {
+        send_error(req, 405, "use GET or POST");
+        return;
+    }
+    json_object *o = body_object(req);
+    if (!o)
+        return;
+    const char *id;
+    if (opt_string(o, "template_id", &id) < 0 || !id || sim_template_add(s, id) < 0) {
+        send_error(req, 400, "template_id must be a string of 1-32 characters");
+    } else {
+        json_object *r = json_object_new_object();
+        json_object_object_add(r, "template_id", json_object_new_string(id));
+        send_json(req, 201, r);
+    }
+    json_object_put(o);
+}
+
+/* Is path equal to name, or name followed by '/'? Sets *rest past name. */
+static int route_is(const char *path, const char *name, const char **rest)
+{
+    size_t n = strlen(name);
+    if (strncmp(path, name, n) != 0 || (path[n] != '\0' && path[n] != '/'))
+        return 0;
+    *rest = path + n;
+    return 1;
+}
+
+void control_handle(struct sim *s, struct evhttp_request *req, const char *path)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    const char *rest;
+    fprintf(stderr, "alipay-sim: control %s\n", path);
+    if (strcmp(path, "/_sim/health") == 0) {
+        send_status_ok(req, 200);
+    } else if (strcmp(path, "/_sim/reset") == 0) {
+        if (cmd != EVHTTP_REQ_POST) {
+            send_error(req, 405, "use POST");
+            return;
+        }
+        sim_reset(s);
+        send_status_ok(req, 200);
+    } else if (route_is(path, "/_sim/faults", &rest)) {
+        route_faults(s, req, rest);
+    } else if (strcmp(path, "/_sim/calls") == 0) {
+        route_calls(s, req);
+    } else if (route_is(path, "/_sim/cards", &rest)) {
+        route_cards(s, req, rest);
+    } else if (strcmp(path, "/_sim/templates") == 0) {
+        route_templates(s, req);
+    } else {
+        send_error(req, 404, "no such route");
+    }
+}

@@ -1,0 +1,1142 @@
+/* sim: state and rules of the gateway stand-in. See sim.h. */
+#include "sim.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <json-c/linkhash.h>
+#include <openssl/rand.h>
+
+#include "alipay_response.h"
+
+#define METHOD_OPEN "alipay.marketing.card.open"
+#define METHOD_QUERY "alipay.marketing.card.query"
+
+/* Seconds east of UTC of the time Alipay's timestamps are written in. */
+#define BEIJING_OFFSET 0
+
+static const char *const fault_names[] = {
+    [SIM_FAULT_NONE] = "none",
+    [SIM_FAULT_DELAY] = "delay",
+    [SIM_FAULT_CODE_20000] = "code_20000",
+    [SIM_FAULT_CODE_20001] = "code_20001",
+    [SIM_FAULT_BAD_SIGNATURE] = "bad_signature",
+    [SIM_FAULT_UNSIGNED_SUCCESS] = "unsigned_success",
+    [SIM_FAULT_ERROR_RESPONSE] = "error_response",
+    [SIM_FAULT_HTTP_500] = "http_500",
+    [SIM_FAULT_DROP] = "drop",
+    [SIM_FAULT_SIGN_FIRST] = "sign_first",
+};
+
+int sim_fault_mode_parse(const char *name, enum sim_fault_mode *out)
+{
+    /* "none" is not a mode one can ask for: start at DELAY. */
+    for (size_t i = SIM_FAULT_DELAY; i < sizeof(fault_names) / sizeof(fault_names[0]); i++) {
+        if (name && strcmp(name, fault_names[i]) == 0) {
+            *out = (enum sim_fault_mode)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *sim_fault_mode_name(enum sim_fault_mode m)
+{
+    if ((size_t)m < sizeof(fault_names) / sizeof(fault_names[0]))
+        return fault_names[m];
+    return "?";
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+/* xorshift64*: the random digits of card numbers and codes. They only have
+ * to differ between runs and look like Alipay's, not be secret. */
+static uint64_t rng_next(struct sim *s)
+{
+    uint64_t x = s->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    s->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void random_digits(struct sim *s, char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)('0' + rng_next(s) % 10);
+    out[n] = '\0';
+    if (n > 0 && out[0] == '0')
+        out[0] = '1'; /* no leading zero: some clients keep numbers as numbers */
+}
+
+/* Characters (Unicode code points) in UTF-8 text: the seeds' limits count
+ * characters, and "专业" is 2 of them, not 6 bytes. */
+static size_t utf8_chars(const char *str)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)str; *p; p++)
+        if ((*p & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+static int all_digits(const char *str, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)str[i]))
+            return 0;
+    return 1;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+        return 29;
+    return days[m - 1];
+}
+
+/* "yyyy-MM-dd" (with_time 0) or "yyyy-MM-dd HH:mm:ss" (1), a real calendar
+ * date and time. Fills *tm when given. Returns 0 or -1. */
+static int parse_datetime(const char *str, int with_time, struct tm *tm)
+{
+    size_t want = with_time ? 19 : 10;
+    if (strlen(str) != want)
+        return -1;
+    static const char shape[] = "dddd-dd-dd dd:dd:dd";
+    for (size_t i = 0; i < want; i++) {
+        if (shape[i] == 'd' ? !isdigit((unsigned char)str[i]) : str[i] != shape[i])
+            return -1;
+    }
+    int y = atoi(str), mo = atoi(str + 5), d = atoi(str + 8);
+    int h = 0, mi = 0, sec = 0;
+    if (with_time) {
+        h = atoi(str + 11);
+        mi = atoi(str + 14);
+        sec = atoi(str + 17);
+    }
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 ||
+        sec > 59)
+        return -1;
+    if (tm) {
+        memset(tm, 0, sizeof(*tm));
+        tm->tm_year = y - 1900;
+        tm->tm_mon = mo - 1;
+        tm->tm_mday = d;
+        tm->tm_hour = h;
+        tm->tm_min = mi;
+        tm->tm_sec = sec;
+    }
+    return 0;
+}
+
+/* A number with at most 2 decimals: "88", "124.89", "-3.5". */
+static int is_amount(const char *str)
+{
+    const char *p = str;
+    if (*p == '-')
+        p++;
+    size_t intlen = strspn(p, "0123456789");
+    if (intlen == 0)
+        return 0;
+    p += intlen;
+    if (*p == '\0')
+        return 1;
+    if (*p != '.')
+        return 0;
+    p++;
+    size_t dec = strspn(p, "0123456789");
+    return dec >= 1 && dec <= 2 && p[dec] == '\0';
+}
+
+json_object *sim_json_parse(const char *text, size_t len)
+{
+    json_tokener *tok = json_tokener_new();
+    if (!tok)
+        return NULL;
+    json_object *o = json_tokener_parse_ex(tok, text, (int)len);
+    if (json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(o);
+        o = NULL;
+    } else {
+        for (size_t i = json_tokener_get_parse_end(tok); o && i < len; i++) {
+            if (!isspace((unsigned char)text[i])) {
+                json_object_put(o);
+                o = NULL;
+            }
+        }
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+static char *json_text(json_object *o)
+{
+    const char *t =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    return t ? strdup(t) : NULL;
+}
+
+static void add_str(json_object *o, const char *key, const char *val)
+{
+    json_object_object_add(o, key, json_object_new_string(val));
+}
+
+/* --------------------------------------------------------------- lifecycle */
+
+static int make_indexes(struct sim *s)
+{
+    s->by_serial = lh_kchar_table_new(64, NULL);
+    s->by_biz = lh_kchar_table_new(64, NULL);
+    s->by_qr = lh_kchar_table_new(64, NULL);
+    s->by_bar = lh_kchar_table_new(64, NULL);
+    return (s->by_serial && s->by_biz && s->by_qr && s->by_bar) ? 0 : -1;
+}
+
+static void free_indexes(struct sim *s)
+{
+    struct lh_table **t[] = {&s->by_serial, &s->by_biz, &s->by_qr, &s->by_bar};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        if (*t[i])
+            lh_table_free(*t[i]);
+        *t[i] = NULL;
+    }
+}
+
+static void card_free(struct sim_card *c)
+{
+    free(c->biz_card_no);
+    free(c->out_serial_no);
+    free(c->user_id);
+    free(c->template_id);
+    free(c->qr_code);
+    free(c->bar_code);
+    free(c->open_card_channel);
+    free(c->open_card_channel_id);
+    json_object_put(c->card_info);
+    free(c);
+}
+
+static void free_cards(struct sim *s)
+{
+    for (struct sim_card *c = s->cards, *next; c; c = next) {
+        next = c->next;
+        card_free(c);
+    }
+    s->cards = s->cards_tail = NULL;
+    s->ncards = 0;
+}
+
+static int reset_counters(struct sim *s)
+{
+    json_object_put(s->calls_methods);
+    json_object_put(s->calls_serials);
+    s->calls_total = 0;
+    s->calls_methods = json_object_new_object();
+    s->calls_serials = json_object_new_object();
+    return (s->calls_methods && s->calls_serials) ? 0 : -1;
+}
+
+static void seed_rng(struct sim *s)
+{
+    if (RAND_bytes((unsigned char *)&s->rng, sizeof(s->rng)) != 1)
+        s->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (s->rng == 0)
+        s->rng = 0x9E3779B97F4A7C15ULL;
+}
+
+int sim_init(struct sim *s, EVP_PKEY *app_public, EVP_PKEY *alipay_private, const char *app_id,
+             const char *templates, enum alipay_sign_type sign_type_default, char *err,
+             size_t errlen)
+{
+    memset(s, 0, sizeof(*s));
+    s->sign_type_default = sign_type_default;
+    s->next_fault_id = 1;
+    seed_rng(s);
+    random_digits(s, s->instance, 12);
+    s->templates = json_object_new_object();
+    if (!s->templates || make_indexes(s) < 0 || reset_counters(s) < 0 ||
+        (app_id && !(s->app_id = strdup(app_id)))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    char *list = strdup(templates ? templates : SIM_DEFAULT_TEMPLATES);
+    if (!list) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    char *save = NULL;
+    for (char *id = strtok_r(list, ",", &save); id; id = strtok_r(NULL, ",", &save)) {
+        if (sim_template_add(s, id) < 0) {
+            snprintf(err, errlen, "bad template id '%s' (1-32 characters)", id);
+            free(list);
+            goto fail;
+        }
+    }
+    free(list);
+    /* Taken last: on failure the caller still owns the keys. */
+    s->app_public = app_public;
+    s->alipay_private = alipay_private;
+    return 0;
+fail:
+    sim_free(s);
+    return -1;
+}
+
+static void free_faults(struct sim *s)
+{
+    for (struct sim_fault *f = s->faults, *next; f; f = next) {
+        next = f->next;
+        free(f->method);
+        free(f->out_serial_no);
+        free(f);
+    }
+    s->faults = NULL;
+}
+
+void sim_free(struct sim *s)
+{
+    free_faults(s);
+    free_cards(s);
+    free_indexes(s);
+    json_object_put(s->templates);
+    json_object_put(s->calls_methods);
+    json_object_put(s->calls_serials);
+    EVP_PKEY_free(s->app_public);
+    EVP_PKEY_free(s->alipay_private);
+    free(s->app_id);
+    memset(s, 0, sizeof(*s));
+}
+
+int sim_template_add(struct sim *s, const char *template_id)
+{
+    size_t n = template_id ? utf8_chars(template_id) : 0;
+    if (n == 0 || n > 32)
+        return -1;
+    return json_object_object_add(s->templates, template_id, json_object_new_boolean(1));
+}
+
+int sim_template_known(const struct sim *s, const char *template_id)
+{
+    return json_object_object_get_ex(s->templates, template_id, NULL);
+}
+
+void sim_reset(struct sim *s)
+{
+    free_faults(s);
+    free_cards(s);
+    free_indexes(s);
+    make_indexes(s);
+    reset_counters(s);
+}
+
+/* ------------------------------------------------------------------ faults */
+
+long sim_fault_add(struct sim *s, enum sim_fault_mode mode, const char *method,
+                   const char *out_serial_no, long count, long delay_ms)
+{
+    struct sim_fault *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -1;
+    f->mode = mode;
+    f->count = count;
+    f->delay_ms = delay_ms;
+    f->method = method ? strdup(method) : NULL;
+    f->out_serial_no = out_serial_no ? strdup(out_serial_no) : NULL;
+    if ((method && !f->method) || (out_serial_no && !f->out_serial_no)) {
+        free(f->method);
+        free(f->out_serial_no);
+        free(f);
+        return -1;
+    }
+    f->id = s->next_fault_id++;
+    struct sim_fault **tail = &s->faults;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = f;
+    return f->id;
+}
+
+static void fault_unlink(struct sim *s, struct sim_fault *f)
+{
+    for (struct sim_fault **pp = &s->faults; *pp; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            free(f->method);
+            free(f->out_serial_no);
+            free(f);
+            return;
+        }
+    }
+}
+
+int sim_fault_remove(struct sim *s, long id)
+{
+    for (struct sim_fault *f = s->faults; f; f = f->next) {
+        if (f->id == id) {
+            fault_unlink(s, f);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+size_t sim_faults_clear(struct sim *s)
+{
+    size_t n = 0;
+    for (struct sim_fault *f = s->faults; f; f = f->next)
+        n++;
+    free_faults(s);
+    return n;
+}
+
+int sim_fault_take(struct sim *s, const char *method, const char *out_serial_no,
+                   enum sim_fault_mode *mode, long *delay_ms)
+{
+    *mode = SIM_FAULT_NONE;
+    *delay_ms = 0;
+    for (struct sim_fault *f = s->faults; f; f = f->next) {
+        if (f->method && (!method || strcmp(f->method, method) != 0))
+            continue;
+        if (f->out_serial_no && (!out_serial_no || strcmp(f->out_serial_no, out_serial_no) != 0))
+            continue;
+        *mode = f->mode;
+        *delay_ms = f->delay_ms;
+        if (f->count > 0 && --f->count == 0)
+            fault_unlink(s, f);
+        return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------- calls */
+
+void sim_call_info_get(const struct alipay_params *p, struct sim_call_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *method = alipay_params_get(p, "method");
+    if (method)
+        out->method = strdup(method);
+    const char *biz = alipay_params_get(p, "biz_content");
+    json_object *o = biz ? sim_json_parse(biz, strlen(biz)) : NULL, *v;
+    if (o && json_object_is_type(o, json_type_object)) {
+        if (json_object_object_get_ex(o, "out_serial_no", &v) &&
+            json_object_is_type(v, json_type_string)) {
+            out->out_serial_no = strdup(json_object_get_string(v));
+            out->counted_serial = 1;
+        } else if (json_object_object_get_ex(o, "target_card_no", &v) &&
+                   json_object_is_type(v, json_type_string)) {
+            out->out_serial_no = strdup(json_object_get_string(v));
+        }
+    }
+    json_object_put(o);
+}
+
+void sim_call_info_free(struct sim_call_info *ci)
+{
+    free(ci->method);
+    free(ci->out_serial_no);
+    memset(ci, 0, sizeof(*ci));
+}
+
+static void count_key(json_object *map, const char *key)
+{
+    json_object *v;
+    if (json_object_object_get_ex(map, key, &v))
+        json_object_set_int64(v, json_object_get_int64(v) + 1);
+    else
+        json_object_object_add(map, key, json_object_new_int64(1));
+}
+
+void sim_count_call(struct sim *s, const struct sim_call_info *ci)
+{
+    s->calls_total++;
+    if (ci->method)
+        count_key(s->calls_methods, ci->method);
+    if (ci->out_serial_no && ci->counted_serial)
+        count_key(s->calls_serials, ci->out_serial_no);
+}
+
+long sim_calls_for_serial(const struct sim *s, const char *out_serial_no)
+{
+    json_object *v;
+    if (json_object_object_get_ex(s->calls_serials, out_serial_no, &v))
+        return (long)json_object_get_int64(v);
+    return 0;
+}
+
+/* ------------------------------------------------------------------- nodes */
+
+void sim_node_free(struct sim_node *n)
+{
+    free(n->text);
+    n->text = NULL;
+}
+
+/* Fills out with a node made of o (which it puts). Returns 0 or -1. */
+static int node_set(struct sim_node *out, const char *name, json_object *o, int sign,
+                    enum alipay_sign_type type)
+{
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", name);
+    json_object *v;
+    if (json_object_object_get_ex(o, "code", &v))
+        snprintf(out->code, sizeof(out->code), "%s", json_object_get_string(v));
+    if (json_object_object_get_ex(o, "sub_code", &v))
+        snprintf(out->sub_code, sizeof(out->sub_code), "%s", json_object_get_string(v));
+    out->text = json_text(o);
+    out->sign = sign;
+    out->type = type;
+    json_object_put(o);
+    return out->text ? 0 : -1;
+}
+
+static json_object *code_object(const char *code, const char *msg, const char *sub_code,
+                                const char *sub_msg)
+{
+    json_object *o = json_object_new_object();
+    add_str(o, "code", code);
+    add_str(o, "msg", msg);
+    if (sub_code)
+        add_str(o, "sub_code", sub_code);
+    if (sub_msg)
+        add_str(o, "sub_msg", sub_msg);
+    return o;
+}
+
+/* The unsigned error_response Alipay answers gateway-level refusals with. */
+static int gateway_error(struct sim_node *out, const char *code, const char *sub_code,
+                         const char *sub_msg, enum alipay_sign_type type)
+{
+    const char *msg =
+        strcmp(code, "40001") == 0 ? "Missing Required Arguments" : "Invalid Arguments";
+    return node_set(out, "error_response", code_object(code, msg, sub_code, sub_msg), 0, type);
+}
+
+/* The node name for method, or "error_response" when there is none. */
+static void node_name_for(const char *method, char *out, size_t outlen)
+{
+    if (!method || alipay_response_node_name(method, out, outlen) < 0)
+        snprintf(out, outlen, "error_response");
+}
+
+/* A signed answer in the method's node: business failures and the 20000s. */
+static int method_code(struct sim_node *out, const char *method, enum alipay_sign_type type,
+                       const char *code, const char *msg, const char *sub_code, const char *sub_msg)
+{
+    char name[128];
+    node_name_for(method, name, sizeof(name));
+    return node_set(out, name, code_object(code, msg, sub_code, sub_msg), 1, type);
+}
+
+static int business_error(struct sim_node *out, const char *method, enum alipay_sign_type type,
+                          const char *sub_code, const char *sub_msg)
+{
+    return method_code(out, method, type, "40004", "Business Failed", sub_code, sub_msg);
+}
+
+/* ----------------------------------------------------- public parameters */
+
+static int known_method(const char *m)
+{
+    return strcmp(m, METHOD_OPEN) == 0 || strcmp(m, METHOD_QUERY) == 0;
+}
+
+/* Is the Beijing-time timestamp within the window around now? */
+static int timestamp_ok(const char *ts)
+{
+    struct tm tm;
+    if (parse_datetime(ts, 1, &tm) < 0)
+        return 0;
+    time_t t = timegm(&tm) - BEIJING_OFFSET;
+    double d = difftime(t, time(NULL));
+    return d >= -SIM_TIMESTAMP_WINDOW && d <= SIM_TIMESTAMP_WINDOW;
+}
+
+/* Checks the public parameters and the signature the way the gateway does.
+ * Returns 1 when it filled out with the refusal, 0 when the call may go on
+ * (with its sign type in *type), -1 when out of memory. */
+static int check_public(struct sim *s, const struct alipay_params *p, enum alipay_sign_type *type,
+                        struct sim_node *out)
+{
+    static const struct {
+        const char *param, *sub_code, *sub_msg;
+    } required[] = {
+        {"app_id", "isv.missing-app-id", "缺少AppID参数"},
+        {"method", "isv.missing-method", "缺少方法名参数"},
+        {"sign", "isv.missing-signature", "缺少签名参数"},
+        {"timestamp", "isv.missing-timestamp", "缺少时间戳参数"},
+        {"version", "isv.missing-version", "缺少版本参数"},
+        {"charset", "isv.missing-charset", "缺少编码集参数"},
+    };
+    enum alipay_sign_type t = s->sign_type_default;
+    const char *st = alipay_params_get(p, "sign_type");
+    int r = 0;
+
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (!alipay_params_get(p, required[i].param)) {
+            r = gateway_error(out, "40001", required[i].sub_code, required[i].sub_msg, t);
+            return r < 0 ? -1 : 1;
+        }
+    }
+    const char *app_id = alipay_params_get(p, "app_id");
+    const char *format = alipay_params_get(p, "format");
+    const char *method = alipay_params_get(p, "method");
+    if (s->app_id && strcmp(app_id, s->app_id) != 0)
+        r = gateway_error(out, "40002", "isv.invalid-app-id", "无效的AppID参数", t);
+    else if (format && strcasecmp(format, "JSON") != 0)
+        r = gateway_error(out, "40002", "isv.invalid-format", "只支持JSON格式", t);
+    else if (strcasecmp(alipay_params_get(p, "charset"), "utf-8") != 0)
+        r = gateway_error(out, "40002", "isv.invalid-charset", "字符集错误,只支持utf-8", t);
+    else if (st && alipay_sign_type_parse(st, &t) < 0)
+        r = gateway_error(out, "40002", "isv.invalid-signature-type", "无效的签名类型", t);
+    else if (strcmp(alipay_params_get(p, "version"), "1.0") != 0)
+        r = gateway_error(out, "40002", "isv.invalid-version", "版本号错误,只支持1.0", t);
+    else if (!timestamp_ok(alipay_params_get(p, "timestamp")))
+        r = gateway_error(
+            out, "40002", "isv.invalid-timestamp",
+            "非法的时间戳参数(须为北京时间yyyy-MM-dd HH:mm:ss,与当前时间相差10分钟内)", t);
+    else if (!known_method(method))
+        r = gateway_error(out, "40002", "isv.invalid-method", "不存在的方法名", t);
+    else {
+        char *content = alipay_sign_content(p);
+        if (!content)
+            return -1;
+        if (!alipay_sign_verify(s->app_public, t, content, strlen(content),
+                                alipay_params_get(p, "sign"))) {
+            /* Like Alipay, tell the caller what text was verified. */
+            size_t n = strlen(content) + 128;
+            char *msg = malloc(n);
+            if (!msg) {
+                free(content);
+                return -1;
+            }
+            snprintf(msg, n,
+                     "验签出错,建议检查签名字符串或签名私钥与应用公钥是否匹配,"
+                     "网关生成的验签字符串为:%s",
+                     content);
+            r = gateway_error(out, "40002", "isv.invalid-signature", msg, t);
+            free(msg);
+        } else {
+            *type = t;
+            free(content);
+            return 0;
+        }
+        free(content);
+    }
+    return r < 0 ? -1 : 1;
+}
+
+/* -------------------------------------------------------- biz validation */
+
+/* A validation failure: the message names the field. */
+struct check {
+    char msg[256];
+};
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static int
+fail(struct check *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof(c->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Rejects keys of obj not in allowed (NULL-terminated): a misspelled key
+ * (gender for gende) would be ignored by the real gateway and lose data
+ * silently; the simulator names it so the client's tests catch it. */
+static int only_keys(json_object *obj, const char *path, const char *const allowed[],
+                     struct check *c)
+{
+    json_object_object_foreach(obj, key, val)
+    {
+        (void)val;
+        size_t i = 0;
+        while (allowed[i] && strcmp(allowed[i], key) != 0)
+            i++;
+        if (!allowed[i])
+            return fail(c, "%s%s%s is not a known field", path, *path ? "." : "", key);
+    }
+    return 0;
+}
+
+/* The string obj[key] into *out (NULL when absent or null and optional).
+ * Checks the type, presence and the length in characters. */
+static int get_str(json_object *obj, const char *path, const char *key, int required,
+                   size_t maxchars, const char **out, struct check *c)
+{
+    json_object *v = NULL;
+    const char *dot = *path ? "." : "";
+    *out = NULL;
+    if (!json_object_object_get_ex(obj, key, &v) || v == NULL) {
+        if (required)
+            return fail(c, "%s%s%s is required", path, dot, key);
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_string))
+        return fail(c, "%s%s%s must be a string", path, dot, key);
+    const char *str = json_object_get_string(v);
+    if (required && *str == '\0')
+        return fail(c, "%s%s%s is required", path, dot, key);
+    if (utf8_chars(str) > maxchars)
+        return fail(c, "%s%s%s is longer than %zu characters", path, dot, key, maxchars);
+    *out = str;
+    return 0;
+}
+
+/* obj[key] as an object into *out (NULL when absent and optional). */
+static int get_obj(json_object *obj, const char *path, const char *key, int required,
+                   json_object **out, struct check *c)
+{
+    json_object *v = NULL;
+    const char *dot = *path ? "." : "";
+    *out = NULL;
+    if (!json_object_object_get_ex(obj, key, &v) || v == NULL) {
+        if (required)
+            return fail(c, "%s%s%s is required", path, dot, key);
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_object))
+        return fail(c, "%s%s%s must be an object", path, dot, key);
+    *out = v;
+    return 0;
+}
+
+static int check_datetime(const char *path, const char *str, int with_time, struct check *c)
+{
+    if (str && parse_datetime(str, with_time, NULL) < 0)
+        return fail(c, "%s must be a date %s", path,
+                    with_time ? "yyyy-MM-dd HH:mm:ss" : "yyyy-MM-dd");
+    return 0;
+}
+
+/* card_user_info{user_uni_id: 16 digits starting 2088, user_uni_id_type: UID} */
+static int check_user(json_object *u, const char *path, const char **user_id, struct check *c)
+{
+    static const char *const keys[] = {"user_uni_id", "user_uni_id_type", NULL};
+    const char *id, *type;
+    char p[64];
+    if (only_keys(u, path, keys, c) < 0 || get_str(u, path, "user_uni_id", 1, 32, &id, c) < 0 ||
+        get_str(u, path, "user_uni_id_type", 1, 32, &type, c) < 0)
+        return -1;
+    snprintf(p, sizeof(p), "%s.user_uni_id", path);
+    if (strlen(id) != 16 || strncmp(id, "2088", 4) != 0 || !all_digits(id, 16))
+        return fail(c, "%s must be an Alipay user id (16 digits starting 2088)", p);
+    if (strcmp(type, "UID") != 0)
+        return fail(c, "%s.user_uni_id_type must be UID", path);
+    *user_id = id;
+    return 0;
+}
+
+static int check_mdcode(json_object *md, struct check *c)
+{
+    static const char *const keys[] = {"code_status", "code_value", "expire_time", "time_stamp",
+                                       NULL};
+    const char *path = "card_ext_info.mdcode_info";
+    const char *status, *value, *expire;
+    json_object *ts;
+    if (only_keys(md, path, keys, c) < 0 ||
+        get_str(md, path, "code_status", 1, 14, &status, c) < 0 ||
+        get_str(md, path, "code_value", 0, 128, &value, c) < 0 ||
+        get_str(md, path, "expire_time", 0, 19, &expire, c) < 0)
+        return -1;
+    if (strcmp(status, "SUCCESS") != 0 && strcmp(status, "FAIL_RETRY") != 0 &&
+        strcmp(status, "FAIL_NOT_RETRY") != 0)
+        return fail(c, "%s.code_status must be SUCCESS, FAIL_RETRY or FAIL_NOT_RETRY", path);
+    if (strcmp(status, "SUCCESS") == 0 && (!value || !*value))
+        return fail(c, "%s.code_value is required when code_status is SUCCESS", path);
+    if (strcmp(status, "SUCCESS") == 0 && (!expire || !*expire))
+        return fail(c, "%s.expire_time is required when code_status is SUCCESS", path);
+    if (check_datetime("card_ext_info.mdcode_info.expire_time", expire, 1, c) < 0)
+        return -1;
+    if (!json_object_object_get_ex(md, "time_stamp", &ts) || ts == NULL)
+        return fail(c, "%s.time_stamp is required", path);
+    if (json_object_is_type(ts, json_type_int)) {
+        if (json_object_get_int64(ts) < 0)
+            return fail(c, "%s.time_stamp must be a non-negative number", path);
+    } else if (json_object_is_type(ts, json_type_string)) {
+        const char *t = json_object_get_string(ts);
+        if (!*t || strlen(t) > 20 || !all_digits(t, strlen(t)))
+            return fail(c, "%s.time_stamp must be a number of at most 20 digits", path);
+    } else {
+        return fail(c, "%s.time_stamp must be a number", path);
+    }
+    return 0;
+}
+
+static int check_front_text(json_object *list, struct check *c)
+{
+    static const char *const keys[] = {"label", "value", NULL};
+    if (!json_object_is_type(list, json_type_array))
+        return fail(c, "card_ext_info.front_text_list must be an array");
+    size_t n = json_object_array_length(list);
+    if (n > 4)
+        return fail(c, "card_ext_info.front_text_list has more than 4 rows");
+    for (size_t i = 0; i < n; i++) {
+        json_object *row = json_object_array_get_idx(list, i);
+        char path[64];
+        const char *label, *value;
+        snprintf(path, sizeof(path), "card_ext_info.front_text_list[%zu]", i);
+        if (!json_object_is_type(row, json_type_object))
+            return fail(c, "%s must be an object", path);
+        if (only_keys(row, path, keys, c) < 0 || get_str(row, path, "label", 0, 4, &label, c) < 0 ||
+            get_str(row, path, "value", 0, 32, &value, c) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* card_ext_info (MerchantCard) as the open call's request carries it. */
+static int check_ext(json_object *ext, struct check *c)
+{
+    static const char *const keys[] = {"biz_card_no",    "external_card_no",
+                                       "open_date",      "valid_date",
+                                       "level",          "point",
+                                       "balance",        "template_id",
+                                       "mdcode_info",    "front_text_list",
+                                       "front_image_id", NULL};
+    const char *p = "card_ext_info";
+    const char *s, *open_date, *valid_date, *point, *balance;
+    json_object *md, *list;
+    if (only_keys(ext, p, keys, c) < 0 || get_str(ext, p, "biz_card_no", 0, 32, &s, c) < 0 ||
+        get_str(ext, p, "external_card_no", 0, 64, &s, c) < 0 ||
+        get_str(ext, p, "open_date", 1, 32, &open_date, c) < 0 ||
+        get_str(ext, p, "valid_date", 1, 32, &valid_date, c) < 0 ||
+        get_str(ext, p, "level", 0, 64, &s, c) < 0 ||
+        get_str(ext, p, "point", 0, 64, &point, c) < 0 ||
+        get_str(ext, p, "balance", 0, 64, &balance, c) < 0 ||
+        get_str(ext, p, "template_id", 0, 32, &s, c) < 0 ||
+        get_str(ext, p, "front_image_id", 0, 1024, &s, c) < 0)
+        return -1;
+    if (check_datetime("card_ext_info.open_date", open_date, 1, c) < 0 ||
+        check_datetime("card_ext_info.valid_date", valid_date, 1, c) < 0)
+        return -1;
+    if (point && !is_amount(point))
+        return fail(c, "card_ext_info.point must be a number with at most 2 decimals");
+    if (balance && !is_amount(balance))
+        return fail(c, "card_ext_info.balance must be an amount in yuan with at most 2 decimals");
+    if (get_obj(ext, p, "mdcode_info", 0, &md, c) < 0 || (md && check_mdcode(md, c) < 0))
+        return -1;
+    if (json_object_object_get_ex(ext, "front_text_list", &list) && list &&
+        check_front_text(list, c) < 0)
+        return -1;
+    return 0;
+}
+
+static int check_member(json_object *m, struct check *c)
+{
+    static const char *const keys[] = {"name", "gende", "birth", "cell", NULL};
+    const char *p = "member_ext_info";
+    const char *s, *gende, *birth;
+    if (only_keys(m, p, keys, c) < 0 || get_str(m, p, "name", 0, 64, &s, c) < 0 ||
+        get_str(m, p, "gende", 0, 32, &gende, c) < 0 ||
+        get_str(m, p, "birth", 0, 32, &birth, c) < 0 || get_str(m, p, "cell", 0, 32, &s, c) < 0)
+        return -1;
+    if (gende && strcmp(gende, "MALE") != 0 && strcmp(gende, "FEMALE") != 0)
+        return fail(c, "member_ext_info.gende must be MALE or FEMALE");
+    return check_datetime("member_ext_info.birth", birth, 0, c);
+}
+
+/* What an open call asks for, borrowed from its parsed biz_content. */
+struct open_req {
+    const char *out_serial_no, *template_id, *user_id, *channel, *channel_id;
+    json_object *ext, *member;
+};
+
+static int check_open(json_object *biz, struct open_req *r, struct check *c)
+{
+    static const char *const keys[] = {
+        "out_serial_no",   "card_template_id",  "card_user_info",       "card_ext_info",
+        "member_ext_info", "open_card_channel", "open_card_channel_id", NULL};
+    json_object *user;
+    memset(r, 0, sizeof(*r));
+    if (only_keys(biz, "", keys, c) < 0 ||
+        get_str(biz, "", "out_serial_no", 1, 64, &r->out_serial_no, c) < 0 ||
+        get_str(biz, "", "card_template_id", 1, 32, &r->template_id, c) < 0 ||
+        get_obj(biz, "", "card_user_info", 1, &user, c) < 0 ||
+        check_user(user, "card_user_info", &r->user_id, c) < 0 ||
+        get_obj(biz, "", "card_ext_info", 1, &r->ext, c) < 0 || check_ext(r->ext, c) < 0 ||
+        get_obj(biz, "", "member_ext_info", 0, &r->member, c) < 0 ||
+        (r->member && check_member(r->member, c) < 0) ||
+        get_str(biz, "", "open_card_channel", 0, 64, &r->channel, c) < 0 ||
+        get_str(biz, "", "open_card_channel_id", 0, 64, &r->channel_id, c) < 0)
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------- cards */
+
+static void copy_field(json_object *to, json_object *from, const char *key)
+{
+    json_object *v, *copy = NULL;
+    if (!json_object_object_get_ex(from, key, &v) || v == NULL)
+        return;
+    if (json_object_deep_copy(v, &copy, NULL) == 0)
+        json_object_object_add(to, key, copy);
+}
+
+/* card_info as Alipay answers it: card_ext_info's fields plus biz_card_no,
+ * in the seeds' order. */
+static json_object *make_card_info(const char *biz_card_no, const struct open_req *r)
+{
+    static const char *const before[] = {
+        "external_card_no", "open_date", "valid_date", "level", "point", "balance"};
+    json_object *ci = json_object_new_object(), *v;
+    if (!ci)
+        return NULL;
+    add_str(ci, "biz_card_no", biz_card_no);
+    for (size_t i = 0; i < sizeof(before) / sizeof(before[0]); i++)
+        copy_field(ci, r->ext, before[i]);
+    if (json_object_object_get_ex(r->ext, "template_id", &v) && v)
+        copy_field(ci, r->ext, "template_id");
+    else
+        add_str(ci, "template_id", r->template_id);
+    copy_field(ci, r->ext, "mdcode_info");
+    copy_field(ci, r->ext, "front_text_list");
+    copy_field(ci, r->ext, "front_image_id");
+    return ci;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static struct sim_card *card_new(struct sim *s, const struct open_req *r)
+{
+    struct sim_card *c = calloc(1, sizeof(*c));
+    char biz[40], qr[40], bar[40], rnd[16];
+    if (!c)
+        return NULL;
+    unsigned long seq = (unsigned long)(++s->card_seq % 100000000);
+    snprintf(biz, sizeof(biz), "%s%08lu", s->instance, seq);
+    random_digits(s, rnd, 12);
+    snprintf(qr, sizeof(qr), "QR%s%08lu", rnd, seq);
+    random_digits(s, rnd, 8);
+    snprintf(bar, sizeof(bar), "28%s%08lu", rnd, seq);
+    c->biz_card_no = strdup(biz);
+    c->qr_code = strdup(qr);
+    c->bar_code = strdup(bar);
+    c->out_serial_no = strdup(r->out_serial_no);
+    c->user_id = strdup(r->user_id);
+    c->template_id = strdup(r->template_id);
+    c->open_card_channel = dup_or_null(r->channel);
+    c->open_card_channel_id = dup_or_null(r->channel_id);
+    c->card_info = make_card_info(biz, r);
+    if (!c->biz_card_no || !c->qr_code || !c->bar_code || !c->out_serial_no || !c->user_id ||
+        !c->template_id || (r->channel && !c->open_card_channel) ||
+        (r->channel_id && !c->open_card_channel_id) || !c->card_info) {
+        card_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void card_store(struct sim *s, struct sim_card *c)
+{
+    if (s->cards_tail)
+        s->cards_tail->next = c;
+    else
+        s->cards = c;
+    s->cards_tail = c;
+    s->ncards++;
+    lh_table_insert(s->by_serial, c->out_serial_no, c);
+    lh_table_insert(s->by_biz, c->biz_card_no, c);
+    lh_table_insert(s->by_qr, c->qr_code, c);
+    lh_table_insert(s->by_bar, c->bar_code, c);
+}
+
+static struct sim_card *lookup(struct lh_table *t, const char *key)
+{
+    void *v = NULL;
+    if (key && lh_table_lookup_ex(t, key, &v))
+        return v;
+    return NULL;
+}
+
+const struct sim_card *sim_card_by_biz(const struct sim *s, const char *biz_card_no)
+{
+    return lookup(s->by_biz, biz_card_no);
+}
+
+json_object *sim_card_json(const struct sim_card *c)
+{
+    json_object *o = json_object_new_object();
+    add_str(o, "biz_card_no", c->biz_card_no);
+    add_str(o, "out_serial_no", c->out_serial_no);
+    add_str(o, "user_id", c->user_id);
+    add_str(o, "qr_code", c->qr_code);
+    add_str(o, "bar_code", c->bar_code);
+    add_str(o, "card_template_id", c->template_id);
+    json_object_object_add(o, "card_info", json_object_get(c->card_info));
+    return o;
+}
+
+/* ----------------------------------------------------------------- methods */
+
+static int answer_open(struct sim_node *out, const char *method, enum alipay_sign_type type,
+                       const struct sim_card *c)
+{
+    json_object *o = code_object("10000", "Success", NULL, NULL);
+    json_object_object_add(o, "card_info", json_object_get(c->card_info));
+    if (c->open_card_channel)
+        add_str(o, "open_card_channel", c->open_card_channel);
+    if (c->open_card_channel_id)
+        add_str(o, "open_card_channel_id", c->open_card_channel_id);
+    char name[128];
+    node_name_for(method, name, sizeof(name));
+    return node_set(out, name, o, 1, type);
+}
+
+static int do_open(struct sim *s, json_object *biz, const char *method, enum alipay_sign_type type,
+                   struct sim_node *out)
+{
+    struct open_req r;
+    struct check c;
+    if (check_open(biz, &r, &c) < 0)
+        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+    if (!sim_template_known(s, r.template_id))
+        return business_error(out, method, type, "TEMPLATE_NOT_EXIT", "会员卡模板不存在");
+    /* Alipay dedups on out_serial_no: a retry gets the card it opened. */
+    struct sim_card *card = lookup(s->by_serial, r.out_serial_no);
+    if (!card) {
+        card = card_new(s, &r);
+        if (!card)
+            return -1;
+        card_store(s, card);
+    }
+    return answer_open(out, method, type, card);
+}
+
+static int do_query(struct sim *s, json_object *biz, const char *method, enum alipay_sign_type type,
+                    struct sim_node *out)
+{
+    static const char *const keys[] = {"target_card_no", "target_card_no_type", "card_user_info",
+                                       "ext_info", NULL};
+    struct check c;
+    const char *no, *no_type, *ext, *user_id = NULL;
+    json_object *user;
+    if (only_keys(biz, "", keys, &c) < 0 ||
+        get_str(biz, "", "target_card_no", 1, 32, &no, &c) < 0 ||
+        get_str(biz, "", "target_card_no_type", 1, 64, &no_type, &c) < 0 ||
+        get_obj(biz, "", "card_user_info", 0, &user, &c) < 0 ||
+        (user && check_user(user, "card_user_info", &user_id, &c) < 0) ||
+        get_str(biz, "", "ext_info", 0, 1024, &ext, &c) < 0)
+        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+
+    struct lh_table *index;
+    if (strcmp(no_type, "BIZ_CARD") == 0)
+        index = s->by_biz;
+    else if (strcmp(no_type, "D_QR_CODE") == 0)
+        index = s->by_qr;
+    else if (strcmp(no_type, "D_BAR_CODE") == 0)
+        index = s->by_bar;
+    else
+        return business_error(out, method, type, "INVALID_PARAMETER",
+                              "target_card_no_type must be BIZ_CARD, D_QR_CODE or D_BAR_CODE");
+    const struct sim_card *card = lookup(index, no);
+    /* card_user_info, when given, is one more condition of the query. */
+    if (!card || (user_id && strcmp(user_id, card->user_id) != 0))
+        return business_error(out, method, type, "CARD_NOT_EXIT", "x");
+
+    char url[128];
+    snprintf(url, sizeof(url), "alipays://platformapi/startapp?appId=20000021&b=m&p=%s",
+             card->biz_card_no);
+    json_object *o = code_object("10000", "Success", NULL, NULL);
+    json_object_object_add(o, "card_info", json_object_get(card->card_info));
+    add_str(o, "schema_url", url);
+    char name[128];
+    node_name_for(method, name, sizeof(name));
+    return node_set(out, name, o, 1, type);
+}
+
+int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *out)
+{
+    enum alipay_sign_type type = s->sign_type_default;
+    int r = check_public(s, p, &type, out);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+
+    const char *method = alipay_params_get(p, "method");
+    const char *biz_text = alipay_params_get(p, "biz_content");
+    if (!biz_text)
+        return business_error(out, method, type, "INVALID_PARAMETER", "biz_content is required");
+    json_object *biz = sim_json_parse(biz_text, strlen(biz_text));
+    if (!biz || !json_object_is_type(biz, json_type_object)) {
+        json_object_put(biz);
+        return business_error(out, method, type, "INVALID_PARAMETER",
+                              "biz_content must be a JSON object");
+    }
+    if (strcmp(method, METHOD_OPEN) == 0)
+        r = do_open(s, biz, method, type, out);
+    else
+        r = do_query(s, biz, method, type, out);
+    json_object_put(biz);
+    return r;
+}
+
+int sim_fault_node(struct sim *s, const struct alipay_params *p, enum sim_fault_mode mode,
+                   struct sim_node *out)
+{
+    enum alipay_sign_type type = s->sign_type_default;
+    const char *st = alipay_params_get(p, "sign_type");
+    const char *method = alipay_params_get(p, "method");
+    if (st && alipay_sign_type_parse(st, &type) < 0)
+        type = s->sign_type_default;
+    switch (mode) {
+    case SIM_FAULT_CODE_20000:
+        return method_code(out, method, type, "20000", "Service Currently Unavailable",
+                           "isp.unknow-error", "系统繁忙");
+    case SIM_FAULT_CODE_20001:
+        return method_code(out, method, type, "20001", "Insufficient Token Permissions",
+                           "aop.invalid-auth-token", "无效的访问令牌");
+    default:
+        return gateway_error(out, "40002", "isv.invalid-app-id", "无效的AppID参数", type);
+    }
+}
+
+/* {"<name>":<text>,"sign":"<signature over other text>"}: a real signature
+ * with the right key that does not cover what was sent. */
+static char *render_bad_signature(struct sim *s, const struct sim_node *n)
+{
+    size_t tlen = strlen(n->text);
+    char *other = malloc(tlen + 2), *sig, *body = NULL;
+    char err[128];
+    if (!other)
+        return NULL;
+    memcpy(other, n->text, tlen);
+    memcpy(other + tlen, " ", 2);
+    sig = alipay_sign_data(s->alipay_private, n->type, other, tlen + 1, err, sizeof(err));
+    free(other);
+    if (!sig)
+        return NULL;
+    size_t blen = strlen(n->name) + tlen + strlen(sig) + 32;
+    body = malloc(blen);
+    if (body)
+        snprintf(body, blen, "{\"%s\":%s,\"sign\":\"%s\"}", n->name, n->text, sig);
+    free(sig);
+    return body;
+}
+
+char *sim_render(struct sim *s, const struct sim_node *n, enum sim_fault_mode mode)
+{
+    if (!n->sign || mode == SIM_FAULT_UNSIGNED_SUCCESS)
+        return alipay_response_build(n->name, n->text, NULL, n->type, 0);
+    if (mode == SIM_FAULT_BAD_SIGNATURE)
+        return render_bad_signature(s, n);
+    return alipay_response_build(n->name, n->text, s->alipay_private, n->type,
+                                 0);
+}

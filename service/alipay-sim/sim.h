@@ -1,0 +1,186 @@
+/* sim: the state and the rules of alipay-sim, the local stand-in for the
+ * Alipay OpenAPI gateway.
+ *
+ * Everything the simulator knows lives in one struct sim that main owns and
+ * hands to every callback: the keys, the known card templates, the opened
+ * cards (in memory only), the fault rules and the call counters. This module
+ * does no I/O: it turns the parameters of one gateway call into the answer
+ * node, and the HTTP side (gateway.c, control.c) puts it on the wire. */
+#ifndef ALIPAY_SIM_SIM_H
+#define ALIPAY_SIM_SIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+#include <openssl/evp.h>
+
+#include "alipay_sign.h"
+
+/* The default templates: the seeds' examples. */
+#define SIM_DEFAULT_TEMPLATES "20170308000000000058101000300045,201606270000001"
+
+/* Allowed distance between a request's timestamp and now, in seconds. */
+#define SIM_TIMESTAMP_WINDOW 600
+
+enum sim_fault_mode {
+    SIM_FAULT_NONE,
+    SIM_FAULT_DELAY,            /* answer normally, after delay_ms */
+    SIM_FAULT_CODE_20000,       /* signed 20000 isp.unknow-error */
+    SIM_FAULT_CODE_20001,       /* signed 20001 aop.invalid-auth-token */
+    SIM_FAULT_BAD_SIGNATURE,    /* normal answer, signature over other text */
+    SIM_FAULT_UNSIGNED_SUCCESS, /* normal answer without sign */
+    SIM_FAULT_ERROR_RESPONSE,   /* unsigned error_response isv.invalid-app-id */
+    SIM_FAULT_HTTP_500,         /* HTTP 500 with a text body */
+    SIM_FAULT_DROP,             /* close the connection without answering */
+    SIM_FAULT_SIGN_FIRST,       /* normal answer with "sign" before the node */
+};
+
+/* "code_20000" -> SIM_FAULT_CODE_20000; returns -1 for an unknown name. */
+int sim_fault_mode_parse(const char *name, enum sim_fault_mode *out);
+const char *sim_fault_mode_name(enum sim_fault_mode m);
+
+/* One fault rule. method/out_serial_no NULL match anything. */
+struct sim_fault {
+    struct sim_fault *next;
+    long id;
+    enum sim_fault_mode mode;
+    char *method;
+    char *out_serial_no;
+    long count; /* matching calls it still applies to; -1 = unlimited */
+    long delay_ms;
+};
+
+/* One opened card. All strings are owned by the card. */
+struct sim_card {
+    struct sim_card *next;
+    char *biz_card_no;
+    char *out_serial_no;
+    char *user_id;
+    char *template_id; /* card_template_id of the open call */
+    char *qr_code;     /* the dynamic codes a wallet would show */
+    char *bar_code;
+    char *open_card_channel; /* NULL when not given */
+    char *open_card_channel_id;
+    json_object *card_info; /* what open and query answer as card_info */
+};
+
+struct sim_pending; /* a delayed gateway answer, owned by gateway.c */
+
+struct sim {
+    EVP_PKEY *app_public;     /* verifies the requests */
+    EVP_PKEY *alipay_private; /* signs the answers */
+    char *app_id;             /* NULL: every app id is accepted */
+    enum alipay_sign_type sign_type_default;
+
+    json_object *templates; /* known template ids (an object used as a set) */
+
+    struct sim_card *cards, *cards_tail; /* in opening order */
+    size_t ncards;
+    struct lh_table *by_serial, *by_biz, *by_qr, *by_bar; /* keys borrowed from cards */
+    uint64_t card_seq;
+    uint64_t rng;      /* xorshift state for the random digits of codes */
+    char instance[13]; /* 12 random digits: card numbers differ between runs */
+
+    struct sim_fault *faults; /* in the order they were added */
+    long next_fault_id;
+
+    long calls_total;
+    json_object *calls_methods; /* method -> count */
+    json_object *calls_serials; /* out_serial_no -> count */
+
+    /* The HTTP side's state (gateway.c): delayed answers still to send. */
+    struct event_base *base;
+    struct sim_pending *pending;
+};
+
+/* Sets up s with borrowed-then-owned keys: on success s owns app_public and
+ * alipay_private (sim_free frees them). templates is a comma-separated list
+ * (NULL: the defaults), app_id may be NULL. Returns 0, or -1 with err. */
+int sim_init(struct sim *s, EVP_PKEY *app_public, EVP_PKEY *alipay_private, const char *app_id,
+             const char *templates, enum alipay_sign_type sign_type_default, char *err,
+             size_t errlen);
+/* Frees everything s owns (not the pending answers: see gateway_shutdown). */
+void sim_free(struct sim *s);
+
+/* Adds a known template; returns 0, or -1 when the id is empty or too long. */
+int sim_template_add(struct sim *s, const char *template_id);
+int sim_template_known(const struct sim *s, const char *template_id);
+
+/* Forgets faults, counters and cards (templates stay). */
+void sim_reset(struct sim *s);
+
+/* ---- faults ---- */
+
+/* Adds a rule; method/out_serial_no may be NULL, count -1 = unlimited.
+ * Returns its id, or -1 when out of memory. */
+long sim_fault_add(struct sim *s, enum sim_fault_mode mode, const char *method,
+                   const char *out_serial_no, long count, long delay_ms);
+/* Removes one rule (returns 0) or reports it unknown (-1). */
+int sim_fault_remove(struct sim *s, long id);
+/* Removes every rule; returns how many there were. */
+size_t sim_faults_clear(struct sim *s);
+/* The first rule matching a call to method (may be NULL) whose biz_content
+ * names out_serial_no (may be NULL): copies its mode and delay into *mode
+ * and *delay_ms, spends one of its count (dropping it when used up) and
+ * returns 1; returns 0 (mode NONE, delay 0) when none matches. */
+int sim_fault_take(struct sim *s, const char *method, const char *out_serial_no,
+                   enum sim_fault_mode *mode, long *delay_ms);
+
+/* ---- calls ---- */
+
+/* The key facts of one gateway call, for counting, fault matching and the
+ * log. Strings are owned by the struct; free with sim_call_info_free. */
+struct sim_call_info {
+    char *method;        /* NULL when absent */
+    char *out_serial_no; /* biz_content's out_serial_no, or for a query its
+                          * target_card_no; NULL when absent */
+    int counted_serial;  /* 1 when out_serial_no came from out_serial_no */
+};
+void sim_call_info_get(const struct alipay_params *p, struct sim_call_info *out);
+void sim_call_info_free(struct sim_call_info *ci);
+
+/* Counts one call that reached the gateway endpoint. */
+void sim_count_call(struct sim *s, const struct sim_call_info *ci);
+/* The count for one out_serial_no (0 when never seen). */
+long sim_calls_for_serial(const struct sim *s, const char *out_serial_no);
+
+/* ---- answers ---- */
+
+/* One answer node before it is put on the wire. */
+struct sim_node {
+    char name[128]; /* "alipay_marketing_card_open_response" or "error_response" */
+    char *text;     /* the node's JSON text, malloc'd */
+    int sign;       /* 1: to be signed with the simulator's key */
+    enum alipay_sign_type type;
+    char code[8]; /* for the log */
+    char sub_code[64];
+};
+void sim_node_free(struct sim_node *n);
+
+/* Handles one gateway call: checks the public parameters and the signature,
+ * then the method (opening a card, or looking one up). Fills out; returns 0,
+ * or -1 only when out of memory. */
+int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *out);
+
+/* The answer a fault mode stands for, without doing any work: the signed
+ * 20000/20001 nodes and the unsigned error_response. Returns 0 or -1. */
+int sim_fault_node(struct sim *s, const struct alipay_params *p, enum sim_fault_mode mode,
+                   struct sim_node *out);
+
+/* Puts a node on the wire as the gateway's JSON body, shaped by mode
+ * (BAD_SIGNATURE, UNSIGNED_SUCCESS, SIGN_FIRST; other modes answer
+ * normally). Returns a malloc'd body, or NULL. */
+char *sim_render(struct sim *s, const struct sim_node *n, enum sim_fault_mode mode);
+
+/* Parses text[0..len) as one JSON value (whitespace around it allowed,
+ * nothing else). Returns a new object the caller puts, or NULL. */
+json_object *sim_json_parse(const char *text, size_t len);
+
+/* ---- cards ---- */
+
+const struct sim_card *sim_card_by_biz(const struct sim *s, const char *biz_card_no);
+/* {"biz_card_no","out_serial_no","user_id","qr_code","bar_code",
+ *  "card_template_id","card_info"}; a new object the caller puts. */
+json_object *sim_card_json(const struct sim_card *c);
+
+#endif

@@ -1,0 +1,36 @@
+/* ops: /healthz, /readyz and /metrics. */
+#include <stdlib.h>
+
+#include "routes.h"
+#include "store.h"
+
+void ops_healthz(struct request *r)
+{
+    reply_json(r, 200, json_tokener_parse("{\"status\":\"ok\"}"));
+}
+
+static void ready_checked(int current, const char *error, void *arg)
+{
+    struct request *r = arg;
+    if (current == 1)
+        return reply_json(r, 200, json_tokener_parse("{\"status\":\"ready\"}"));
+    if (current == 0)
+        return reply_error(r, 503, "SCHEMA_BEHIND",
+                           "the database schema is behind this binary: run `cardgate migrate`",
+                           NULL, NULL);
+    reply_error(r, 503, "DATABASE_UNAVAILABLE", error ? error : "the database does not answer",
+                NULL, NULL);
+}
+
+void ops_readyz(struct request *r)
+{
+    if (store_schema_check(r->w->pg, ready_checked, r) < 0)
+        ready_checked(-1, "database queue full", r);
+}
+
+void ops_metrics(struct request *r)
+{
+    char *text = metrics_render(&r->w->srv->metrics);
+    reply_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", text ? text : "");
+    free(text);
+}

@@ -1,0 +1,62 @@
+/* server: what the whole cardgate process shares, and the workers.
+ *
+ * main owns one struct server. It is filled before any worker starts and is
+ * read-only afterwards, except the metrics (atomics). Each worker owns its
+ * event_base and everything on it: the evhttp listener (its own socket on
+ * the shared port, SO_REUSEPORT), the curl multi handle, the Alipay client
+ * and the PostgreSQL pool. Nothing of a worker is touched by another thread
+ * but through event_active on its base. */
+#ifndef CARDGATE_SERVER_H
+#define CARDGATE_SERVER_H
+
+#include <pthread.h>
+#include <openssl/evp.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+
+struct server {
+    struct config cfg;
+    struct log log;
+    EVP_PKEY *app_key;            /* parsed once at start */
+    EVP_PKEY *alipay_key;         /* Alipay's public key */
+    unsigned char hash_key[32];   /* keys the request hashes: derived from the app key */
+    struct metrics metrics;
+    int nworkers;
+    struct worker *workers;
+};
+
+struct worker {
+    int id;
+    struct server *srv;
+    pthread_t thread;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct alipay_http *ahttp;
+    struct alipay_client *alipay;
+    struct pg_pool *pg;
+    struct event *drain_ev;  /* activated by main on SIGTERM */
+    struct event *drain_tick;
+    long in_flight;          /* requests being handled; this thread only */
+    struct request *live;    /* those requests, to free them if the drain times out */
+    long long drain_deadline_ms;
+};
+
+/* Creates worker w's loop, listener and clients (in the calling thread, so a
+ * bad setting fails start-up), then starts its thread. Returns 0, or -1 with
+ * err. */
+int worker_start(struct worker *w, struct server *srv, int id, char *err, size_t errlen);
+
+/* Asks the worker to stop accepting and to exit once its in-flight requests
+ * are done or the drain timeout passes. Safe from any thread. */
+void worker_drain(struct worker *w);
+
+/* Waits for the worker's thread and frees what it owns. */
+void worker_join(struct worker *w);
+
+/* Milliseconds on the monotonic clock. */
+long long server_now_ms(void);
+
+#endif

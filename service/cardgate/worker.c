@@ -1,0 +1,196 @@
+/* worker: one event loop thread. See server.h. */
+#include "server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+
+#include "alipay_client.h"
+#include "alipay_http.h"
+#include "pg.h"
+#include "routes.h"
+#include "store.h"
+
+/* evhttp itself stops bodies beyond this; routes answer 413 in the JSON
+ * envelope for anything over the API's 64 KiB below it. */
+#define HTTP_HARD_BODY_LIMIT (1024 * 1024)
+
+long long server_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A listening socket of our own on the shared address: with SO_REUSEPORT the
+ * kernel spreads connections over the workers' sockets. */
+static int listen_socket(const struct config *cfg, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    int rc = getaddrinfo(cfg->listen_host, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "CARDGATE_LISTEN: %s: %s", cfg->listen_host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+        snprintf(err, errlen, "CARDGATE_LISTEN: cannot listen on %s:%d: %s", cfg->listen_host,
+                 cfg->listen_port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->in_flight == 0 || server_now_ms() >= w->drain_deadline_ms)
+        event_base_loopexit(w->base, NULL);
+}
+
+/* Runs on the worker's thread when main asks it to stop. */
+static void drain_start(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->bound) {
+        evhttp_del_accept_socket(w->http, w->bound);
+        w->bound = NULL;
+    }
+    w->drain_deadline_ms = server_now_ms() + w->srv->cfg.drain_timeout_ms;
+    struct timeval tick = {0, 20 * 1000};
+    w->drain_tick = event_new(w->base, -1, EV_PERSIST, drain_check, w);
+    event_add(w->drain_tick, &tick);
+    drain_check(-1, 0, w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+static int worker_clients(struct worker *w, char *err, size_t errlen)
+{
+    const struct config *cfg = &w->srv->cfg;
+    struct alipay_http_options hopt = {.ca_file = cfg->alipay_ca_file};
+    w->ahttp = alipay_http_new(w->base, &hopt, err, errlen);
+    if (!w->ahttp)
+        return -1;
+    struct alipay_client_config acfg = {
+        .gateway_url = cfg->alipay_gateway,
+        .app_id = cfg->alipay_app_id,
+        .app_key = w->srv->app_key,
+        .alipay_key = w->srv->alipay_key,
+        .sign_type = cfg->alipay_sign_type,
+        .timeout_ms = cfg->alipay_timeout_ms,
+    };
+    w->alipay = alipay_client_new(&acfg, w->ahttp, err, errlen);
+    if (!w->alipay)
+        return -1;
+    struct pg_pool_options popt = {
+        .conninfo = cfg->database_url,
+        .size = cfg->db_pool_size,
+        .statements = store_statements,
+        .n_statements = store_statements_count,
+    };
+    w->pg = pg_pool_new(w->base, &popt, &w->srv->log, err, errlen);
+    return w->pg ? 0 : -1;
+}
+
+/* Frees what a worker made; its thread is not running (or has ended). */
+static void worker_free(struct worker *w)
+{
+    /* In-flight work past the drain timeout is dropped here: its callbacks
+     * are not called, and the requests' connections close with evhttp. */
+    pg_pool_free(w->pg);
+    alipay_http_free(w->ahttp);
+    alipay_client_free(w->alipay);
+    routes_abandon(w);
+    if (w->drain_tick)
+        event_free(w->drain_tick);
+    if (w->drain_ev)
+        event_free(w->drain_ev);
+    if (w->http)
+        evhttp_free(w->http);
+    if (w->base)
+        event_base_free(w->base);
+    memset(w, 0, sizeof(*w));
+}
+
+static int worker_setup(struct worker *w, struct server *srv, int id, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->srv = srv;
+    w->base = event_base_new();
+    w->http = w->base ? evhttp_new(w->base) : NULL;
+    if (!w->http) {
+        snprintf(err, errlen, "cannot create the event loop");
+        return -1;
+    }
+    evhttp_set_max_body_size(w->http, HTTP_HARD_BODY_LIMIT);
+    evhttp_set_max_headers_size(w->http, 32 * 1024);
+    evhttp_set_timeout(w->http, (int)srv->cfg.idle_timeout_s);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
+                                            EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+    evhttp_set_gencb(w->http, routes_dispatch, w);
+    int fd = listen_socket(&srv->cfg, err, errlen);
+    if (fd < 0)
+        return -1;
+    w->bound = evhttp_accept_socket_with_handle(w->http, fd);
+    if (!w->bound) {
+        close(fd);
+        snprintf(err, errlen, "CARDGATE_LISTEN: cannot accept on the socket");
+        return -1;
+    }
+    if (worker_clients(w, err, errlen) < 0)
+        return -1;
+    w->drain_ev = event_new(w->base, -1, 0, drain_start, w);
+    return 0;
+}
+
+int worker_start(struct worker *w, struct server *srv, int id, char *err, size_t errlen)
+{
+    if (worker_setup(w, srv, id, err, errlen) < 0) {
+        worker_free(w);
+        return -1;
+    }
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        snprintf(err, errlen, "cannot start worker thread");
+        worker_free(w);
+        return -1;
+    }
+    return 0;
+}
+
+void worker_drain(struct worker *w)
+{
+    event_active(w->drain_ev, 0, 0);
+}
+
+void worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+    worker_free(w);
+}

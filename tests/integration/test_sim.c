@@ -1,0 +1,998 @@
+/* alipay-sim, the real binary over plain HTTP: requests signed with the
+ * app's key (tests/vectors/keys) open and query cards, the answers verify
+ * with the simulated Alipay public key, refusals come the way alipay.md and
+ * the seeds say, every fault mode shows, and the counters count.
+ *
+ * One simulator serves the "sim" test case (reset before each test); the
+ * "process" case starts its own to check the CLI and a clean exit. */
+#include <check.h>
+#include <curl/curl.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alipay_key.h"
+#include "alipay_response.h"
+#include "alipay_sign.h"
+#include "support.h"
+
+#define OPEN "alipay.marketing.card.open"
+#define QUERY "alipay.marketing.card.query"
+#define APP_ID "2014072300007148"
+#define TEMPLATE "20170308000000000058101000300045" /* the seeds' template */
+#define USER "2088302463082075"                     /* the seeds' user */
+
+static struct ts_sim sim;
+static EVP_PKEY *app_priv, *alipay_pub, *alipay_priv;
+
+/* ------------------------------------------------------------- fixtures */
+
+static void sim_up(void)
+{
+    ck_assert_int_eq(ts_sim_start(&sim, NULL), 0);
+}
+
+static void sim_down(void)
+{
+    ts_sim_stop(&sim);
+}
+
+static void keys_up(void)
+{
+    char err[256];
+    app_priv = alipay_key_load_private(ts_vector("keys/app_private_pkcs1.pem"), err, sizeof(err));
+    alipay_pub = alipay_key_load_public(ts_vector("keys/alipay_public_sim.pem"), err, sizeof(err));
+    alipay_priv =
+        alipay_key_load_private(ts_vector("keys/alipay_private_sim.pem"), err, sizeof(err));
+    ck_assert_ptr_nonnull(app_priv);
+    ck_assert_ptr_nonnull(alipay_pub);
+    ck_assert_ptr_nonnull(alipay_priv);
+}
+
+static void keys_down(void)
+{
+    EVP_PKEY_free(app_priv);
+    EVP_PKEY_free(alipay_pub);
+    EVP_PKEY_free(alipay_priv);
+}
+
+/* ---------------------------------------------------------- control API */
+
+static json_object *parse(const char *text)
+{
+    json_object *o = json_tokener_parse(text);
+    ck_assert_msg(o != NULL, "not JSON: %s", text);
+    return o;
+}
+
+/* A control call; returns the parsed answer (caller puts) and its status. */
+static json_object *control(const char *method, const char *route, const char *body, long *status)
+{
+    char url[256];
+    const char *const json_hdr[] = {"Content-Type: application/json", NULL};
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s%s", sim.control, route);
+    ck_assert_int_eq(ts_http_call(method, url, body ? json_hdr : NULL, body, &r), 0);
+    if (status)
+        *status = r.status;
+    json_object *o = parse(r.body);
+    ts_http_free(&r);
+    return o;
+}
+
+static void control_ok(const char *method, const char *route, const char *body, long want)
+{
+    long status;
+    json_object_put(control(method, route, body, &status));
+    ck_assert_int_eq(status, want);
+}
+
+static void reset(void)
+{
+    control_ok("POST", "/reset", NULL, 200);
+}
+
+static void add_fault(const char *json)
+{
+    long status;
+    json_object *o = control("POST", "/faults", json, &status);
+    ck_assert_int_eq(status, 201);
+    ck_assert(json_object_get_int(json_object_object_get(o, "id")) > 0);
+    json_object_put(o);
+}
+
+static const char *str_at(json_object *o, const char *key)
+{
+    json_object *v;
+    if (!o || !json_object_object_get_ex(o, key, &v))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* --------------------------------------------------------- gateway calls */
+
+/* How to make one gateway call; zero fields take the defaults. */
+struct call {
+    const char *method;
+    const char *biz;
+    const char *sign_type; /* default RSA2 */
+    time_t when;           /* timestamp, default now */
+    const char *omit;      /* a public parameter left out */
+    EVP_PKEY *key;         /* signing key, default the app's */
+    int tamper;            /* change biz_content after signing */
+    int plus_spaces;       /* encode spaces as '+', as HTML forms do */
+    const char *app_id;    /* default APP_ID */
+};
+
+static char *escape(const char *s, int plus_spaces)
+{
+    CURL *c = curl_easy_init();
+    char *e = curl_easy_escape(c, s, 0);
+    curl_easy_cleanup(c);
+    ck_assert_ptr_nonnull(e);
+    size_t n = strlen(e);
+    char *out = malloc(n * 3 + 1), *w = out;
+    for (const char *p = e; *p;) {
+        if (plus_spaces && strncmp(p, "%20", 3) == 0) {
+            *w++ = '+';
+            p += 3;
+        } else {
+            *w++ = *p++;
+        }
+    }
+    *w = '\0';
+    curl_free(e);
+    return out;
+}
+
+static void append(char **buf, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    *buf = realloc(*buf, *len + n + 1);
+    memcpy(*buf + *len, s, n + 1);
+    *len += n;
+}
+
+/* Signs the call like a client does and posts it: public parameters in the
+ * URL query, biz_content in the form body. Returns ts_http_call's result. */
+static int gw_call(const struct call *c, struct ts_http *out)
+{
+    struct alipay_params p;
+    char ts[20], err[256];
+    enum alipay_sign_type type;
+    const char *sign_type = c->sign_type ? c->sign_type : "RSA2";
+    ck_assert_int_eq(alipay_sign_type_parse(sign_type, &type), 0);
+    alipay_sign_timestamp(c->when ? c->when : time(NULL), ts);
+    const char *pub[][2] = {{"app_id", c->app_id ? c->app_id : APP_ID},
+                            {"method", c->method},
+                            {"format", "JSON"},
+                            {"charset", "utf-8"},
+                            {"sign_type", sign_type},
+                            {"timestamp", ts},
+                            {"version", "1.0"}};
+    alipay_params_init(&p);
+    for (size_t i = 0; i < sizeof(pub) / sizeof(pub[0]); i++)
+        if (!c->omit || strcmp(c->omit, pub[i][0]) != 0)
+            alipay_params_set(&p, pub[i][0], pub[i][1]);
+    if (c->biz)
+        alipay_params_set(&p, "biz_content", c->biz);
+    char *content = alipay_sign_content(&p);
+    char *sign = alipay_sign_data(c->key ? c->key : app_priv, type, content, strlen(content), err,
+                                  sizeof(err));
+    ck_assert_msg(sign != NULL, "%s", err);
+    if (!c->omit || strcmp(c->omit, "sign") != 0)
+        alipay_params_set(&p, "sign", sign);
+
+    char *url = NULL, *body = NULL;
+    size_t ulen = 0, blen = 0;
+    append(&url, &ulen, sim.url);
+    for (size_t i = 0; i < p.n; i++) {
+        if (strcmp(p.v[i].key, "biz_content") == 0)
+            continue;
+        char *v = escape(p.v[i].value, c->plus_spaces);
+        append(&url, &ulen, ulen == strlen(sim.url) ? "?" : "&");
+        append(&url, &ulen, p.v[i].key);
+        append(&url, &ulen, "=");
+        append(&url, &ulen, v);
+        free(v);
+    }
+    append(&body, &blen, "");
+    if (c->biz) {
+        char *biz = strdup(c->biz);
+        if (c->tamper)
+            biz[strlen(biz) - 3] ^= 1; /* a character inside the last value */
+        char *v = escape(biz, c->plus_spaces);
+        append(&body, &blen, "biz_content=");
+        append(&body, &blen, v);
+        free(v);
+        free(biz);
+    }
+    const char *const hdr[] = {"Content-Type: application/x-www-form-urlencoded;charset=utf-8",
+                               NULL};
+    int rc = ts_http_call("POST", url, hdr, body, out);
+    free(url);
+    free(body);
+    free(sign);
+    free(content);
+    alipay_params_free(&p);
+    return rc;
+}
+
+/* The client's verdict on an answer (the library's judge). */
+static void judge(const struct ts_http *r, const char *method, struct alipay_reply *rep)
+{
+    memset(rep, 0, sizeof(*rep));
+    alipay_response_judge(r->body, r->body_len, method, alipay_pub, ALIPAY_SIGN_RSA2, rep);
+}
+
+/* Calls and judges; the reply's node is the trusted content. */
+static void call_judged(const struct call *c, struct alipay_reply *rep)
+{
+    struct ts_http r;
+    ck_assert_int_eq(gw_call(c, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    judge(&r, c->method, rep);
+    ts_http_free(&r);
+}
+
+/* The unsigned error_response node of an answer (caller puts). */
+static json_object *error_node(const struct call *c)
+{
+    struct ts_http r;
+    ck_assert_int_eq(gw_call(c, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    json_object *o = parse(r.body);
+    ck_assert_msg(!json_object_object_get_ex(o, "sign", NULL), "error_response is not signed");
+    json_object *n = json_object_get(json_object_object_get(o, "error_response"));
+    ck_assert_msg(n != NULL, "no error_response in %s", r.body);
+    json_object_put(o);
+    ts_http_free(&r);
+    return n;
+}
+
+static char *open_biz(const char *serial, const char *template_id, const char *ext_extra)
+{
+    static const char fmt[] =
+        "{\"out_serial_no\":\"%s\",\"card_template_id\":\"%s\","
+        "\"card_user_info\":{\"user_uni_id\":\"" USER "\",\"user_uni_id_type\":\"UID\"},"
+        "\"card_ext_info\":{\"external_card_no\":\"EXT0001\",\"open_date\":\"2014-02-20 "
+        "21:20:46\",\"valid_date\":\"2020-02-20 21:20:46\",\"level\":\"VIP1\",\"point\":\"88\","
+        "\"balance\":\"124.89\",\"front_text_list\":[{\"label\":\"专业\",\"value\":\"金融贸易\"}]%"
+        "s},"
+        "\"member_ext_info\":{\"name\":\"张三\",\"gende\":\"MALE\",\"birth\":\"2016-06-27\","
+        "\"cell\":\"13000000000\"},"
+        "\"open_card_channel\":\"20161534000000000008863\","
+        "\"open_card_channel_id\":\"2088123123123123\"}";
+    size_t n = sizeof(fmt) + strlen(serial) + strlen(template_id) + strlen(ext_extra) + 1;
+    char *b = malloc(n);
+    snprintf(b, n, fmt, serial, template_id, ext_extra);
+    return b;
+}
+
+/* Opens a card for serial and returns its biz_card_no (malloc'd). */
+static char *open_card(const char *serial)
+{
+    char *biz = open_biz(serial, TEMPLATE, "");
+    struct call c = {.method = OPEN, .biz = biz};
+    struct alipay_reply rep;
+    call_judged(&c, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "open: %s", rep.detail);
+    char *no = strdup(str_at(json_object_object_get(rep.node, "card_info"), "biz_card_no"));
+    alipay_reply_free(&rep);
+    free(biz);
+    return no;
+}
+
+static void query(const char *no, const char *type, const char *user, struct alipay_reply *rep)
+{
+    char biz[512];
+    if (user)
+        snprintf(biz, sizeof(biz),
+                 "{\"target_card_no\":\"%s\",\"target_card_no_type\":\"%s\","
+                 "\"card_user_info\":{\"user_uni_id\":\"%s\",\"user_uni_id_type\":\"UID\"}}",
+                 no, type, user);
+    else
+        snprintf(biz, sizeof(biz), "{\"target_card_no\":\"%s\",\"target_card_no_type\":\"%s\"}", no,
+                 type);
+    struct call c = {.method = QUERY, .biz = biz};
+    call_judged(&c, rep);
+}
+
+/* The open answer's business failure: its sub_code and sub_msg. */
+static void expect_open_rejected(const char *biz, const char *sub_code, const char *msg_part)
+{
+    struct call c = {.method = OPEN, .biz = biz};
+    struct alipay_reply rep;
+    call_judged(&c, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_REJECTED, "%s: %s", biz, rep.detail);
+    ck_assert_str_eq(rep.code, "40004");
+    ck_assert_str_eq(rep.sub_code, sub_code);
+    if (msg_part)
+        ck_assert_msg(rep.sub_msg && strstr(rep.sub_msg, msg_part), "sub_msg '%s' lacks '%s'",
+                      rep.sub_msg, msg_part);
+    alipay_reply_free(&rep);
+}
+
+/* ----------------------------------------------------------------- tests */
+
+START_TEST(open_card_signed_answer)
+{
+    reset();
+    char *biz = open_biz("S-open-1", TEMPLATE, "");
+    struct call c = {.method = OPEN, .biz = biz};
+    struct ts_http r;
+    ck_assert_int_eq(gw_call(&c, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+
+    /* The signature covers the node's raw text (alipay.md, Response). */
+    const char *node, *sig;
+    size_t nlen, slen;
+    ck_assert_int_eq(alipay_response_find(r.body, r.body_len, "alipay_marketing_card_open_response",
+                                          &node, &nlen),
+                     0);
+    ck_assert_int_eq(alipay_response_find(r.body, r.body_len, "sign", &sig, &slen), 0);
+    char *sigz = strndup(sig, slen);
+    ck_assert_int_eq(alipay_sign_verify(alipay_pub, ALIPAY_SIGN_RSA2, node, nlen, sigz), 1);
+    free(sigz);
+
+    struct alipay_reply rep;
+    judge(&r, OPEN, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    ck_assert_str_eq(rep.code, "10000");
+    json_object *ci = json_object_object_get(rep.node, "card_info");
+    const char *no = str_at(ci, "biz_card_no");
+    ck_assert_ptr_nonnull(no);
+    ck_assert(strlen(no) >= 1 && strlen(no) <= 32 && strspn(no, "0123456789") == strlen(no));
+    /* card_info echoes card_ext_info, Chinese text unchanged. */
+    ck_assert_str_eq(str_at(ci, "external_card_no"), "EXT0001");
+    ck_assert_str_eq(str_at(ci, "open_date"), "2014-02-20 21:20:46");
+    ck_assert_str_eq(str_at(ci, "valid_date"), "2020-02-20 21:20:46");
+    ck_assert_str_eq(str_at(ci, "level"), "VIP1");
+    ck_assert_str_eq(str_at(ci, "point"), "88");
+    ck_assert_str_eq(str_at(ci, "balance"), "124.89");
+    json_object *row = json_object_array_get_idx(json_object_object_get(ci, "front_text_list"), 0);
+    ck_assert_str_eq(str_at(row, "label"), "专业");
+    ck_assert_str_eq(str_at(row, "value"), "金融贸易");
+    ck_assert_str_eq(str_at(rep.node, "open_card_channel"), "20161534000000000008863");
+    ck_assert_str_eq(str_at(rep.node, "open_card_channel_id"), "2088123123123123");
+
+    /* The control interface knows the card, its user and its codes. */
+    char route[128];
+    long status;
+    snprintf(route, sizeof(route), "/cards/%s", no);
+    json_object *card = control("GET", route, NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_str_eq(str_at(card, "biz_card_no"), no);
+    ck_assert_str_eq(str_at(card, "out_serial_no"), "S-open-1");
+    ck_assert_str_eq(str_at(card, "user_id"), USER);
+    const char *qr = str_at(card, "qr_code"), *bar = str_at(card, "bar_code");
+    ck_assert(qr && *qr && bar && strlen(bar) == 18 && strspn(bar, "0123456789") == 18);
+    ck_assert_str_ne(qr, bar);
+    json_object_put(card);
+    control_ok("GET", "/cards/0000000000", NULL, 404);
+
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+    free(biz);
+}
+END_TEST
+
+START_TEST(open_rsa_sha1)
+{
+    reset();
+    char *biz = open_biz("S-rsa1", TEMPLATE, "");
+    struct call c = {.method = OPEN, .biz = biz, .sign_type = "RSA"};
+    struct ts_http r;
+    struct alipay_reply rep;
+    ck_assert_int_eq(gw_call(&c, &r), 0);
+    memset(&rep, 0, sizeof(rep));
+    /* Answered with the request's sign type: SHA-1. */
+    alipay_response_judge(r.body, r.body_len, OPEN, alipay_pub, ALIPAY_SIGN_RSA, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+    free(biz);
+}
+END_TEST
+
+START_TEST(same_serial_same_card)
+{
+    reset();
+    char *a = open_card("S-dedup-1");
+    char *b = open_card("S-dedup-1");
+    char *other = open_card("S-dedup-2");
+    ck_assert_str_eq(a, b);
+    ck_assert_str_ne(a, other);
+    long status;
+    json_object *o = control("GET", "/cards", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_int_eq(json_object_array_length(json_object_object_get(o, "cards")), 2);
+    json_object_put(o);
+    free(a);
+    free(b);
+    free(other);
+}
+END_TEST
+
+START_TEST(query_by_card_and_codes)
+{
+    reset();
+    char *no = open_card("S-query-1");
+    char route[128];
+    snprintf(route, sizeof(route), "/cards/%s", no);
+    json_object *card = control("GET", route, NULL, NULL);
+    const char *by[][2] = {{no, "BIZ_CARD"},
+                           {str_at(card, "qr_code"), "D_QR_CODE"},
+                           {str_at(card, "bar_code"), "D_BAR_CODE"}};
+    char schema[128];
+    snprintf(schema, sizeof(schema), "alipays://platformapi/startapp?appId=20000021&b=m&p=%s", no);
+    for (size_t i = 0; i < 3; i++) {
+        struct alipay_reply rep;
+        query(by[i][0], by[i][1], i == 0 ? USER : NULL, &rep);
+        ck_assert_msg(rep.outcome == ALIPAY_OK, "%s: %s", by[i][1], rep.detail);
+        ck_assert_str_eq(str_at(json_object_object_get(rep.node, "card_info"), "biz_card_no"), no);
+        ck_assert_str_eq(str_at(json_object_object_get(rep.node, "card_info"), "external_card_no"),
+                         "EXT0001");
+        ck_assert_str_eq(str_at(rep.node, "schema_url"), schema);
+        alipay_reply_free(&rep);
+    }
+    /* A code is not a card number of another kind. */
+    struct alipay_reply rep;
+    query(str_at(card, "qr_code"), "BIZ_CARD", NULL, &rep);
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    alipay_reply_free(&rep);
+    /* card_user_info is one more condition. */
+    query(no, "BIZ_CARD", "2088000000000001", &rep);
+    ck_assert_int_eq(rep.outcome, ALIPAY_REJECTED);
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    alipay_reply_free(&rep);
+    json_object_put(card);
+    free(no);
+}
+END_TEST
+
+START_TEST(query_unknown_card)
+{
+    reset();
+    struct alipay_reply rep;
+    query("0000001", "BIZ_CARD", NULL, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_REJECTED, "%s", rep.detail);
+    ck_assert_int_eq(rep.verified, 1);
+    ck_assert_str_eq(rep.code, "40004");
+    ck_assert_str_eq(rep.msg, "Business Failed");
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    ck_assert_str_eq(rep.sub_msg, "会员卡不存在");
+    alipay_reply_free(&rep);
+    /* target_card_no_type outside the seed's list */
+    struct call c = {.method = QUERY,
+                     .biz = "{\"target_card_no\":\"1\",\"target_card_no_type\":\"PHONE\"}"};
+    call_judged(&c, &rep);
+    ck_assert_str_eq(rep.sub_code, "INVALID_PARAMETER");
+    alipay_reply_free(&rep);
+}
+END_TEST
+
+START_TEST(bad_signature_refused)
+{
+    reset();
+    char *biz = open_biz("S-badsig", TEMPLATE, "");
+    struct call tampered = {.method = OPEN, .biz = biz, .tamper = 1};
+    struct call wrong_key = {.method = OPEN, .biz = biz, .key = alipay_priv};
+    const struct call *cases[] = {&tampered, &wrong_key};
+    for (size_t i = 0; i < 2; i++) {
+        json_object *n = error_node(cases[i]);
+        ck_assert_str_eq(str_at(n, "code"), "40002");
+        ck_assert_str_eq(str_at(n, "msg"), "Invalid Arguments");
+        ck_assert_str_eq(str_at(n, "sub_code"), "isv.invalid-signature");
+        json_object_put(n);
+    }
+    /* Nothing was opened. */
+    json_object *o = control("GET", "/cards", NULL, NULL);
+    ck_assert_int_eq(json_object_array_length(json_object_object_get(o, "cards")), 0);
+    json_object_put(o);
+    free(biz);
+}
+END_TEST
+
+START_TEST(timestamp_must_be_beijing_time)
+{
+    reset();
+    char *biz = open_biz("S-ts", TEMPLATE, "");
+    /* A client writing UTC (or a UTC host's local time) is 8 hours behind. */
+    time_t offs[] = {-8 * 3600, 8 * 3600, -11 * 60};
+    for (size_t i = 0; i < 3; i++) {
+        struct call c = {.method = OPEN, .biz = biz, .when = time(NULL) + offs[i]};
+        json_object *n = error_node(&c);
+        ck_assert_str_eq(str_at(n, "code"), "40002");
+        ck_assert_str_eq(str_at(n, "sub_code"), "isv.invalid-timestamp");
+        json_object_put(n);
+    }
+    /* A little clock skew is fine. */
+    struct call ok = {.method = OPEN, .biz = biz, .when = time(NULL) - 60};
+    struct alipay_reply rep;
+    call_judged(&ok, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    free(biz);
+}
+END_TEST
+
+START_TEST(public_parameters_checked)
+{
+    reset();
+    char *biz = open_biz("S-pub", TEMPLATE, "");
+    const char *missing[][2] = {{"method", "isv.missing-method"},
+                                {"sign", "isv.missing-signature"},
+                                {"app_id", "isv.missing-app-id"}};
+    for (size_t i = 0; i < 3; i++) {
+        struct call c = {.method = OPEN, .biz = biz, .omit = missing[i][0]};
+        json_object *n = error_node(&c);
+        ck_assert_str_eq(str_at(n, "code"), "40001");
+        ck_assert_str_eq(str_at(n, "sub_code"), missing[i][1]);
+        json_object_put(n);
+    }
+    struct call unknown = {.method = "alipay.marketing.card.nosuch", .biz = biz};
+    json_object *n = error_node(&unknown);
+    ck_assert_str_eq(str_at(n, "code"), "40002");
+    ck_assert_str_eq(str_at(n, "sub_code"), "isv.invalid-method");
+    json_object_put(n);
+    free(biz);
+}
+END_TEST
+
+START_TEST(unknown_template)
+{
+    reset();
+    char *biz = open_biz("S-tpl", "20990101000000000000000000000001", "");
+    expect_open_rejected(biz, "TEMPLATE_NOT_EXIT", NULL);
+    /* Once the template exists, the same call opens the card. */
+    control_ok("POST", "/templates", "{\"template_id\":\"20990101000000000000000000000001\"}", 201);
+    struct call c = {.method = OPEN, .biz = biz};
+    struct alipay_reply rep;
+    call_judged(&c, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    free(biz);
+}
+END_TEST
+
+START_TEST(biz_content_checked_against_seed)
+{
+    reset();
+    /* Limits count characters: a 4-character Chinese label passes. */
+    char *ok =
+        open_biz("S-val-ok", TEMPLATE,
+                 ",\"mdcode_info\":{\"code_status\":\"SUCCESS\",\"code_value\":\"1KFCDY0002\","
+                 "\"expire_time\":\"2017-06-09 16:25:53\",\"time_stamp\":1496996459}");
+    char *four = strstr(ok, "专业");
+    ck_assert_ptr_nonnull(four);
+    struct call c = {.method = OPEN, .biz = ok};
+    struct alipay_reply rep;
+    call_judged(&c, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    free(ok);
+
+    static const struct {
+        const char *extra, *field;
+    } bad_ext[] = {
+        {",\"front_text_list\":[{\"label\":\"专业课程A\",\"value\":\"x\"}]",
+         "front_text_list[0].label"},
+        {",\"front_text_list\":[{},{},{},{},{}]", "front_text_list"},
+        {",\"mdcode_info\":{\"code_status\":\"MAYBE\",\"time_stamp\":1}", "code_status"},
+    };
+    for (size_t i = 0; i < sizeof(bad_ext) / sizeof(bad_ext[0]); i++) {
+        /* open_biz already has a front_text_list: the later key replaces it. */
+        char *b = open_biz("S-val-bad", TEMPLATE, bad_ext[i].extra);
+        expect_open_rejected(b, "INVALID_PARAMETER", bad_ext[i].field);
+        free(b);
+    }
+    static const struct {
+        const char *from, *to, *field;
+    } edits[] = {
+        {"\"point\":\"88\"", "\"point\":\"88.123\"", "point"},
+        {"\"balance\":\"124.89\"", "\"balance\":\"12a\"", "balance"},
+        {"\"open_date\":\"2014-02-20 21:20:46\"", "\"open_date\":\"2014-02-30 21:20:46\"",
+         "open_date"},
+        {"\"valid_date\":\"2020-02-20 21:20:46\"", "\"valid_date\":\"2020/02/20\"", "valid_date"},
+        {"\"user_uni_id\":\"" USER "\"", "\"user_uni_id\":\"1088302463082075\"", "user_uni_id"},
+        {"\"gende\":\"MALE\"", "\"gender\":\"MALE\"", "gender"},
+        {"\"out_serial_no\":\"S-val-bad\",", "", "out_serial_no"},
+    };
+    for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+        char *b = open_biz("S-val-bad", TEMPLATE, "");
+        char *at = strstr(b, edits[i].from);
+        ck_assert_msg(at != NULL, "%s", edits[i].from);
+        size_t n = strlen(b) + strlen(edits[i].to) + 1;
+        char *e = malloc(n);
+        snprintf(e, n, "%.*s%s%s", (int)(at - b), b, edits[i].to, at + strlen(edits[i].from));
+        expect_open_rejected(e, "INVALID_PARAMETER", edits[i].field);
+        free(e);
+        free(b);
+    }
+    expect_open_rejected("not json", "INVALID_PARAMETER", NULL);
+    json_object *o = control("GET", "/cards", NULL, NULL);
+    ck_assert_int_eq(json_object_array_length(json_object_object_get(o, "cards")), 1);
+    json_object_put(o);
+}
+END_TEST
+
+START_TEST(form_plus_is_space)
+{
+    reset();
+    /* Spaces sent as '+' (HTML forms, the Node SDK's timestamp) are spaces:
+     * the signature over "VIP 1" and "yyyy-MM-dd HH:mm:ss" holds. */
+    char *biz = open_biz("S-plus", TEMPLATE, "");
+    char *at = strstr(biz, "VIP1");
+    memmove(at + 5, at + 4, strlen(at + 4) + 1);
+    memcpy(at, "VIP 1", 5);
+    struct call c = {.method = OPEN, .biz = biz, .plus_spaces = 1};
+    struct alipay_reply rep;
+    call_judged(&c, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    ck_assert_str_eq(str_at(json_object_object_get(rep.node, "card_info"), "level"), "VIP 1");
+    alipay_reply_free(&rep);
+    free(biz);
+}
+END_TEST
+
+/* One open call with a fault in place: its judged outcome and raw answer. */
+static void faulted_open(const char *serial, struct ts_http *r, struct alipay_reply *rep)
+{
+    char *biz = open_biz(serial, TEMPLATE, "");
+    struct call c = {.method = OPEN, .biz = biz};
+    memset(rep, 0, sizeof(*rep));
+    if (gw_call(&c, r) == 0)
+        judge(r, OPEN, rep);
+    free(biz);
+}
+
+static long cards_count(void)
+{
+    json_object *o = control("GET", "/cards", NULL, NULL);
+    long n = (long)json_object_array_length(json_object_object_get(o, "cards"));
+    json_object_put(o);
+    return n;
+}
+
+START_TEST(fault_codes_change_nothing)
+{
+    reset();
+    add_fault("{\"mode\":\"code_20000\",\"method\":\"" OPEN "\",\"out_serial_no\":\"F1\","
+              "\"count\":1}");
+    add_fault("{\"mode\":\"code_20001\",\"out_serial_no\":\"F2\",\"count\":1}");
+    add_fault("{\"mode\":\"error_response\",\"out_serial_no\":\"F3\",\"count\":1}");
+    struct ts_http r;
+    struct alipay_reply rep;
+
+    faulted_open("F1", &r, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_UNAVAILABLE, "%s", rep.detail);
+    ck_assert_int_eq(rep.verified, 1);
+    ck_assert_str_eq(rep.code, "20000");
+    ck_assert_str_eq(rep.sub_code, "isp.unknow-error");
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+    ck_assert_int_eq(cards_count(), 0); /* the refusal opened nothing */
+
+    faulted_open("F2", &r, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_AUTH_FAILED, "%s", rep.detail);
+    ck_assert_str_eq(rep.code, "20001");
+    ck_assert_str_eq(rep.sub_code, "aop.invalid-auth-token");
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+
+    faulted_open("F3", &r, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_REFUSED, "%s", rep.detail);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"error_response\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "isv.invalid-app-id"));
+    ck_assert_ptr_null(strstr(r.body, "\"sign\""));
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+    ck_assert_int_eq(cards_count(), 0);
+
+    /* Each rule was used up: the retry with the same serial opens. */
+    faulted_open("F1", &r, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+    ck_assert_int_eq(cards_count(), 1);
+}
+END_TEST
+
+START_TEST(fault_signature_shapes)
+{
+    reset();
+    add_fault("{\"mode\":\"bad_signature\",\"out_serial_no\":\"G1\",\"count\":1}");
+    add_fault("{\"mode\":\"unsigned_success\",\"out_serial_no\":\"G2\",\"count\":1}");
+    add_fault("{\"mode\":\"sign_first\",\"out_serial_no\":\"G3\",\"count\":1}");
+    struct ts_http r;
+    struct alipay_reply rep;
+
+    faulted_open("G1", &r, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_BAD_SIGNATURE, "%s", rep.detail);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"10000\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"sign\""));
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+
+    faulted_open("G2", &r, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_BAD_SIGNATURE, "%s", rep.detail);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"10000\""));
+    ck_assert_ptr_null(strstr(r.body, "\"sign\""));
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+
+    faulted_open("G3", &r, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    ck_assert_msg(strncmp(r.body, "{\"sign\":", 8) == 0, "%s", r.body);
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+}
+END_TEST
+
+START_TEST(fault_transport)
+{
+    reset();
+    add_fault("{\"mode\":\"http_500\",\"out_serial_no\":\"H1\",\"count\":1}");
+    add_fault("{\"mode\":\"drop\",\"out_serial_no\":\"H2\",\"count\":1}");
+    add_fault("{\"mode\":\"delay\",\"out_serial_no\":\"H3\",\"count\":1,\"delay_ms\":400}");
+    struct ts_http r;
+    struct alipay_reply rep;
+
+    faulted_open("H1", &r, &rep);
+    ck_assert_int_eq(r.status, 500);
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+
+    char *biz = open_biz("H2", TEMPLATE, "");
+    struct call c = {.method = OPEN, .biz = biz};
+    ck_assert_int_eq(gw_call(&c, &r), -1); /* no HTTP answer at all */
+    ck_assert_int_eq(r.status, 0);
+    ts_http_free(&r);
+    free(biz);
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    faulted_open("H3", &r, &rep);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    ck_assert_msg(ms >= 380, "answered after %.0f ms, before the delay", ms);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+    ck_assert_int_eq(cards_count(), 1); /* only the delayed one opened */
+    control_ok("GET", "/health", NULL, 200);
+}
+END_TEST
+
+START_TEST(fault_filters_and_count)
+{
+    reset();
+    /* A rule for query does not touch open; count 2 applies twice. */
+    add_fault("{\"mode\":\"code_20000\",\"method\":\"" QUERY "\"}");
+    add_fault("{\"mode\":\"code_20000\",\"method\":\"" OPEN "\",\"count\":2}");
+    struct ts_http r;
+    struct alipay_reply rep;
+    for (int i = 0; i < 3; i++) {
+        faulted_open("K1", &r, &rep);
+        ck_assert_int_eq(rep.outcome, i < 2 ? ALIPAY_UNAVAILABLE : ALIPAY_OK);
+        alipay_reply_free(&rep);
+        ts_http_free(&r);
+    }
+    query("0000001", "BIZ_CARD", NULL, &rep);
+    ck_assert_int_eq(rep.outcome, ALIPAY_UNAVAILABLE);
+    alipay_reply_free(&rep);
+    /* Cleared, the query answers for itself again. */
+    control_ok("DELETE", "/faults", NULL, 200);
+    query("0000001", "BIZ_CARD", NULL, &rep);
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    alipay_reply_free(&rep);
+    control_ok("POST", "/faults", "{\"mode\":\"explode\"}", 400);
+    control_ok("POST", "/faults", "{\"mode\":\"delay\",\"count\":0}", 400);
+}
+END_TEST
+
+/* A client that gives up during a delay: the simulator survives, and the
+ * delayed call still does its work when its time comes. */
+START_TEST(delay_client_gone)
+{
+    reset();
+    add_fault("{\"mode\":\"delay\",\"out_serial_no\":\"D1\",\"delay_ms\":600}");
+    char *biz = open_biz("D1", TEMPLATE, "");
+    struct alipay_params p;
+    char ts[20], err[256];
+    alipay_sign_timestamp(time(NULL), ts);
+    alipay_params_init(&p);
+    alipay_params_set(&p, "app_id", APP_ID);
+    alipay_params_set(&p, "method", OPEN);
+    alipay_params_set(&p, "charset", "utf-8");
+    alipay_params_set(&p, "sign_type", "RSA2");
+    alipay_params_set(&p, "timestamp", ts);
+    alipay_params_set(&p, "version", "1.0");
+    alipay_params_set(&p, "biz_content", biz);
+    char *content = alipay_sign_content(&p);
+    char *sign =
+        alipay_sign_data(app_priv, ALIPAY_SIGN_RSA2, content, strlen(content), err, sizeof(err));
+    alipay_params_set(&p, "sign", sign);
+    CURL *c = curl_easy_init();
+    char *form = NULL;
+    size_t flen = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        char *v = curl_easy_escape(c, p.v[i].value, 0);
+        append(&form, &flen, i ? "&" : "");
+        append(&form, &flen, p.v[i].key);
+        append(&form, &flen, "=");
+        append(&form, &flen, v);
+        curl_free(v);
+    }
+    /* Everything in the form body this time: also a valid way to call. */
+    curl_easy_setopt(c, CURLOPT_URL, sim.url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 150L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    ck_assert_int_eq(curl_easy_perform(c), CURLE_OPERATION_TIMEDOUT);
+    curl_easy_cleanup(c);
+
+    long n = 0;
+    for (int i = 0; i < 100 && n == 0; i++) { /* up to 10 s on a loaded box */
+        usleep(100000);
+        n = cards_count();
+    }
+    ck_assert_int_eq(n, 1);
+    control_ok("GET", "/health", NULL, 200);
+    free(form);
+    free(sign);
+    free(content);
+    alipay_params_free(&p);
+    free(biz);
+}
+END_TEST
+
+START_TEST(calls_counted)
+{
+    reset();
+    add_fault("{\"mode\":\"http_500\",\"out_serial_no\":\"C2\",\"count\":1}");
+    free(open_card("C1"));
+    free(open_card("C1"));
+    struct ts_http r;
+    struct alipay_reply rep;
+    faulted_open("C2", &r, &rep); /* faulted calls count too */
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+    query("0000001", "BIZ_CARD", NULL, &rep);
+    alipay_reply_free(&rep);
+
+    long status;
+    json_object *o = control("GET", "/calls", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(o, "total")), 4);
+    json_object *m = json_object_object_get(o, "methods");
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(m, OPEN)), 3);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(m, QUERY)), 1);
+    json_object *s = json_object_object_get(o, "out_serial_no");
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(s, "C1")), 2);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(s, "C2")), 1);
+    json_object_put(o);
+
+    o = control("GET", "/calls?out_serial_no=C1", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_str_eq(str_at(o, "out_serial_no"), "C1");
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(o, "count")), 2);
+    json_object_put(o);
+
+    reset();
+    o = control("GET", "/calls", NULL, NULL);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(o, "total")), 0);
+    json_object_put(o);
+    ck_assert_int_eq(cards_count(), 0);
+}
+END_TEST
+
+/* Its own simulator: --app-id refuses other apps, --help works, and SIGTERM
+ * ends it with status 0 even with a delayed answer pending (under the
+ * sanitizers a leak would make the status non-zero). */
+START_TEST(process_app_id_and_clean_exit)
+{
+    struct ts_sim own;
+    const char *const extra[] = {"--app-id", APP_ID, "--templates", "T1,T2", NULL};
+    ck_assert_int_eq(ts_sim_start(&own, extra), 0);
+    struct ts_sim saved = sim;
+    sim = own;
+
+    char *biz = open_biz("P1", TEMPLATE, "");
+    struct call other = {.method = OPEN, .biz = biz, .app_id = "2021000000000000"};
+    json_object *n = error_node(&other);
+    ck_assert_str_eq(str_at(n, "sub_code"), "isv.invalid-app-id");
+    json_object_put(n);
+    /* --templates replaced the defaults. */
+    expect_open_rejected(biz, "TEMPLATE_NOT_EXIT", NULL);
+    free(biz);
+    biz = open_biz("P2", "T1", "");
+    struct call mine = {.method = OPEN, .biz = biz};
+    struct alipay_reply rep;
+    call_judged(&mine, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    free(biz);
+
+    /* Leave a delayed call pending, then stop. */
+    add_fault("{\"mode\":\"delay\",\"delay_ms\":30000}");
+    pid_t child = fork();
+    if (child == 0) {
+        struct ts_http r;
+        char *b = open_biz("P3", "T1", "");
+        struct call c = {.method = OPEN, .biz = b};
+        gw_call(&c, &r);
+        _exit(0);
+    }
+    long total = 0;
+    for (int i = 0; i < 100 && total < 4; i++) { /* wait until it arrived */
+        usleep(100000);
+        json_object *o = control("GET", "/calls", NULL, NULL);
+        total = json_object_get_int(json_object_object_get(o, "total"));
+        json_object_put(o);
+    }
+    ck_assert_int_eq(total, 4);
+    int status = ts_stop(own.pid, SIGTERM, 10000);
+    waitpid(child, NULL, 0);
+    sim = saved;
+    ck_assert_msg(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "alipay-sim exit status %d", status);
+
+    char bin[512];
+    snprintf(bin, sizeof(bin), "%s/alipay-sim", CARDGATE_BIN_DIR);
+    const char *const help[] = {bin, "--help", NULL};
+    pid_t pid = ts_spawn(help, NULL, NULL);
+    ck_assert_int_gt(pid, 0);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    const char *const bad[] = {bin, "--listen", "127.0.0.1:1", NULL};
+    pid = ts_spawn(bad, NULL, NULL);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0); /* keys are required */
+}
+END_TEST
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *s = suite_create("alipay-sim");
+    TCase *t = tcase_create("sim");
+    tcase_set_timeout(t, 60);
+    tcase_add_unchecked_fixture(t, sim_up, sim_down);
+    tcase_add_checked_fixture(t, keys_up, keys_down);
+    tcase_add_test(t, open_card_signed_answer);
+    tcase_add_test(t, open_rsa_sha1);
+    tcase_add_test(t, same_serial_same_card);
+    tcase_add_test(t, query_by_card_and_codes);
+    tcase_add_test(t, query_unknown_card);
+    tcase_add_test(t, bad_signature_refused);
+    tcase_add_test(t, timestamp_must_be_beijing_time);
+    tcase_add_test(t, public_parameters_checked);
+    tcase_add_test(t, unknown_template);
+    tcase_add_test(t, biz_content_checked_against_seed);
+    tcase_add_test(t, form_plus_is_space);
+    tcase_add_test(t, fault_codes_change_nothing);
+    tcase_add_test(t, fault_signature_shapes);
+    tcase_add_test(t, fault_transport);
+    tcase_add_test(t, fault_filters_and_count);
+    tcase_add_test(t, delay_client_gone);
+    tcase_add_test(t, calls_counted);
+    suite_add_tcase(s, t);
+    TCase *p = tcase_create("process");
+    tcase_set_timeout(p, 60);
+    tcase_add_checked_fixture(p, keys_up, keys_down);
+    tcase_add_test(p, process_app_id_and_clean_exit);
+    suite_add_tcase(s, p);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
