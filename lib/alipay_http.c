@@ -314,6 +314,8 @@ static void http_dispatch_done(struct alipay_http *h)
         http_destroy(h);
 }
 
+/* Sets one option; on failure writes the enclosing function's err and
+ * returns -1 from it. */
 #define HTTP_SET(easy, opt, val)                                                                   \
     do {                                                                                           \
         CURLcode set_rc_ = curl_easy_setopt((easy), (opt), (val));                                 \

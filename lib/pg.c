@@ -87,6 +87,7 @@ struct pg_pool {
 
 static void conn_start(struct pg_conn *c);
 static void conn_broken(struct pg_conn *c, const char *why);
+static int pool_hopeful(const struct pg_pool *p);
 static void pool_dispatch(struct pg_pool *p);
 
 /* Copies src into dst as one line: newlines and tabs become spaces, runs of
@@ -345,7 +346,7 @@ static void conn_broken(struct pg_conn *c, const char *why)
         c->backoff_ms = c->backoff_ms * 2 > p->max_retry_ms ? p->max_retry_ms : c->backoff_ms * 2;
     }
     conn_timer(c, delay);
-    if (p->up == 0)
+    if (p->up == 0 && !pool_hopeful(p))
         pool_fail_queue(p, line);
 }
 
@@ -738,13 +739,28 @@ static const struct pg_statement *pool_find_stmt(const struct pg_pool *p, const 
     return NULL;
 }
 
+/* 1 while a connection is on its first attempt since start or since it was
+ * lost: queries wait for it (bounded by the connect timeout) rather than
+ * failing, so a fresh process or a brief reconnect does not answer 503.
+ * Once every attempt has failed, the database counts as down. */
+static int pool_hopeful(const struct pg_pool *p)
+{
+    for (int i = 0; i < p->size; i++) {
+        const struct pg_conn *c = &p->conns[i];
+        if ((c->state == PG_CONNECTING || c->state == PG_PREPARING) && c->failures == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int pg_pool_exec(struct pg_pool *p, const char *stmt, int nparams, const char *const *values,
                  pg_cb cb, void *arg)
 {
     if (!p || p->freeing || !stmt || !cb || nparams < 0 || (nparams > 0 && !values))
         return -1;
     const struct pg_statement *s = pool_find_stmt(p, stmt);
-    if (p->up > 0 && s && s->nparams == nparams && p->qlen >= p->max_queue)
+    int usable = p->up > 0 || pool_hopeful(p);
+    if (usable && s && s->nparams == nparams && p->qlen >= p->max_queue)
         return -1;
     struct pg_query *q = query_new(s, nparams, values, cb, arg);
     if (!q)
@@ -756,7 +772,7 @@ int pg_pool_exec(struct pg_pool *p, const char *stmt, int nparams, const char *c
         query_finish(p, q, NULL, 0, msg);
         return 0;
     }
-    if (p->up == 0) {
+    if (!usable) {
         /* Fail fast: a caller waiting on a down database would only time out. */
         snprintf(msg, sizeof msg, "database unavailable: %s", p->last_error);
         query_finish(p, q, NULL, 1, msg);

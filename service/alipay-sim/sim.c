@@ -20,7 +20,7 @@
 #define METHOD_QUERY "alipay.marketing.card.query"
 
 /* Seconds east of UTC of the time Alipay's timestamps are written in. */
-#define BEIJING_OFFSET 0
+#define BEIJING_OFFSET (8 * 3600)
 
 static const char *const fault_names[] = {
     [SIM_FAULT_NONE] = "none",
@@ -1050,7 +1050,7 @@ static int do_query(struct sim *s, json_object *biz, const char *method, enum al
     const struct sim_card *card = lookup(index, no);
     /* card_user_info, when given, is one more condition of the query. */
     if (!card || (user_id && strcmp(user_id, card->user_id) != 0))
-        return business_error(out, method, type, "CARD_NOT_EXIT", "x");
+        return business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
 
     char url[128];
     snprintf(url, sizeof(url), "alipays://platformapi/startapp?appId=20000021&b=m&p=%s",
@@ -1138,5 +1138,5 @@ char *sim_render(struct sim *s, const struct sim_node *n, enum sim_fault_mode mo
     if (mode == SIM_FAULT_BAD_SIGNATURE)
         return render_bad_signature(s, n);
     return alipay_response_build(n->name, n->text, s->alipay_private, n->type,
-                                 0);
+                                 mode == SIM_FAULT_SIGN_FIRST);
 }

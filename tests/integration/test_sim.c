@@ -779,7 +779,7 @@ START_TEST(fault_filters_and_count)
     struct alipay_reply rep;
     for (int i = 0; i < 3; i++) {
         faulted_open("K1", &r, &rep);
-        ck_assert_int_eq(rep.outcome, i < 2 ? ALIPAY_UNAVAILABLE : ALIPAY_OK);
+        ck_assert_int_eq(rep.outcome, (i < 2 ? ALIPAY_UNAVAILABLE : ALIPAY_OK));
         alipay_reply_free(&rep);
         ts_http_free(&r);
     }

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -259,4 +261,213 @@ void ts_sim_stop(struct ts_sim *sim)
     if (sim->pid > 0)
         ts_stop(sim->pid, SIGTERM, 5000);
     sim->pid = 0;
+}
+
+int ts_sim_fault(const struct ts_sim *sim, const char *json)
+{
+    char url[192];
+    struct ts_http r;
+    const char *h[] = {TS_JSON, NULL};
+    snprintf(url, sizeof(url), "%s/faults", sim->control);
+    int rc = ts_http_call("POST", url, h, json, &r);
+    int ok = rc == 0 && r.status == 201;
+    ts_http_free(&r);
+    return ok ? 0 : -1;
+}
+
+int ts_sim_clear_faults(const struct ts_sim *sim)
+{
+    char url[192];
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/faults", sim->control);
+    int rc = ts_http_call("DELETE", url, NULL, NULL, &r);
+    int ok = rc == 0 && r.status == 200;
+    ts_http_free(&r);
+    return ok ? 0 : -1;
+}
+
+long ts_sim_calls(const struct ts_sim *sim, const char *out_serial_no)
+{
+    char url[320];
+    struct ts_http r;
+    if (out_serial_no)
+        snprintf(url, sizeof(url), "%s/calls?out_serial_no=%s", sim->control, out_serial_no);
+    else
+        snprintf(url, sizeof(url), "%s/calls", sim->control);
+    if (ts_http_call("GET", url, NULL, NULL, &r) < 0 || r.status != 200) {
+        ts_http_free(&r);
+        return -1;
+    }
+    const char *key = out_serial_no ? "\"count\":" : "\"total\":";
+    const char *p = strstr(r.body, key);
+    long n = p ? strtol(p + strlen(key), NULL, 10) : -1;
+    ts_http_free(&r);
+    return n;
+}
+
+static void bin_path(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", CARDGATE_BIN_DIR, name);
+}
+
+int ts_cardgate_migrate(const char *db)
+{
+    char bin[512], env_db[1024];
+    bin_path(bin, sizeof(bin), "cardgate");
+    snprintf(env_db, sizeof(env_db), "CARDGATE_DATABASE_URL=%s", db);
+    const char *argv[] = {bin, "migrate", NULL};
+    const char *env[] = {env_db, NULL};
+    pid_t pid = ts_spawn(argv, env, NULL);
+    int status;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_sim *sim,
+                      const char *const extra_env[])
+{
+    static char env[24][1024];
+    const char *envp[48];
+    size_t n = 0;
+    memset(cg, 0, sizeof(*cg));
+    cg->port = ts_free_port();
+    snprintf(cg->url, sizeof(cg->url), "http://127.0.0.1:%d", cg->port);
+    snprintf(cg->log, sizeof(cg->log), "%s/../tests/cardgate-%d.log", CARDGATE_BIN_DIR, cg->port);
+    /* sha256("test-key-0123456789") */
+    snprintf(env[n++], 1024, "CARDGATE_API_KEYS=pos:%s",
+             "0b026dcaf52dd2d7e8b377ed75182bfcc65497aff885b3a37dd1be1a75ca394d");
+    snprintf(env[n++], 1024, "CARDGATE_LISTEN=127.0.0.1:%d", cg->port);
+    snprintf(env[n++], 1024, "CARDGATE_DATABASE_URL=%s", db);
+    snprintf(env[n++], 1024, "CARDGATE_ALIPAY_GATEWAY=%s", sim ? sim->url : "http://127.0.0.1:1/");
+    snprintf(env[n++], 1024, "CARDGATE_ALIPAY_APP_ID=2014072300007148");
+    snprintf(env[n++], 1024, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE=%s",
+             ts_vector("keys/app_private_pkcs1.pem"));
+    snprintf(env[n++], 1024, "CARDGATE_ALIPAY_PUBLIC_KEY_FILE=%s",
+             ts_vector("keys/alipay_public_sim.pem"));
+    snprintf(env[n++], 1024, "CARDGATE_WORKERS=2");
+    snprintf(env[n++], 1024, "CARDGATE_ALIPAY_TIMEOUT_MS=2000");
+    snprintf(env[n++], 1024, "CARDGATE_LOCK_MARGIN_MS=1000");
+    snprintf(env[n++], 1024, "CARDGATE_LOG_LEVEL=debug");
+    for (size_t i = 0; i < n; i++)
+        envp[i] = env[i];
+    for (size_t i = 0; extra_env && extra_env[i] && n < 47; i++)
+        envp[n++] = extra_env[i];
+    envp[n] = NULL;
+    char bin[512];
+    bin_path(bin, sizeof(bin), "cardgate");
+    const char *argv[] = {bin, "serve", NULL};
+    cg->pid = ts_spawn(argv, envp, cg->log);
+    if (cg->pid < 0 || ts_wait_port(cg->port, 15000) < 0) {
+        fprintf(stderr, "cardgate did not start; see %s\n", cg->log);
+        if (cg->pid > 0)
+            ts_stop(cg->pid, SIGKILL, 2000);
+        cg->pid = 0;
+        return -1;
+    }
+    return 0;
+}
+
+int ts_cardgate_stop(struct ts_cardgate *cg)
+{
+    int status = cg->pid > 0 ? ts_stop(cg->pid, SIGTERM, 15000) : -1;
+    cg->pid = 0;
+    return status;
+}
+
+long ts_pg_long(const char *db, const char *sql)
+{
+    PGconn *conn = PQconnectdb(db);
+    long v = -1;
+    if (PQstatus(conn) == CONNECTION_OK) {
+        PGresult *res = PQexec(conn, sql);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+            v = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+    }
+    PQfinish(conn);
+    return v;
+}
+
+static int run_shell(const char *script)
+{
+    int status = system(script);
+    return (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+}
+
+static int pg_private_cmd(struct ts_pg *pg, const char *fn)
+{
+    char script[1024];
+    snprintf(script, sizeof(script),
+             "bash -c '. %s/deploy/common.sh && %s %s %d' >>%s/ts.log 2>&1", CARDGATE_SOURCE_DIR,
+             fn, pg->dir, pg->port, pg->dir);
+    return run_shell(script);
+}
+
+int ts_pg_private_start(struct ts_pg *pg)
+{
+    if (!pg->dir[0]) {
+        snprintf(pg->dir, sizeof(pg->dir), "/tmp/cardgate-pg-%d-XXXXXX", (int)getpid());
+        if (!mkdtemp(pg->dir))
+            return -1;
+        chmod(pg->dir, 0755);
+        pg->port = ts_free_port();
+        snprintf(pg->conninfo, sizeof(pg->conninfo),
+                 "host=127.0.0.1 port=%d user=postgres dbname=postgres", pg->port);
+    }
+    return pg_private_cmd(pg, "start_pg");
+}
+
+int ts_pg_private_stop(struct ts_pg *pg)
+{
+    return pg_private_cmd(pg, "stop_pg");
+}
+
+int ts_pg_private_restart(struct ts_pg *pg)
+{
+    return pg_private_cmd(pg, "start_pg");
+}
+
+void ts_pg_private_destroy(struct ts_pg *pg)
+{
+    if (!pg->dir[0])
+        return;
+    ts_pg_private_stop(pg);
+    char script[256];
+    snprintf(script, sizeof(script), "rm -rf %s", pg->dir);
+    run_shell(script);
+    pg->dir[0] = '\0';
+}
+
+struct parallel_call {
+    pthread_barrier_t *start;
+    const char *method, *url, *body;
+    const char *const *headers;
+    struct ts_http *out;
+};
+
+static void *parallel_one(void *arg)
+{
+    struct parallel_call *c = arg;
+    pthread_barrier_wait(c->start);
+    ts_http_call(c->method, c->url, c->headers, c->body, c->out);
+    return NULL;
+}
+
+void ts_http_parallel(int n, const char *method, const char *const urls[],
+                      const char *const headers[], const char *body, struct ts_http out[])
+{
+    pthread_t *th = calloc((size_t)n, sizeof(*th));
+    struct parallel_call *calls = calloc((size_t)n, sizeof(*calls));
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        calls[i] = (struct parallel_call){&start, method, urls[i], body, headers, &out[i]};
+        pthread_create(&th[i], NULL, parallel_one, &calls[i]);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    free(th);
+    free(calls);
 }

@@ -61,3 +61,56 @@ int ts_sim_start(struct ts_sim *sim, const char *const extra_args[]);
 void ts_sim_stop(struct ts_sim *sim);
 
 #endif
+
+/* Adds a fault rule to the simulator (POST /_sim/faults with this JSON);
+ * returns 0 on 201. */
+int ts_sim_fault(const struct ts_sim *sim, const char *json);
+/* Clears the fault rules. */
+int ts_sim_clear_faults(const struct ts_sim *sim);
+/* How many calls reached the gateway for out_serial_no (NULL: all). */
+long ts_sim_calls(const struct ts_sim *sim, const char *out_serial_no);
+
+/* The API key every test cardgate accepts (caller name "pos"). */
+#define TS_API_KEY "test-key-0123456789"
+#define TS_AUTH "Authorization: Bearer " TS_API_KEY
+#define TS_JSON "Content-Type: application/json; charset=utf-8"
+
+/* A running cardgate. */
+struct ts_cardgate {
+    pid_t pid;
+    int port;
+    char url[64]; /* http://127.0.0.1:PORT */
+    char log[256];
+};
+
+/* Runs `cardgate migrate` on db; returns its exit status (0 on success). */
+int ts_cardgate_migrate(const char *db);
+/* Starts `cardgate serve` on a free port against db and sim, with the vector
+ * keys, 2 workers, a 2 s gateway timeout and 1 s lock margin; extra_env
+ * ("K=V", NULL-terminated, may be NULL) overrides or adds settings. Waits
+ * until it accepts. Returns 0, or -1 (the log is in cg->log). */
+int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_sim *sim,
+                      const char *const extra_env[]);
+/* SIGTERM and wait; returns the exit status as waitpid gives it. */
+int ts_cardgate_stop(struct ts_cardgate *cg);
+
+/* One value of a SQL query's first row and column, as a long (-1 on error
+ * or no row). Blocking, for assertions. */
+long ts_pg_long(const char *db, const char *sql);
+
+/* A private PostgreSQL cluster of the test's own (for tests that stop the
+ * database), made with deploy/common.sh's start_pg. */
+struct ts_pg {
+    char dir[128];
+    int port;
+    char conninfo[256]; /* admin conninfo (dbname=postgres) */
+};
+int ts_pg_private_start(struct ts_pg *pg); /* initdb (first time) + start */
+int ts_pg_private_stop(struct ts_pg *pg);  /* fast shutdown, data kept */
+int ts_pg_private_restart(struct ts_pg *pg);
+void ts_pg_private_destroy(struct ts_pg *pg);
+
+/* Sends one HTTP call per thread, `n` at once (all threads released
+ * together); out[i] receives each answer. */
+void ts_http_parallel(int n, const char *method, const char *const urls[],
+                      const char *const headers[], const char *body, struct ts_http out[]);
