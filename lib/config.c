@@ -87,7 +87,7 @@ static int set_number(const struct setting *s, const char *v, long *n, char *err
 static int set_int(struct config *c, const struct setting *s, const char *v, int cont, char *err,
                    size_t errlen)
 {
-    long n;
+    long n = 0;
     if (set_number(s, v, &n, err, errlen) != 0)
         return -1;
     *(int *)(void *)((char *)c + s->off) = (int)n;
@@ -97,7 +97,7 @@ static int set_int(struct config *c, const struct setting *s, const char *v, int
 static int set_long(struct config *c, const struct setting *s, const char *v, int cont, char *err,
                     size_t errlen)
 {
-    long n;
+    long n = 0;
     if (set_number(s, v, &n, err, errlen) != 0)
         return -1;
     *(long *)(void *)((char *)c + s->off) = n;

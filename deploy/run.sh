@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The run command: installs what is missing, builds, and runs a development
+# cardgate on 127.0.0.1:8080 against a private PostgreSQL cluster and the
+# alipay-sim gateway stand-in, with development keys. Everything it makes
+# lives in .run/ (ignored by git); run it again and it reuses the cluster,
+# the keys and the API key, and restarts the processes cleanly.
+#   deploy/run.sh          start (or restart) everything
+#   deploy/run.sh stop     stop cardgate, alipay-sim and PostgreSQL
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. deploy/common.sh
+top=$(pwd)
+run="$top/.run"
+mkdir -p "$run/keys"
+
+stop_pid() {
+    local f=$1
+    if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+        kill -TERM "$(cat "$f")"
+        for _ in $(seq 1 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "$f"
+}
+
+if [ "${1:-}" = "stop" ]; then
+    stop_pid "$run/cardgate.pid"
+    stop_pid "$run/alipay-sim.pid"
+    [ -e "$run/pg" ] && stop_pg "$run/pg"
+    echo "stopped"
+    exit 0
+fi
+
+install_deps
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCARDGATE_TESTS=OFF >/dev/null
+cmake --build build -j2 >/dev/null
+
+# PostgreSQL refuses to run as root; the postgres user must reach the
+# cluster's folder. When it cannot (a clone under /root), the cluster lives
+# in /var/lib/cardgate-dev and .run/pg points there.
+if [ ! -e "$run/pg" ]; then
+    if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$run"; then
+        alt="/var/lib/cardgate-dev/$(echo "$top" | md5sum | cut -c1-12)"
+        mkdir -p "$alt"
+        ln -s "$alt" "$run/pg"
+    else
+        mkdir -p "$run/pg"
+    fi
+fi
+[ -f "$run/pg.port" ] || free_port >"$run/pg.port"
+pgport=$(cat "$run/pg.port")
+stop_pid "$run/cardgate.pid"
+stop_pid "$run/alipay-sim.pid"
+stop_pg "$run/pg"
+start_pg "$run/pg" "$pgport"
+psql -h 127.0.0.1 -p "$pgport" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='cardgate'" |
+    grep -q 1 || psql -h 127.0.0.1 -p "$pgport" -U postgres -qc "CREATE DATABASE cardgate"
+
+# Development keys: the app's key pair and a stand-in for Alipay's.
+for k in app alipay; do
+    if [ ! -f "$run/keys/${k}_private.pem" ]; then
+        openssl genrsa -out "$run/keys/${k}_private.pem" 2048 2>/dev/null
+        openssl rsa -in "$run/keys/${k}_private.pem" -pubout -out "$run/keys/${k}_public.pem" 2>/dev/null
+    fi
+done
+[ -f "$run/api_key" ] || openssl rand -hex 24 >"$run/api_key"
+api_key=$(cat "$run/api_key")
+api_hash=$(printf %s "$api_key" | sha256sum | cut -d' ' -f1)
+simport=${CARDGATE_SIM_PORT:-8081}
+
+export CARDGATE_DATABASE_URL="host=127.0.0.1 port=$pgport user=postgres dbname=cardgate"
+export CARDGATE_LISTEN=127.0.0.1:8080
+export CARDGATE_API_KEYS="dev:$api_hash"
+export CARDGATE_ALIPAY_GATEWAY="http://127.0.0.1:$simport/gateway.do"
+export CARDGATE_ALIPAY_APP_ID=2021000000000001
+export CARDGATE_ALIPAY_PRIVATE_KEY_FILE="$run/keys/app_private.pem"
+export CARDGATE_ALIPAY_PUBLIC_KEY_FILE="$run/keys/alipay_public.pem"
+export CARDGATE_LOG_FORMAT=${CARDGATE_LOG_FORMAT:-text}
+
+build/bin/alipay-sim --listen "127.0.0.1:$simport" --app-id "$CARDGATE_ALIPAY_APP_ID" \
+    --app-public-key "$run/keys/app_public.pem" --alipay-private-key "$run/keys/alipay_private.pem" \
+    >>"$run/alipay-sim.log" 2>&1 &
+echo $! >"$run/alipay-sim.pid"
+build/bin/cardgate migrate
+build/bin/cardgate serve >>"$run/cardgate.log" 2>&1 &
+echo $! >"$run/cardgate.pid"
+for _ in $(seq 1 100); do
+    curl -sf http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -sf http://127.0.0.1:8080/readyz >/dev/null || { echo "cardgate did not become ready; see $run/cardgate.log"; exit 1; }
+
+serial="DEMO$(date +%s)"
+cat <<MSG
+
+cardgate is running on http://127.0.0.1:8080 (logs: .run/cardgate.log, .run/alipay-sim.log)
+  PostgreSQL: psql -h 127.0.0.1 -p $pgport -U postgres cardgate
+  API key:    $api_key
+  stop:       deploy/run.sh stop
+
+Open a card:
+  curl -s -X POST http://127.0.0.1:8080/v1/cards \\
+    -H 'Authorization: Bearer $api_key' -H 'Content-Type: application/json; charset=utf-8' \\
+    -d '{"out_serial_no":"$serial","card_template_id":"20170308000000000058101000300045",
+         "user_id":"2088302463082075","auth_token":"composeB_demo",
+         "card":{"external_card_no":"EXT-$serial","open_date":"2024-02-20 21:20:46",
+                 "valid_date":"2030-02-20 21:20:46","level":"VIP1","point":"88","balance":"124.89",
+                 "front_text_list":[{"label":"专业","value":"金融贸易"}]},
+         "member":{"name":"Lee","gender":"MALE","cell":"13000000000"}}'
+
+Query it (use the biz_card_no the open returned):
+  curl -s -H 'Authorization: Bearer $api_key' http://127.0.0.1:8080/v1/cards/BIZ_CARD_NO
+
+Look it up at the till by the dynamic code in the wallet (the simulator shows it):
+  curl -s http://127.0.0.1:$simport/_sim/cards/BIZ_CARD_NO
+  curl -s -H 'Authorization: Bearer $api_key' 'http://127.0.0.1:8080/v1/cards/lookup?code=QR_CODE&type=D_QR_CODE'
+
+Find the mapping in the database:
+  curl -s -H 'Authorization: Bearer $api_key' 'http://127.0.0.1:8080/v1/cards?out_serial_no=$serial'
+MSG
