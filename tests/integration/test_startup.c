@@ -1,0 +1,254 @@
+/* The cardgate command line and start-up checks, run as a newcomer would:
+ * every missing or bad setting stops `serve` with one line naming it. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support.h"
+
+/* Runs cardgate with args and extra env; returns its exit code and its
+ * output (malloc'd) in *out. Kills it after timeout_ms (exit code -1). */
+static int run_cardgate(const char *const args[], const char *const env[], char **out,
+                        int timeout_ms)
+{
+    char bin[512], log[128];
+    snprintf(bin, sizeof(bin), "%s/cardgate", CARDGATE_BIN_DIR);
+    snprintf(log, sizeof(log), "/tmp/cardgate-startup-%d-XXXXXX", (int)getpid());
+    int fd = mkstemp(log);
+    close(fd);
+    const char *argv[16] = {bin};
+    size_t n = 1;
+    for (size_t i = 0; args && args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    pid_t pid = ts_spawn(argv, env, log);
+    int code = -1, status;
+    for (int waited = 0; waited < timeout_ms; waited += 20) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            pid = 0;
+            break;
+        }
+        usleep(20000);
+    }
+    if (pid)
+        ts_stop(pid, SIGKILL, 2000);
+    *out = ts_read_file(log, NULL);
+    unlink(log);
+    return code;
+}
+
+/* "K=V" in one of a few static slots (each test is its own process). */
+static const char *env_kv(const char *k, const char *v)
+{
+    static char slots[16][1024];
+    static int next;
+    char *s = slots[next++ % 16];
+    snprintf(s, 1024, "%s=%s", k, v);
+    return s;
+}
+
+/* A complete serve environment; `drop` names a variable to leave out and
+ * `over` replaces one ("K=V"). */
+static const char **serve_env(const char *db, const char *drop, const char *over)
+{
+    static const char *env[16];
+    size_t n = 0;
+    char port[32];
+    snprintf(port, sizeof(port), "127.0.0.1:%d", ts_free_port());
+    const char *kv[][2] = {
+        {"CARDGATE_DATABASE_URL", db},
+        {"CARDGATE_ALIPAY_APP_ID", "2014072300007148"},
+        {"CARDGATE_ALIPAY_PRIVATE_KEY_FILE", ts_vector("keys/app_private_pkcs8_oneline.txt")},
+        {"CARDGATE_ALIPAY_PUBLIC_KEY_FILE", ts_vector("keys/alipay_public_sim_oneline.txt")},
+        {"CARDGATE_ALIPAY_GATEWAY", "http://127.0.0.1:1/gateway.do"},
+        {"CARDGATE_LISTEN", port},
+        {"CARDGATE_WORKERS", "1"},
+    };
+    for (size_t i = 0; i < sizeof(kv) / sizeof(*kv); i++) {
+        if (drop && strcmp(drop, kv[i][0]) == 0)
+            continue;
+        if (over && strncmp(over, kv[i][0], strlen(kv[i][0])) == 0 &&
+            over[strlen(kv[i][0])] == '=')
+            continue;
+        env[n++] = env_kv(kv[i][0], kv[i][1]);
+    }
+    if (over)
+        env[n++] = over;
+    env[n] = NULL;
+    return env;
+}
+
+static void assert_refused(const char *db, const char *drop, const char *over, const char *names,
+                           const char *also)
+{
+    char *out = NULL;
+    const char *args[] = {"serve", NULL};
+    int code = run_cardgate(args, serve_env(db, drop, over), &out, 20000);
+    ck_assert_msg(code == 1, "exit %d, output: %s", code, out);
+    ck_assert_msg(strstr(out, names) != NULL, "output does not name %s: %s", names, out);
+    if (also)
+        ck_assert_msg(strstr(out, also) != NULL, "output lacks '%s': %s", also, out);
+    /* One line. */
+    char *nl = strchr(out, '\n');
+    ck_assert_msg(nl && nl[1] == '\0', "more than one line: %s", out);
+    free(out);
+}
+
+static char *migrated_db(void)
+{
+    char *db = ts_pg_create_db();
+    ck_assert_msg(db != NULL, "CARDGATE_TEST_PG must name a PostgreSQL cluster (see tests/run.sh)");
+    ck_assert_int_eq(ts_cardgate_migrate(db), 0);
+    return db;
+}
+
+START_TEST(test_help_and_version)
+{
+    char *out;
+    const char *v[] = {"--version", NULL};
+    ck_assert_int_eq(run_cardgate(v, NULL, &out, 10000), 0);
+    ck_assert_str_eq(out, "cardgate " CARDGATE_TEST_VERSION "\n");
+    free(out);
+    const char *h[] = {"--help", NULL};
+    ck_assert_int_eq(run_cardgate(h, NULL, &out, 10000), 0);
+    ck_assert_ptr_nonnull(strstr(out, "migrate"));
+    ck_assert_ptr_nonnull(strstr(out, "--config"));
+    free(out);
+    const char *bad[] = {"sevre", NULL};
+    ck_assert_int_eq(run_cardgate(bad, NULL, &out, 10000), 2);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_missing_settings_named)
+{
+    char *db = migrated_db();
+    assert_refused(db, "CARDGATE_DATABASE_URL", NULL, "CARDGATE_DATABASE_URL", NULL);
+    assert_refused(db, "CARDGATE_ALIPAY_APP_ID", NULL, "CARDGATE_ALIPAY_APP_ID", NULL);
+    assert_refused(db, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE", NULL,
+                   "CARDGATE_ALIPAY_PRIVATE_KEY_FILE", NULL);
+    assert_refused(db, "CARDGATE_ALIPAY_PUBLIC_KEY_FILE", NULL, "CARDGATE_ALIPAY_PUBLIC_KEY_FILE",
+                   NULL);
+    free(db);
+}
+END_TEST
+
+START_TEST(test_bad_settings_named)
+{
+    char *db = migrated_db();
+    assert_refused(db, NULL, "CARDGATE_WORKERS=many", "CARDGATE_WORKERS", NULL);
+    assert_refused(db, NULL, "CARDGATE_ALIPAY_SIGN_TYPE=MD5", "CARDGATE_ALIPAY_SIGN_TYPE", NULL);
+    assert_refused(db, NULL, "CARDGATE_API_KEYS=pos:nothex", "CARDGATE_API_KEYS", NULL);
+    /* Key files: unreadable, not a key, and the app's own public key where
+     * Alipay's belongs. */
+    assert_refused(db, NULL, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE=/nonexistent/app.pem",
+                   "CARDGATE_ALIPAY_PRIVATE_KEY_FILE", "/nonexistent/app.pem");
+    const char *over = env_kv("CARDGATE_ALIPAY_PRIVATE_KEY_FILE", ts_vector("response_cases.json"));
+    assert_refused(db, NULL, over, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE", "response_cases.json");
+    over = env_kv("CARDGATE_ALIPAY_PUBLIC_KEY_FILE", ts_vector("keys/app_public.pem"));
+    assert_refused(db, NULL, over, "CARDGATE_ALIPAY_PUBLIC_KEY_FILE", "own public key");
+    free(db);
+}
+END_TEST
+
+START_TEST(test_schema_behind_refused)
+{
+    char *db = ts_pg_create_db();
+    ck_assert_ptr_nonnull(db);
+    char *out;
+    const char *args[] = {"serve", NULL};
+    int code = run_cardgate(args, serve_env(db, NULL, NULL), &out, 20000);
+    ck_assert_int_eq(code, 1);
+    ck_assert_msg(strstr(out, "cardgate migrate") != NULL, "%s", out);
+    free(out);
+    free(db);
+}
+END_TEST
+
+/* Several instances migrating at once all succeed, one set of rows. */
+START_TEST(test_concurrent_migrate)
+{
+    char *db = ts_pg_create_db();
+    ck_assert_ptr_nonnull(db);
+    char bin[512], env_db[1024];
+    snprintf(bin, sizeof(bin), "%s/cardgate", CARDGATE_BIN_DIR);
+    snprintf(env_db, sizeof(env_db), "CARDGATE_DATABASE_URL=%s", db);
+    const char *argv[] = {bin, "migrate", NULL};
+    const char *env[] = {env_db, NULL};
+    pid_t pids[4];
+    for (int i = 0; i < 4; i++)
+        pids[i] = ts_spawn(argv, env, NULL);
+    for (int i = 0; i < 4; i++) {
+        int status;
+        ck_assert_int_eq(waitpid(pids[i], &status, 0), pids[i]);
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    ck_assert_int_eq(ts_pg_long(db, "SELECT count(*) FROM schema_migrations"),
+                     ts_pg_long(db, "SELECT count(DISTINCT version) FROM schema_migrations"));
+    ck_assert_int_ge(ts_pg_long(db, "SELECT count(*) FROM schema_migrations"), 1);
+    ck_assert_int_eq(ts_cardgate_migrate(db), 0);
+    free(db);
+}
+END_TEST
+
+/* The INI file is read and a variable wins over it. */
+START_TEST(test_config_file_and_env_precedence)
+{
+    char *db = migrated_db();
+    int file_port = ts_free_port(), env_port;
+    do
+        env_port = ts_free_port();
+    while (env_port == file_port);
+    char path[] = "/tmp/cardgate-ini-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f,
+            "[server]\nlisten = 127.0.0.1:%d\nworkers = 1\n[database]\nurl = %s\n"
+            "[alipay]\napp_id = 2014072300007148\nprivate_key_file = %s\npublic_key_file = %s\n"
+            "gateway = http://127.0.0.1:1/gateway.do\n",
+            file_port, db, ts_vector("keys/app_private_pkcs1_oneline.txt"),
+            ts_vector("keys/alipay_public_sim.pem"));
+    fclose(f);
+    char bin[512], listen[64];
+    snprintf(bin, sizeof(bin), "%s/cardgate", CARDGATE_BIN_DIR);
+    snprintf(listen, sizeof(listen), "CARDGATE_LISTEN=127.0.0.1:%d", env_port);
+    const char *argv[] = {bin, "--config", path, "serve", NULL};
+    const char *env[] = {listen, NULL};
+    pid_t pid = ts_spawn(argv, env, NULL);
+    ck_assert_int_eq(ts_wait_port(env_port, 15000), 0);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", env_port);
+    struct ts_http r;
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ts_http_free(&r);
+    int status = ts_stop(pid, SIGTERM, 15000);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    unlink(path);
+    free(db);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("startup");
+    TCase *tc = tcase_create("cli");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_help_and_version);
+    tcase_add_test(tc, test_missing_settings_named);
+    tcase_add_test(tc, test_bad_settings_named);
+    tcase_add_test(tc, test_schema_behind_refused);
+    tcase_add_test(tc, test_concurrent_migrate);
+    tcase_add_test(tc, test_config_file_and_env_precedence);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
