@@ -195,8 +195,10 @@ static void dispatch_v1(struct request *r, enum evhttp_cmd_type cmd, const char 
         return;
     if (lookup)
         return cards_lookup(r);
-    char *card = evhttp_uridecode(rest + 1, 0, NULL);
-    cards_query(r, card ? card : "");
+    size_t len = 0;
+    char *card = evhttp_uridecode(rest + 1, 0, &len);
+    /* An encoded NUL would cut the number short: refuse it whole. */
+    cards_query(r, card && strlen(card) == len ? card : "");
     free(card);
 }
 
