@@ -296,8 +296,10 @@ void cards_open(struct request *r)
 {
     struct server *srv = r->w->srv;
     struct validate_error verr;
-    if (!(r->body = read_json_body(r)))
+    json_object *body = read_json_body(r); /* on NULL it has answered, and r is gone */
+    if (!body)
         return;
+    r->body = body;
     if (validate_card_open(r->body, &r->open, &verr) < 0)
         return reply_error(r, 400, "INVALID_PARAMETER", verr.message,
                            verr.field[0] ? verr.field : NULL, NULL);

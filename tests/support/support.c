@@ -102,6 +102,17 @@ int ts_wait_port(int port, int timeout_ms)
     return -1;
 }
 
+/* After the port accepts, the child must still be running: another process
+ * may have taken the port between ts_free_port and the child's bind. */
+static int child_serving(pid_t pid, int port)
+{
+    if (pid < 0 || ts_wait_port(port, 15000) < 0)
+        return 0;
+    usleep(50000);
+    int status;
+    return waitpid(pid, &status, WNOHANG) == 0;
+}
+
 int ts_stop(pid_t pid, int sig, int timeout_ms)
 {
     int status;
@@ -227,7 +238,7 @@ char *ts_pg_create_db(void)
     return conninfo;
 }
 
-int ts_sim_start(struct ts_sim *sim, const char *const extra_args[])
+static int sim_start_once(struct ts_sim *sim, const char *const extra_args[])
 {
     char listen[64], bin[512], log[512];
     memset(sim, 0, sizeof(*sim));
@@ -247,13 +258,24 @@ int ts_sim_start(struct ts_sim *sim, const char *const extra_args[])
         argv[n++] = extra_args[i];
     argv[n] = NULL;
     sim->pid = ts_spawn(argv, NULL, log);
-    if (sim->pid < 0 || ts_wait_port(sim->port, 10000) < 0) {
+    if (!child_serving(sim->pid, sim->port)) {
         fprintf(stderr, "alipay-sim did not start; see %s\n", log);
+        if (sim->pid > 0)
+            ts_stop(sim->pid, SIGKILL, 2000);
         return -1;
     }
     snprintf(sim->url, sizeof(sim->url), "http://127.0.0.1:%d/gateway.do", sim->port);
     snprintf(sim->control, sizeof(sim->control), "http://127.0.0.1:%d/_sim", sim->port);
     return 0;
+}
+
+int ts_sim_start(struct ts_sim *sim, const char *const extra_args[])
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (sim_start_once(sim, extra_args) == 0)
+            return 0;
+    }
+    return -1;
 }
 
 void ts_sim_stop(struct ts_sim *sim)
@@ -324,8 +346,8 @@ int ts_cardgate_migrate(const char *db)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_sim *sim,
-                      const char *const extra_env[])
+static int cardgate_start_once(struct ts_cardgate *cg, const char *db, const struct ts_sim *sim,
+                               const char *const extra_env[])
 {
     static char env[24][1024];
     const char *envp[48];
@@ -358,7 +380,7 @@ int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_si
     bin_path(bin, sizeof(bin), "cardgate");
     const char *argv[] = {bin, "serve", NULL};
     cg->pid = ts_spawn(argv, envp, cg->log);
-    if (cg->pid < 0 || ts_wait_port(cg->port, 15000) < 0) {
+    if (!child_serving(cg->pid, cg->port)) {
         fprintf(stderr, "cardgate did not start; see %s\n", cg->log);
         if (cg->pid > 0)
             ts_stop(cg->pid, SIGKILL, 2000);
@@ -366,6 +388,16 @@ int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_si
         return -1;
     }
     return 0;
+}
+
+int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_sim *sim,
+                      const char *const extra_env[])
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (cardgate_start_once(cg, db, sim, extra_env) == 0)
+            return 0;
+    }
+    return -1;
 }
 
 int ts_cardgate_stop(struct ts_cardgate *cg)
