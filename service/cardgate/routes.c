@@ -230,7 +230,7 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
                    : path[1] == 'r' ? METRICS_ROUTE_READYZ
                                     : METRICS_ROUTE_METRICS;
         if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD)
-            return method_not_allowed(r, "GET");
+            return method_not_allowed(r, "GET, HEAD");
         if (r->route == METRICS_ROUTE_HEALTHZ)
             return ops_healthz(r);
         return r->route == METRICS_ROUTE_READYZ ? ops_readyz(r) : ops_metrics(r);

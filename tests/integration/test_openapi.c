@@ -1,0 +1,1758 @@
+/* service/openapi.yaml against the running service.
+ *
+ * The reference must stay true: this test reads openapi.yaml with a small
+ * line-based reader (the file keeps to a documented YAML subset: block
+ * mappings at two spaces per level, flow sequences of scalars, block
+ * scalars for prose) and compares it with a real cardgate, alipay-sim and a
+ * fresh database:
+ *
+ * - every answer the tests provoke must be documented for its path, method
+ *   and status: its Content-Type, its headers (documented ones that are
+ *   required must be there, the ones the service sends must be documented),
+ *   its body valid against the documented schema, so error.code must be in
+ *   that response's enum;
+ * - every documented (path, method, status) but the 500s (no deterministic
+ *   way to make cardgate fail inside) is provoked at least once: the
+ *   answers are counted in memory shared by the forked tests, and the last
+ *   test checks the count;
+ * - request bodies the contract accepts must validate against the request
+ *   schema and be accepted by the service; bodies it refuses must fail both,
+ *   at the same field;
+ * - every path the service answers is documented (probed with unusual
+ *   methods and near-miss paths, plus the path literals in the sources), and
+ *   405's Allow agrees with the documented methods;
+ * - every error code in the service/cardgate sources (literals in reply_error() and
+ *   error_body() calls and `code = "..."` assignments) is in the ErrorCode
+ *   enum and in some response's enum, and every documented code is used.
+ *
+ * Expected statuses and codes come from spec/api.md §2; the simulator's
+ * fault modes (service/alipay-sim/README.md) provoke the gateway outcomes. */
+#include <check.h>
+#include <curl/curl.h>
+#include <dirent.h>
+#include <json-c/json.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <regex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "support.h"
+
+#define SPEC_FILE CARDGATE_SOURCE_DIR "/service/openapi.yaml"
+#define SERVICE_SRC CARDGATE_SOURCE_DIR "/service/cardgate"
+
+#define TEMPLATE "20170308000000000058101000300045" /* the seeds' template */
+#define USER "2088302463082075"                     /* the seeds' user */
+#define DATES "\"open_date\":\"2014-02-20 21:20:46\",\"valid_date\":\"2030-02-20 21:20:46\""
+#define BEYOND_TIMEOUT_MS 3500 /* ts_cardgate_start sets a 2 s gateway timeout */
+
+/* ================================================== the YAML subset reader */
+
+/* One key of the document: its path (the keys from the root joined by '|';
+ * a sequence item is the key "-") and its scalar value ("" for a mapping,
+ * "|" for a block scalar, flow sequences as written). */
+struct yent {
+    char *path;
+    char *value;
+};
+
+struct ydoc {
+    struct yent *e;
+    size_t n, cap;
+};
+
+#define YDEPTH 32
+
+static struct ydoc doc;
+
+static void ydoc_add(struct ydoc *d, const char *path, const char *value)
+{
+    if (d->n == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 1024;
+        d->e = realloc(d->e, d->cap * sizeof(*d->e));
+        ck_assert(d->e != NULL);
+    }
+    d->e[d->n].path = strdup(path);
+    d->e[d->n].value = strdup(value);
+    d->n++;
+}
+
+/* A scalar value: trimmed, an inline comment dropped, quotes removed. */
+static char *yscalar(char *v)
+{
+    while (*v == ' ')
+        v++;
+    if (*v == '\'' || *v == '"') {
+        char q = *v, *o = v, *i = v + 1;
+        while (*i && !(*i == q && !(q == '\'' && i[1] == '\''))) {
+            if (q == '\'' && i[0] == '\'')
+                i++;
+            *o++ = *i++;
+        }
+        *o = '\0';
+        return v;
+    }
+    char *hash = strstr(v, " #");
+    if (hash)
+        *hash = '\0';
+    size_t n = strlen(v);
+    while (n && v[n - 1] == ' ')
+        v[--n] = '\0';
+    return v;
+}
+
+/* Reads the subset this file keeps to; anything else is an error naming
+ * the line, so the reader never silently misreads the file. */
+static int ydoc_load(struct ydoc *d, const char *file, char *err, size_t errlen)
+{
+    size_t len;
+    char *text = ts_read_file(file, &len);
+    if (!text) {
+        snprintf(err, errlen, "cannot read %s", file);
+        return -1;
+    }
+    struct {
+        int indent;
+        char key[160];
+    } st[YDEPTH];
+    int depth = 0, block = -1, lineno = 0, rc = 0;
+    for (char *line = text, *next; line && *line && rc == 0; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        lineno++;
+        int ind = 0;
+        while (line[ind] == ' ')
+            ind++;
+        char *c = line + ind;
+        if (block >= 0) {
+            if (*c == '\0' || ind > block)
+                continue; /* prose of a block scalar */
+            block = -1;
+        }
+        if (*c == '\0' || *c == '#')
+            continue;
+        if (strchr(line, '\t')) {
+            snprintf(err, errlen, "line %d: a tab", lineno);
+            rc = -1;
+            break;
+        }
+        int item = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1 && !(c[0] == '-' && c[1] == ' '))
+                break;
+            if (pass == 1) { /* "- key: value": an item, then a key inside it */
+                while (depth > 0 && st[depth - 1].indent >= ind)
+                    depth--;
+                st[depth].indent = ind;
+                snprintf(st[depth].key, sizeof(st[depth].key), "-");
+                depth++;
+                c += 2, ind += 2, item = 1;
+                while (*c == ' ')
+                    c++, ind++;
+            }
+        }
+        char *key = c, *val = NULL;
+        if (*c == '\'' || *c == '"') {
+            char *end = strchr(c + 1, *c);
+            if (end && end[1] == ':' && (end[2] == ' ' || end[2] == '\0')) {
+                key = c + 1;
+                *end = '\0';
+                val = end + 2;
+            }
+        } else {
+            char *colon = strstr(c, ": ");
+            size_t n = strlen(c);
+            if (colon) {
+                *colon = '\0';
+                val = colon + 2;
+            } else if (n && c[n - 1] == ':') {
+                c[n - 1] = '\0';
+                val = c + n - 1;
+            }
+        }
+        if (!val && item) { /* "- scalar" */
+            key = "";
+            val = c;
+        }
+        if (!val || strchr(key, '|') || depth >= YDEPTH - 1) {
+            snprintf(err, errlen, "line %d: not in the subset this reader knows", lineno);
+            rc = -1;
+            break;
+        }
+        while (depth > 0 && st[depth - 1].indent >= ind)
+            depth--;
+        if (*key) {
+            st[depth].indent = ind;
+            snprintf(st[depth].key, sizeof(st[depth].key), "%s", key);
+            depth++;
+        }
+        char path[1024] = "";
+        for (int i = 0; i < depth; i++) {
+            if (i)
+                strcat(path, "|");
+            strcat(path, st[i].key);
+        }
+        val = yscalar(val);
+        if (val[0] == '|' || val[0] == '>') {
+            block = ind;
+            val = "|";
+        }
+        ydoc_add(d, path, val);
+    }
+    free(text);
+    return rc;
+}
+
+/* The value at path, or NULL when the document has no such key. */
+static const char *yget(const char *path)
+{
+    for (size_t i = 0; i < doc.n; i++)
+        if (strcmp(doc.e[i].path, path) == 0)
+            return doc.e[i].value;
+    return NULL;
+}
+
+/* Joins its arguments (until NULL) with '|' into out; returns out. */
+static char *ypath(char *out, size_t n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    out[0] = '\0';
+    size_t used = 0;
+    for (const char *s = va_arg(ap, const char *); s; s = va_arg(ap, const char *))
+        used += (size_t)snprintf(out + used, used < n ? n - used : 0, "%s%s", used ? "|" : "", s);
+    va_end(ap);
+    return out;
+}
+
+/* The value of key under path (path|key), or NULL. */
+static const char *ysub(const char *path, const char *key)
+{
+    char p[1200];
+    return yget(ypath(p, sizeof(p), path, key, NULL));
+}
+
+/* The keys directly under prefix, in document order; returns how many. */
+static size_t ychildren(const char *prefix, const char *out[], size_t max)
+{
+    size_t n = 0, pl = strlen(prefix);
+    for (size_t i = 0; i < doc.n && n < max; i++) {
+        const char *p = doc.e[i].path;
+        if (strncmp(p, prefix, pl) == 0 && p[pl] == '|' && !strchr(p + pl + 1, '|'))
+            out[n++] = p + pl + 1;
+    }
+    return n;
+}
+
+/* The next item of a flow sequence "[a, 'b', c]" into out; 0 at the end. */
+static int flow_next(const char **p, char *out, size_t n)
+{
+    const char *s = *p;
+    while (*s == '[' || *s == ' ' || *s == ',')
+        s++;
+    if (!*s || *s == ']')
+        return 0;
+    const char *e = s;
+    while (*e && *e != ',' && *e != ']')
+        e++;
+    const char *t = e;
+    while (t > s && t[-1] == ' ')
+        t--;
+    if (t - s >= 2 && (*s == '\'' || *s == '"'))
+        s++, t--;
+    snprintf(out, n, "%.*s", (int)(t - s), s);
+    *p = e;
+    return 1;
+}
+
+static int flow_has(const char *flow, const char *item)
+{
+    char v[128];
+    for (const char *p = flow; p && flow_next(&p, v, sizeof(v));)
+        if (strcmp(v, item) == 0)
+            return 1;
+    return 0;
+}
+
+/* "#/components/schemas/X" as a document path. */
+static char *ref_path(const char *ref, char *out, size_t n)
+{
+    snprintf(out, n, "%s", ref + (strncmp(ref, "#/", 2) == 0 ? 2 : 0));
+    for (char *c = out; *c; c++)
+        if (*c == '/')
+            *c = '|';
+    return out;
+}
+
+/* ============================================= a JSON Schema subset check */
+
+/* The first violation found: where (a body path as api.md writes `field`:
+ * card.front_text_list[0].label) and why. */
+struct verr {
+    int bad;
+    char where[256];
+    char why[512];
+};
+
+static void vfail(struct verr *e, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void vfail(struct verr *e, const char *where, const char *fmt, ...)
+{
+    if (e->bad++)
+        return;
+    snprintf(e->where, sizeof(e->where), "%s", where);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->why, sizeof(e->why), fmt, ap);
+    va_end(ap);
+}
+
+static int type_is(json_object *v, const char *t)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_null:
+        return strcmp(t, "null") == 0;
+    case json_type_boolean:
+        return strcmp(t, "boolean") == 0;
+    case json_type_int:
+        return strcmp(t, "integer") == 0 || strcmp(t, "number") == 0;
+    case json_type_double:
+        return strcmp(t, "number") == 0;
+    case json_type_string:
+        return strcmp(t, "string") == 0;
+    case json_type_object:
+        return strcmp(t, "object") == 0;
+    case json_type_array:
+        return strcmp(t, "array") == 0;
+    }
+    return 0;
+}
+
+static size_t code_points(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* An ECMA-262 pattern of this file as a POSIX ERE: \uXXXX escapes below
+ * U+0080 become the byte (U+0000 becomes 0x01: C strings hold no NUL). */
+static int pattern_matches(const char *pattern, const char *s)
+{
+    char ere[512];
+    size_t o = 0;
+    for (const char *p = pattern; *p && o < sizeof(ere) - 1; p++) {
+        if (p[0] == '\\' && p[1] == 'u' && strlen(p) >= 6) {
+            char hex[5] = {p[2], p[3], p[4], p[5], '\0'};
+            long cp = strtol(hex, NULL, 16);
+            ck_assert_msg(cp < 0x80, "pattern %s: only \\u escapes below U+0080 are supported",
+                          pattern);
+            ere[o++] = (char)(cp ? cp : 1);
+            p += 5;
+        } else {
+            ere[o++] = *p;
+        }
+    }
+    ere[o] = '\0';
+    regex_t re;
+    ck_assert_msg(regcomp(&re, ere, REG_EXTENDED | REG_NOSUB) == 0, "bad pattern %s", pattern);
+    int m = regexec(&re, s, 0, NULL, 0) == 0;
+    regfree(&re);
+    return m;
+}
+
+static void vcheck(json_object *v, const char *sp, const char *where, struct verr *e);
+
+static void vcheck_object(json_object *v, const char *sp, const char *where, struct verr *e)
+{
+    char props[1100], sub[1200], w[256];
+    const char *x;
+    ypath(props, sizeof(props), sp, "properties", NULL);
+    json_object_object_foreach(v, k, val)
+    {
+        snprintf(w, sizeof(w), "%s%s%s", where, *where ? "." : "", k);
+        ypath(sub, sizeof(sub), props, k, NULL);
+        if (yget(sub))
+            vcheck(val, sub, w, e);
+        else if ((x = ysub(sp, "additionalProperties")) && strcmp(x, "false") == 0)
+            vfail(e, w, "%s is not a documented property", w);
+    }
+    if ((x = ysub(sp, "required"))) {
+        char name[128];
+        for (const char *p = x; flow_next(&p, name, sizeof(name));) {
+            snprintf(w, sizeof(w), "%s%s%s", where, *where ? "." : "", name);
+            if (!json_object_object_get_ex(v, name, NULL))
+                vfail(e, w, "%s is required", w);
+        }
+    }
+    ypath(sub, sizeof(sub), sp, "if", NULL);
+    if (yget(sub)) {
+        struct verr cond = {0};
+        vcheck(v, sub, where, &cond);
+        if (!cond.bad)
+            vcheck(v, ypath(sub, sizeof(sub), sp, "then", NULL), where, e);
+    }
+}
+
+static void vcheck_string(json_object *v, const char *sp, const char *where, struct verr *e)
+{
+    const char *s = json_object_get_string(v), *x;
+    if ((x = ysub(sp, "minLength")) && code_points(s) < strtoul(x, NULL, 10))
+        vfail(e, where, "%s is shorter than %s characters", where, x);
+    if ((x = ysub(sp, "maxLength")) && code_points(s) > strtoul(x, NULL, 10))
+        vfail(e, where, "%s is longer than %s characters", where, x);
+    if ((x = ysub(sp, "pattern")) &&
+        (strlen(s) != (size_t)json_object_get_string_len(v) || !pattern_matches(x, s)))
+        vfail(e, where, "%s does not match %s", where, x);
+}
+
+/* Checks v against the schema at document path sp: $ref (with sibling
+ * keywords, as OpenAPI 3.1 allows), type, const, enum, string lengths and
+ * patterns, integer bounds, properties / required / additionalProperties,
+ * if-then, items / maxItems. What the file uses, no more. */
+static void vcheck(json_object *v, const char *sp, const char *where, struct verr *e)
+{
+    char rp[512];
+    const char *x;
+    ck_assert_msg(yget(sp) != NULL, "openapi.yaml has no schema at %s", sp);
+    if ((x = ysub(sp, "$ref")))
+        vcheck(v, ref_path(x, rp, sizeof(rp)), where, e);
+    if ((x = ysub(sp, "type"))) {
+        int ok = x[0] == '[' ? 0 : type_is(v, x);
+        char t[32];
+        for (const char *p = x; x[0] == '[' && flow_next(&p, t, sizeof(t));)
+            ok = ok || type_is(v, t);
+        if (!ok) {
+            vfail(e, where, "%s is not of type %s", where, x);
+            return;
+        }
+    }
+    if ((x = ysub(sp, "const")) && strcmp(json_object_get_string(v), x) != 0)
+        vfail(e, where, "%s is not %s", where, x);
+    if ((x = ysub(sp, "enum")) && !flow_has(x, json_object_get_string(v)))
+        vfail(e, where, "%s: %s is not one of %s", where, json_object_get_string(v), x);
+    switch (json_object_get_type(v)) {
+    case json_type_string:
+        vcheck_string(v, sp, where, e);
+        break;
+    case json_type_int:
+        if ((x = ysub(sp, "minimum")) && json_object_get_int64(v) < strtoll(x, NULL, 10))
+            vfail(e, where, "%s is below %s", where, x);
+        if ((x = ysub(sp, "maximum")) && json_object_get_uint64(v) > strtoull(x, NULL, 10))
+            vfail(e, where, "%s is above %s", where, x);
+        break;
+    case json_type_object:
+        vcheck_object(v, sp, where, e);
+        break;
+    case json_type_array: {
+        size_t n = json_object_array_length(v);
+        char items[1100], w[256];
+        if ((x = ysub(sp, "maxItems")) && n > strtoul(x, NULL, 10))
+            vfail(e, where, "%s has more than %s items", where, x);
+        ypath(items, sizeof(items), sp, "items", NULL);
+        for (size_t i = 0; i < n && yget(items); i++) {
+            snprintf(w, sizeof(w), "%s[%zu]", where, i);
+            vcheck(json_object_array_get_idx(v, i), items, w, e);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* ============================================= the environment and calls */
+
+static char *db;
+static struct ts_sim sim;
+static struct ts_cardgate cg;
+
+/* Documented (path, method, status) triples and whether an answer was seen,
+ * in memory the forked tests share with the runner. */
+#define MAX_TRIPLES 128
+struct triple {
+    char path[64], method[8];
+    int status;
+};
+static struct triple triples[MAX_TRIPLES];
+static size_t ntriples;
+static int *seen; /* MAP_SHARED, one per triple */
+
+static const char *const METHODS[] = {"get",     "put",  "post",  "delete",
+                                      "options", "head", "patch", NULL};
+
+static int is_method(const char *k)
+{
+    for (size_t i = 0; METHODS[i]; i++)
+        if (strcmp(k, METHODS[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void env_down(void)
+{
+    if (cg.pid > 0)
+        ts_cardgate_stop(&cg);
+    ts_sim_stop(&sim);
+    free(db);
+    db = NULL;
+}
+
+/* Unchecked (runs once in the runner): reads the spec, lists its triples,
+ * starts a fresh database, the simulator and cardgate. */
+static void env_up(void)
+{
+    char err[256], p[600];
+    if (doc.n == 0)
+        ck_assert_msg(ydoc_load(&doc, SPEC_FILE, err, sizeof(err)) == 0, "openapi.yaml: %s", err);
+    const char *paths[32], *methods[16], *codes[32];
+    size_t np = ychildren("paths", paths, 32);
+    for (size_t i = 0; i < np; i++) {
+        size_t nm = ychildren(ypath(p, sizeof(p), "paths", paths[i], NULL), methods, 16);
+        for (size_t j = 0; j < nm; j++) {
+            if (!is_method(methods[j]))
+                continue;
+            size_t nc = ychildren(
+                ypath(p, sizeof(p), "paths", paths[i], methods[j], "responses", NULL), codes, 32);
+            for (size_t k = 0; k < nc && ntriples < MAX_TRIPLES; k++) {
+                struct triple *t = &triples[ntriples++];
+                snprintf(t->path, sizeof(t->path), "%s", paths[i]);
+                snprintf(t->method, sizeof(t->method), "%s", methods[j]);
+                t->status = atoi(codes[k]);
+            }
+        }
+    }
+    seen = mmap(NULL, MAX_TRIPLES * sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                -1, 0);
+    ck_assert(seen != MAP_FAILED);
+    memset(seen, 0, MAX_TRIPLES * sizeof(int));
+
+    const char *admin = getenv("CARDGATE_TEST_PG");
+    ck_assert_msg(admin && *admin,
+                  "CARDGATE_TEST_PG is not set: it must hold the admin conninfo of a throwaway "
+                  "PostgreSQL cluster (tests/run.sh sets it)");
+    db = ts_pg_create_db();
+    ck_assert_msg(db != NULL, "cannot create a database in $CARDGATE_TEST_PG");
+    int rc = ts_cardgate_migrate(db);
+    if (rc != 0)
+        env_down();
+    ck_assert_msg(rc == 0, "cardgate migrate exited %d", rc);
+    /* The seeds' template, and one of the longest id the contract allows. */
+    const char *templates[] = {"--templates", TEMPLATE ",xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL};
+    rc = ts_sim_start(&sim, templates);
+    if (rc != 0)
+        env_down();
+    ck_assert_msg(rc == 0, "alipay-sim did not start");
+    rc = ts_cardgate_start(&cg, db, &sim, NULL);
+    if (rc != 0) {
+        char log[sizeof(cg.log)];
+        snprintf(log, sizeof(log), "%s", cg.log);
+        env_down();
+        ck_abort_msg("cardgate did not start; see %s", log);
+    }
+}
+
+static const char *const AUTH_JSON[] = {TS_AUTH, TS_JSON, NULL};
+static const char *const AUTH[] = {TS_AUTH, NULL};
+
+/* One call to cardgate; target is the path and query. */
+static void api(struct ts_http *r, const char *method, const char *target,
+                const char *const headers[], const char *body)
+{
+    char url[2048];
+    snprintf(url, sizeof(url), "%s%s", cg.url, target);
+    int rc = ts_http_call(method, url, headers, body, r);
+    ck_assert_msg(rc == 0, "%s %s: no HTTP answer (cardgate's log: %s)", method, target, cg.log);
+}
+
+struct growbuf {
+    char *p;
+    size_t n;
+};
+
+static size_t grow(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct growbuf *b = arg;
+    size_t n = size * nmemb;
+    char *p = realloc(b->p, b->n + n + 1);
+    if (!p)
+        return 0;
+    memcpy(p + b->n, data, n);
+    b->p = p;
+    b->n += n;
+    p[b->n] = '\0';
+    return n;
+}
+
+/* A HEAD call (ts_http_call would wait for a body). */
+static void api_head(struct ts_http *r, const char *target)
+{
+    char url[512];
+    struct growbuf h = {0};
+    snprintf(url, sizeof(url), "%s%s", cg.url, target);
+    memset(r, 0, sizeof(*r));
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, grow);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_cleanup(c);
+    r->headers = h.p ? h.p : strdup("");
+    r->body = strdup("");
+    ck_assert_msg(rc == CURLE_OK, "HEAD %s: %s", target, curl_easy_strerror(rc));
+}
+
+/* =============================================== an answer against the spec */
+
+/* The document path of a response (following a $ref into
+ * components/responses), or -1 when it is not documented. */
+static int response_base(const char *base, char *out, size_t n)
+{
+    const char *ref;
+    if (!yget(base))
+        return -1;
+    snprintf(out, n, "%s", base);
+    if ((ref = ysub(base, "$ref"))) {
+        ref_path(ref, out, n);
+        if (!yget(out))
+            return -1;
+    }
+    return 0;
+}
+
+static const char *const WATCHED_HEADERS[] = {
+    "X-Request-Id", "Location", "Idempotent-Replayed", "Retry-After", "WWW-Authenticate",
+    "Allow",        NULL};
+
+/* The response's headers against the documented ones. */
+static void check_headers(const char *what, const char *rb, const struct ts_http *r)
+{
+    char hp[700], sp[700];
+    const char *names[16];
+    size_t n = ychildren(ypath(hp, sizeof(hp), rb, "headers", NULL), names, 16);
+    for (size_t i = 0; WATCHED_HEADERS[i]; i++) {
+        char *v = ts_http_header(r, WATCHED_HEADERS[i]);
+        int documented = 0;
+        for (size_t j = 0; j < n; j++)
+            documented = documented || strcasecmp(names[j], WATCHED_HEADERS[i]) == 0;
+        ck_assert_msg(!v || documented, "%s: header %s is sent but not documented", what,
+                      WATCHED_HEADERS[i]);
+        free(v);
+    }
+    for (size_t j = 0; j < n; j++) {
+        char h[700];
+        ypath(h, sizeof(h), hp, names[j], NULL);
+        const char *ref = ysub(h, "$ref");
+        if (ref)
+            ref_path(ref, h, sizeof(h));
+        ck_assert_msg(yget(h) != NULL, "%s: header %s has no definition", what, names[j]);
+        char *v = ts_http_header(r, names[j]);
+        const char *req = ysub(h, "required");
+        ck_assert_msg(v || !req || strcmp(req, "true") != 0,
+                      "%s: header %s is documented as required but missing", what, names[j]);
+        if (v) {
+            const char *type = ysub(ypath(sp, sizeof(sp), h, "schema", NULL), "type");
+            json_object *jv =
+                type && strcmp(type, "integer") == 0 && v[0] && strspn(v, "0123456789") == strlen(v)
+                    ? json_object_new_int64(strtoll(v, NULL, 10))
+                    : json_object_new_string(v);
+            struct verr e = {0};
+            vcheck(jv, sp, names[j], &e);
+            json_object_put(jv);
+            ck_assert_msg(!e.bad, "%s: header %s: %s", what, names[j], e.why);
+        }
+        free(v);
+    }
+}
+
+/* Checks one answer against the documented response at base (a document
+ * path). Returns error.code (malloc'd) or NULL. */
+static char *check_response(const char *what, const char *base, const struct ts_http *r, int head)
+{
+    char rb[600], cp[700], sp[900];
+    ck_assert_msg(response_base(base, rb, sizeof(rb)) == 0, "%s: answered %ld, not documented",
+                  what, r->status);
+    check_headers(what, rb, r);
+    const char *types[8];
+    size_t nt = ychildren(ypath(cp, sizeof(cp), rb, "content", NULL), types, 8);
+    if (head || nt == 0) {
+        ck_assert_msg(r->body_len == 0, "%s: a body where none is documented", what);
+        return NULL;
+    }
+    char *ct = ts_http_header(r, "Content-Type");
+    ck_assert_msg(ct != NULL, "%s: no Content-Type", what);
+    ct[strcspn(ct, "; ")] = '\0';
+    const char *media = NULL;
+    for (size_t i = 0; i < nt; i++)
+        if (strcasecmp(types[i], ct) == 0)
+            media = types[i];
+    ck_assert_msg(media != NULL, "%s: Content-Type %s is not documented", what, ct);
+    free(ct);
+    if (strcmp(media, "application/json") != 0)
+        return NULL;
+    ypath(sp, sizeof(sp), cp, media, "schema", NULL);
+    json_object *body = json_tokener_parse(r->body);
+    ck_assert_msg(body != NULL, "%s: the body is not JSON: %s", what, r->body);
+    struct verr e = {0};
+    vcheck(body, sp, "", &e);
+    ck_assert_msg(!e.bad, "%s: the body does not match the documented schema: %s\n%s", what, e.why,
+                  r->body);
+    char *code = NULL;
+    json_object *err, *c;
+    if (json_object_object_get_ex(body, "error", &err) &&
+        json_object_object_get_ex(err, "code", &c)) {
+        code = strdup(json_object_get_string(c));
+        char ep[1000];
+        const char *en = yget(
+            ypath(ep, sizeof(ep), sp, "properties", "error", "properties", "code", "enum", NULL));
+        ck_assert_msg(en != NULL, "%s: the documented error has no code enum", what);
+        ck_assert_msg(flow_has(en, code), "%s: code %s is not in the documented %s", what, code,
+                      en);
+    }
+    json_object_put(body);
+    return code;
+}
+
+/* An answer of the operation (tpath, method): documented, counted for the
+ * coverage check, and its status and code the ones api.md gives
+ * (code NULL: a success). */
+static void expect(const struct ts_http *r, const char *tpath, const char *method, int status,
+                   const char *code)
+{
+    char what[256], base[600], st[16];
+    snprintf(what, sizeof(what), "%s %s -> %ld", method, tpath, r->status);
+    ck_assert_msg(r->status == status, "%s: expected %d: %s", what, status, r->body);
+    snprintf(st, sizeof(st), "%d", status);
+    ypath(base, sizeof(base), "paths", tpath, method, "responses", st, NULL);
+    char *got = check_response(what, base, r, strcmp(method, "head") == 0);
+    ck_assert_msg((code == NULL) == (got == NULL) && (!code || strcmp(code, got) == 0),
+                  "%s: expected code %s, got %s", what, code ? code : "(none)",
+                  got ? got : "(none)");
+    free(got);
+    for (size_t i = 0; i < ntriples; i++)
+        if (strcmp(triples[i].path, tpath) == 0 && strcmp(triples[i].method, method) == 0 &&
+            triples[i].status == status)
+            seen[i] = 1;
+}
+
+/* An answer that belongs to no operation: 404 NOT_FOUND / 405. */
+static void expect_component(const struct ts_http *r, const char *response, int status,
+                             const char *code, const char *what)
+{
+    char base[300];
+    ck_assert_msg(r->status == status, "%s: expected %d, got %ld: %s", what, status, r->status,
+                  r->body);
+    ypath(base, sizeof(base), "components", "responses", response, NULL);
+    char *got = check_response(what, base, r, 0);
+    ck_assert_msg(got && strcmp(got, code) == 0, "%s: expected %s, got %s", what, code,
+                  got ? got : "(none)");
+    free(got);
+}
+
+/* The request body with "@S" replaced by serial and "@L<n>@" by n 'x's. */
+static char *expand(const char *fmt, const char *serial)
+{
+    size_t cap = strlen(fmt) + 4096, o = 0;
+    char *out = malloc(cap);
+    for (const char *p = fmt; *p;) {
+        if (p[0] == '@' && p[1] == 'S') {
+            o += (size_t)snprintf(out + o, cap - o, "%s", serial);
+            p += 2;
+        } else if (p[0] == '@' && p[1] == 'L') {
+            char *end;
+            long n = strtol(p + 2, &end, 10);
+            for (long i = 0; i < n && o < cap - 1; i++)
+                out[o++] = 'x';
+            p = end + 1;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static char *open_body(const char *serial, const char *template_id)
+{
+    char *b = malloc(512);
+    snprintf(b, 512,
+             "{\"out_serial_no\":\"%s\",\"card_template_id\":\"%s\",\"user_id\":\"" USER
+             "\",\"card\":{" DATES "}}",
+             serial, template_id);
+    return b;
+}
+
+/* POST /v1/cards of the minimal body. */
+static void open_card(struct ts_http *r, const char *serial, const char *template_id)
+{
+    char *b = open_body(serial, template_id);
+    api(r, "POST", "/v1/cards", AUTH_JSON, b);
+    free(b);
+}
+
+static json_object *body_json(const struct ts_http *r)
+{
+    json_object *o = json_tokener_parse(r->body);
+    ck_assert_msg(o != NULL, "not JSON: %s", r->body);
+    return o;
+}
+
+/* ====================================================== the spec's shape */
+
+/* Whether the flow sequences a and b hold the same items. */
+static int same_items(const char *a, const char *b)
+{
+    char v[128];
+    size_t na = 0, nb = 0;
+    for (const char *p = a; a && flow_next(&p, v, sizeof(v)); na++)
+        if (!flow_has(b, v))
+            return 0;
+    for (const char *p = b; b && flow_next(&p, v, sizeof(v));)
+        nb++;
+    return a && b && na == nb;
+}
+
+START_TEST(test_operations_and_security)
+{
+    /* The operations api.md §2 names, and bearer security exactly on /v1. */
+    static const char *const ops[][2] = {
+        {"/v1/cards", "post"},       {"/v1/cards", "get"}, {"/v1/cards/{biz_card_no}", "get"},
+        {"/v1/cards/lookup", "get"}, {"/healthz", "get"},  {"/readyz", "get"},
+        {"/metrics", "get"},
+    };
+    char p[600];
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        ck_assert_msg(yget(ypath(p, sizeof(p), "paths", ops[i][0], ops[i][1], NULL)),
+                      "%s %s is not documented", ops[i][1], ops[i][0]);
+    ck_assert_str_eq(ysub("components|securitySchemes|bearer", "type"), "http");
+    ck_assert_str_eq(ysub("components|securitySchemes|bearer", "scheme"), "bearer");
+    for (size_t i = 0; i < ntriples; i++) {
+        ypath(p, sizeof(p), "paths", triples[i].path, triples[i].method, "security", "-", "bearer",
+              NULL);
+        int v1 = strncmp(triples[i].path, "/v1/", 4) == 0;
+        ck_assert_msg((yget(p) != NULL) == v1, "%s %s: bearer security %s", triples[i].method,
+                      triples[i].path, v1 ? "missing" : "where no key is needed");
+    }
+    ck_assert_msg(yget("security") == NULL, "no top-level security: the ops paths are open");
+    /* The request schema is closed and requires what api.md requires. */
+    const char *req = "components|schemas|CardOpenRequest";
+    ck_assert_str_eq(ysub(req, "additionalProperties"), "false");
+    static const char *const required[] = {"out_serial_no", "card_template_id", "user_id", "card"};
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_msg(flow_has(ysub(req, "required"), required[i]), "%s not required", required[i]);
+    ck_assert(flow_has(ysub("components|schemas|CardExtInfo", "required"), "open_date"));
+    ck_assert(flow_has(ysub("components|schemas|CardExtInfo", "required"), "valid_date"));
+    ck_assert_str_eq(ysub("components|schemas|UserId", "pattern"), "^2088[0-9]{12}$");
+    /* Enums exactly as api.md and the seeds give them. */
+    static const char *const enums[][2] = {
+        {"components|schemas|MemberExtInfo|properties|gender|enum", "[MALE, FEMALE]"},
+        {"components|schemas|MdcodeInfo|properties|code_status|enum",
+         "[SUCCESS, FAIL_RETRY, FAIL_NOT_RETRY]"},
+        {"paths|/v1/cards/lookup|get|parameters|-|schema|enum", "[D_QR_CODE, D_BAR_CODE]"},
+    };
+    for (size_t i = 0; i < sizeof(enums) / sizeof(enums[0]); i++)
+        ck_assert_msg(same_items(yget(enums[i][0]), enums[i][1]), "%s is %s, not %s", enums[i][0],
+                      yget(enums[i][0]) ? yget(enums[i][0]) : "(absent)", enums[i][1]);
+}
+END_TEST
+
+/* ================================================ error codes in the source */
+
+/* Appends the upper-case identifier literal at s (after its opening
+ * quote) to codes when it is one. */
+static void take_code(const char *s, char codes[][40], size_t *n, size_t max)
+{
+    size_t len = strcspn(s, "\"");
+    if (len < 6 || len >= 40 || *n >= max || !(s[0] >= 'A' && s[0] <= 'Z') ||
+        strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != len)
+        return;
+    for (size_t i = 0; i < *n; i++)
+        if (strncmp(codes[i], s, len) == 0 && codes[i][len] == '\0')
+            return;
+    snprintf(codes[(*n)++], 40, "%.*s", (int)len, s);
+}
+
+/* The error codes a C source passes to reply_error()/error_body() or
+ * assigns to a `code` variable. */
+static void scan_codes(const char *text, char codes[][40], size_t *n, size_t max)
+{
+    static const char *const calls[] = {"reply_error(", "error_body(", NULL};
+    for (size_t c = 0; calls[c]; c++) {
+        for (const char *p = strstr(text, calls[c]); p; p = strstr(p + 1, calls[c])) {
+            int depth = 0;
+            for (const char *q = p + strlen(calls[c]) - 1; *q; q++) {
+                if (*q == '"') {
+                    take_code(q + 1, codes, n, max);
+                    for (q++; *q && *q != '"'; q++)
+                        if (*q == '\\' && q[1])
+                            q++;
+                } else if (*q == '(') {
+                    depth++;
+                } else if (*q == ')' && --depth == 0) {
+                    break;
+                }
+            }
+        }
+    }
+    for (const char *p = strstr(text, "code = \""); p; p = strstr(p + 1, "code = \""))
+        take_code(p + strlen("code = \""), codes, n, max);
+}
+
+/* The path literals ("/...") of a C source, cut at a printf '%'. */
+static void scan_paths(const char *text, char paths[][64], size_t *n, size_t max)
+{
+    for (const char *p = strstr(text, "\"/"); p && *n < max; p = strstr(p + 1, "\"/")) {
+        size_t len = strcspn(p + 1, "\"%");
+        if (len < 64 && strspn(p + 1, "abcdefghijklmnopqrstuvwxyz0123456789_-./") == len)
+            snprintf(paths[(*n)++], 64, "%.*s", (int)len, p + 1);
+    }
+}
+
+/* The sources of service/cardgate, concatenated. */
+static char *service_sources(void)
+{
+    DIR *d = opendir(SERVICE_SRC);
+    ck_assert_msg(d != NULL, "cannot open %s", SERVICE_SRC);
+    size_t total = 0, files = 0;
+    char *all = strdup("");
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t l = strlen(de->d_name);
+        if (l < 3 || (strcmp(de->d_name + l - 2, ".c") != 0 && strcmp(de->d_name + l - 2, ".h")))
+            continue;
+        char path[512];
+        size_t len;
+        snprintf(path, sizeof(path), "%s/%s", SERVICE_SRC, de->d_name);
+        char *t = ts_read_file(path, &len);
+        ck_assert_msg(t != NULL, "cannot read %s", path);
+        all = realloc(all, total + len + 2);
+        memcpy(all + total, t, len);
+        total += len;
+        all[total++] = '\n';
+        all[total] = '\0';
+        free(t);
+        files++;
+    }
+    closedir(d);
+    ck_assert_msg(files >= 3, "no sources in %s", SERVICE_SRC);
+    return all;
+}
+
+/* Whether any response of the document (operations and components) lists
+ * code in its enum. */
+static int some_response_has(const char *code)
+{
+    for (size_t i = 0; i < doc.n; i++) {
+        const char *p = doc.e[i].path;
+        size_t l = strlen(p);
+        const char *tail = "|properties|error|properties|code|enum";
+        if (l > strlen(tail) && strcmp(p + l - strlen(tail), tail) == 0 &&
+            strstr(p, "|content|application/json|schema|") && flow_has(doc.e[i].value, code))
+            return 1;
+    }
+    return 0;
+}
+
+START_TEST(test_error_codes_documented)
+{
+    char codes[64][40];
+    size_t n = 0;
+    char *src = service_sources();
+    scan_codes(src, codes, &n, 64);
+    free(src);
+    /* The contract's own codes must be among them, or the scan is blind. */
+    ck_assert_msg(n >= 15, "only %zu error codes found in %s", n, SERVICE_SRC);
+    const char *all = ysub("components|schemas|ErrorCode", "enum");
+    ck_assert_msg(all != NULL, "no ErrorCode enum");
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(flow_has(all, codes[i]), "%s (in the service) is not in ErrorCode", codes[i]);
+        ck_assert_msg(some_response_has(codes[i]), "%s (in the service) is in no response",
+                      codes[i]);
+    }
+    /* And nothing documented that the service never answers. */
+    char c[64];
+    for (const char *p = all; flow_next(&p, c, sizeof(c));) {
+        int used = 0;
+        for (size_t i = 0; i < n; i++)
+            used = used || strcmp(codes[i], c) == 0;
+        ck_assert_msg(used, "ErrorCode %s is documented but the service never answers it", c);
+    }
+    /* Every response enum draws from ErrorCode. */
+    for (size_t i = 0; i < doc.n; i++) {
+        const char *p = doc.e[i].path;
+        if (!strstr(p, "|properties|error|properties|code|enum"))
+            continue;
+        for (const char *q = doc.e[i].value; flow_next(&q, c, sizeof(c));)
+            ck_assert_msg(flow_has(all, c), "%s: %s is not in ErrorCode", p, c);
+    }
+}
+END_TEST
+
+/* ============================================================== the routes */
+
+/* Whether a concrete path matches a documented template ({x}: one
+ * non-empty segment). */
+static int template_matches(const char *tpl, const char *path)
+{
+    while (*tpl && *path) {
+        if (*tpl == '{') {
+            const char *close = strchr(tpl, '}');
+            size_t seg = strcspn(path, "/");
+            if (!close || seg == 0)
+                return 0;
+            tpl = close + 1, path += seg;
+        } else if (*tpl++ != *path++) {
+            return 0;
+        }
+    }
+    return *tpl == '\0' && *path == '\0';
+}
+
+static int documented_path(const char *path)
+{
+    const char *paths[32];
+    size_t n = ychildren("paths", paths, 32);
+    for (size_t i = 0; i < n; i++)
+        if (template_matches(paths[i], path))
+            return 1;
+    return 0;
+}
+
+/* A concrete path for a template. */
+static void concrete(const char *tpl, char *out, size_t n)
+{
+    const char *open = strchr(tpl, '{');
+    if (!open)
+        snprintf(out, n, "%s", tpl);
+    else
+        snprintf(out, n, "%.*s%s%s", (int)(open - tpl), tpl, "20000000000000000001",
+                 strchr(open, '}') + 1);
+}
+
+START_TEST(test_routes_documented)
+{
+    /* Each documented path, with every method it does not document: 405
+     * whose Allow lists the documented methods (HEAD may go unlisted). */
+    static const char *const probes[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", NULL};
+    const char *paths[32], *methods[16];
+    char p[600], target[128], what[200];
+    size_t np = ychildren("paths", paths, 32);
+    ck_assert_uint_ge(np, 6);
+    for (size_t i = 0; i < np; i++) {
+        size_t nm = ychildren(ypath(p, sizeof(p), "paths", paths[i], NULL), methods, 16);
+        concrete(paths[i], target, sizeof(target));
+        for (size_t k = 0; probes[k]; k++) {
+            char lower[16];
+            size_t l;
+            for (l = 0; probes[k][l] && l < sizeof(lower) - 1; l++)
+                lower[l] = (char)(probes[k][l] | 0x20);
+            lower[l] = '\0';
+            if (yget(ypath(p, sizeof(p), "paths", paths[i], lower, NULL)))
+                continue;
+            struct ts_http r;
+            api(&r, probes[k], target, NULL, NULL);
+            snprintf(what, sizeof(what), "%s %s", probes[k], target);
+            expect_component(&r, "MethodNotAllowed", 405, "METHOD_NOT_ALLOWED", what);
+            char *allow = ts_http_header(&r, "Allow");
+            ck_assert_msg(allow != NULL, "%s: no Allow", what);
+            char listed[128];
+            snprintf(listed, sizeof(listed), ",%s,", allow);
+            for (size_t j = 0; j < nm; j++) {
+                if (!is_method(methods[j]) || strcmp(methods[j], "head") == 0)
+                    continue;
+                char m[24];
+                snprintf(m, sizeof(m), "%s", methods[j]);
+                for (char *c = m; *c; c++)
+                    *c = (char)(*c & ~0x20);
+                char needle[32];
+                snprintf(needle, sizeof(needle), "%s", m);
+                ck_assert_msg(strstr(allow, needle) != NULL, "%s: Allow %s lacks documented %s",
+                              what, allow, m);
+            }
+            for (char *tok = strtok(listed, ", "); tok; tok = strtok(NULL, ", ")) {
+                char m[16];
+                snprintf(m, sizeof(m), "%s", tok);
+                for (char *c = m; *c; c++)
+                    *c = (char)(*c | 0x20);
+                ck_assert_msg(yget(ypath(p, sizeof(p), "paths", paths[i], m, NULL)),
+                              "%s: Allow lists %s, which is not documented", what, tok);
+            }
+            free(allow);
+            ts_http_free(&r);
+        }
+    }
+    /* Near-miss paths: whatever the service answers other than 404
+     * NOT_FOUND must be a documented path, and a 404 must not be one. */
+    static const char *const candidates[] = {"/",
+                                             "/v1",
+                                             "/v1/",
+                                             "/v1/cards",
+                                             "/v1/cards/",
+                                             "/v1/card",
+                                             "/v1/cardsx",
+                                             "/v1/cards/a/b",
+                                             "/v1/cards/lookup",
+                                             "/v1/cards/lookup/",
+                                             "/v2/cards",
+                                             "/v1/healthz",
+                                             "/healthz",
+                                             "/healthz/",
+                                             "/health",
+                                             "/readyz",
+                                             "/readyz/x",
+                                             "/ready",
+                                             "/metrics",
+                                             "/metrics/",
+                                             "/status",
+                                             "/version",
+                                             "/openapi.yaml",
+                                             "/v1/openapi",
+                                             "/_sim/health",
+                                             "/v1/cards/20000000000000000001",
+                                             "/V1/CARDS",
+                                             "/debug",
+                                             NULL};
+    for (size_t i = 0; candidates[i]; i++) {
+        struct ts_http r;
+        api(&r, "DELETE", candidates[i], AUTH, NULL);
+        snprintf(what, sizeof(what), "DELETE %s", candidates[i]);
+        if (r.status == 404) {
+            expect_component(&r, "NoSuchPath", 404, "NOT_FOUND", what);
+            ck_assert_msg(!documented_path(candidates[i]), "%s: 404 on a documented path", what);
+        } else {
+            ck_assert_msg(documented_path(candidates[i]),
+                          "%s: answered %ld, but the path is not documented", what, r.status);
+        }
+        ts_http_free(&r);
+    }
+    /* The path literals of the sources: each a documented path, or the
+     * prefix of a templated one. */
+    char lits[32][64];
+    size_t nl = 0;
+    char *src = service_sources();
+    scan_paths(src, lits, &nl, 32);
+    free(src);
+    ck_assert_msg(nl >= 4, "only %zu path literals found in %s", nl, SERVICE_SRC);
+    for (size_t i = 0; i < nl; i++) {
+        int ok = documented_path(lits[i]);
+        size_t l = strlen(lits[i]);
+        for (size_t j = 0; j < np && !ok && l && lits[i][l - 1] == '/'; j++)
+            ok = strncmp(paths[j], lits[i], l) == 0 && paths[j][l] == '{';
+        ck_assert_msg(ok, "the service routes \"%s\", which openapi.yaml does not document",
+                      lits[i]);
+    }
+}
+END_TEST
+
+/* ================================================================ successes */
+
+START_TEST(test_open_query_lookup_list)
+{
+    struct ts_http r;
+    const char *rid[] = {TS_AUTH, TS_JSON, "X-Request-Id: openapi-probe-1", NULL};
+    char *b = open_body("oa-ok-1", TEMPLATE);
+    api(&r, "POST", "/v1/cards", rid, b);
+    expect(&r, "/v1/cards", "post", 201, NULL);
+    char *xid = ts_http_header(&r, "X-Request-Id");
+    ck_assert_str_eq(xid, "openapi-probe-1");
+    free(xid);
+    json_object *o = body_json(&r);
+    char biz[64], loc[128];
+    snprintf(biz, sizeof(biz), "%s",
+             json_object_get_string(json_object_object_get(o, "biz_card_no")));
+    char *location = ts_http_header(&r, "Location");
+    snprintf(loc, sizeof(loc), "/v1/cards/%s", biz);
+    ck_assert_str_eq(location, loc);
+    free(location);
+    char *first = strdup(r.body);
+    ts_http_free(&r);
+    json_object_put(o);
+
+    /* The replay: same status, same body, Idempotent-Replayed: true. */
+    api(&r, "POST", "/v1/cards", AUTH_JSON, b);
+    expect(&r, "/v1/cards", "post", 201, NULL);
+    char *rep = ts_http_header(&r, "Idempotent-Replayed");
+    ck_assert_msg(rep && strcmp(rep, "true") == 0, "replay without Idempotent-Replayed: true");
+    ck_assert_str_eq(r.body, first);
+    free(rep);
+    free(first);
+    free(b);
+    ts_http_free(&r);
+
+    /* The same out_serial_no, another request. */
+    b = open_body("oa-ok-1", "20170308000000000058101000300046");
+    api(&r, "POST", "/v1/cards", AUTH_JSON, b);
+    expect(&r, "/v1/cards", "post", 422, "OUT_SERIAL_NO_REUSED");
+    free(b);
+    ts_http_free(&r);
+
+    char target[256];
+    snprintf(target, sizeof(target), "/v1/cards/%s", biz);
+    api(&r, "GET", target, AUTH, NULL);
+    expect(&r, "/v1/cards/{biz_card_no}", "get", 200, NULL);
+    ts_http_free(&r);
+    snprintf(target, sizeof(target), "/v1/cards/%s?user_id=" USER, biz);
+    api(&r, "GET", target, AUTH, NULL);
+    expect(&r, "/v1/cards/{biz_card_no}", "get", 200, NULL);
+    ts_http_free(&r);
+
+    /* The wallet's dynamic codes, as the simulator issued them. */
+    char url[256];
+    snprintf(url, sizeof(url), "%s/cards/%s", sim.control, biz);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    o = body_json(&r);
+    ts_http_free(&r);
+    static const char *const kinds[][2] = {{"qr_code", "D_QR_CODE"}, {"bar_code", "D_BAR_CODE"}};
+    for (size_t i = 0; i < 2; i++) {
+        const char *code = json_object_get_string(json_object_object_get(o, kinds[i][0]));
+        snprintf(target, sizeof(target), "/v1/cards/lookup?code=%s&type=%s", code, kinds[i][1]);
+        api(&r, "GET", target, AUTH, NULL);
+        expect(&r, "/v1/cards/lookup", "get", 200, NULL);
+        ts_http_free(&r);
+    }
+    json_object_put(o);
+
+    api(&r, "GET", "/v1/cards?out_serial_no=oa-ok-1", AUTH, NULL);
+    expect(&r, "/v1/cards", "get", 200, NULL);
+    o = body_json(&r);
+    ck_assert_uint_eq(json_object_array_length(json_object_object_get(o, "cards")), 1);
+    json_object_put(o);
+    ts_http_free(&r);
+    api(&r, "GET", "/v1/cards?user_id=2088000000000000", AUTH, NULL);
+    expect(&r, "/v1/cards", "get", 200, NULL);
+    ck_assert_str_eq(r.body, "{\"cards\":[]}");
+    ts_http_free(&r);
+}
+END_TEST
+
+START_TEST(test_operations_endpoints)
+{
+    struct ts_http r;
+    static const char *const ops[] = {"/healthz", "/readyz", "/metrics"};
+    for (size_t i = 0; i < 3; i++) {
+        api(&r, "GET", ops[i], NULL, NULL);
+        expect(&r, ops[i], "get", 200, NULL);
+        ts_http_free(&r);
+        api_head(&r, ops[i]);
+        expect(&r, ops[i], "head", 200, NULL);
+        ts_http_free(&r);
+    }
+}
+END_TEST
+
+/* ========================================================= request schema */
+
+/* A body and the verdict api.md and the seeds give it: NULL (accepted) or
+ * the `field` of the 400. beyond_schema: a rule JSON Schema cannot say
+ * (real calendar dates), described in prose only. */
+struct body_case {
+    const char *body;
+    const char *field;
+    int beyond_schema;
+};
+
+#define T_ "\"card_template_id\":\"" TEMPLATE "\""
+#define U_ "\"user_id\":\"" USER "\""
+#define TOP_ "\"out_serial_no\":\"@S\"," T_ "," U_
+#define MIN_ "{" TOP_ ",\"card\":{" DATES "}}"
+#define WITH_CARD_(x) "{" TOP_ ",\"card\":{" DATES "," x "}}"
+#define WITH_TOP_(x) "{" TOP_ ",\"card\":{" DATES "}," x "}"
+#define WITH_MEMBER_(x) WITH_TOP_("\"member\":{" x "}")
+#define MDCODE_(x) WITH_CARD_("\"mdcode_info\":{" x "}")
+
+static const struct body_case body_cases[] = {
+    /* accepted */
+    {MIN_, NULL, 0},
+    {"{\"out_serial_no\":\"@S\",\"card_template_id\":\"" TEMPLATE "\",\"user_id\":\"" USER
+     "\",\"auth_token\":\"composeB0123\",\"card\":{\"external_card_no\":\"EXT0001\","
+     "\"open_date\":\"2014-02-20 21:20:46\",\"valid_date\":\"2020-02-20 21:20:46\","
+     "\"level\":\"VIP1\",\"point\":\"88\",\"balance\":\"124.89\",\"template_id\":\"" TEMPLATE
+     "\",\"front_text_list\":[{\"label\":\"专业\",\"value\":\"金融贸易\"}],"
+     "\"mdcode_info\":{\"code_status\":\"SUCCESS\",\"code_value\":\"1KFCDY0002\","
+     "\"expire_time\":\"2017-06-09 16:25:53\",\"time_stamp\":1496996459}},"
+     "\"member\":{\"name\":\"Lee\",\"gender\":\"MALE\",\"birth\":\"2016-06-27\","
+     "\"cell\":\"13000000000\"},\"open_card_channel\":\"20161534000000000008863\","
+     "\"open_card_channel_id\":\"2088123123123123\"}",
+     NULL, 0},
+    {"{\"out_serial_no\":\"@L58@@S\"," T_ "," U_ ",\"card\":{" DATES "}}", NULL, 0},
+    {"{\"out_serial_no\":\"@S\",\"card_template_id\":\"@L32@\"," U_ ",\"card\":{" DATES "}}", NULL,
+     0},
+    {WITH_CARD_("\"front_text_list\":[{\"label\":\"专业课程\",\"value\":\"@L32@\"},{},"
+                "{\"label\":\"a\"},{\"value\":\"b\"}]"),
+     NULL, 0},
+    {WITH_CARD_("\"external_card_no\":\"@L64@\",\"level\":\"@L64@\",\"point\":\"0.5\","
+                "\"balance\":\"0\",\"template_id\":\"@L32@\",\"front_image_id\":\"@L1024@\""),
+     NULL, 0},
+    {MDCODE_("\"code_status\":\"FAIL_RETRY\",\"time_stamp\":0"), NULL, 0},
+    {MDCODE_("\"code_status\":\"SUCCESS\",\"code_value\":\"@L128@\","
+             "\"expire_time\":\"2017-06-09 16:25:53\",\"time_stamp\":9223372036854775807"),
+     NULL, 0},
+    {WITH_MEMBER_("\"name\":\"@L64@\",\"gender\":\"FEMALE\",\"birth\":\"2000-02-29\","
+                  "\"cell\":\"@L32@\""),
+     NULL, 0},
+    {WITH_TOP_("\"auth_token\":\"@L128@\",\"app_auth_token\":\"@L40@\","
+               "\"open_card_channel\":\"@L64@\",\"open_card_channel_id\":\"@L64@\""),
+     NULL, 0},
+    /* refused, at `field` */
+    {"{" T_ "," U_ ",\"card\":{" DATES "}}", "out_serial_no", 0},
+    {"{\"out_serial_no\":\"@L59@@S\"," T_ "," U_ ",\"card\":{" DATES "}}", "out_serial_no", 0},
+    {"{\"out_serial_no\":\"\"," T_ "," U_ ",\"card\":{" DATES "}}", "out_serial_no", 0},
+    {"{\"out_serial_no\":\"a\\u0001b\"," T_ "," U_ ",\"card\":{" DATES "}}", "out_serial_no", 0},
+    {"{\"out_serial_no\":\"@S\",\"card_template_id\":\"@L33@\"," U_ ",\"card\":{" DATES "}}",
+     "card_template_id", 0},
+    {"{\"out_serial_no\":\"@S\"," T_ ",\"user_id\":\"2087302463082075\",\"card\":{" DATES "}}",
+     "user_id", 0},
+    {"{\"out_serial_no\":\"@S\"," T_ ",\"user_id\":\"208830246308207\",\"card\":{" DATES "}}",
+     "user_id", 0},
+    {"{" TOP_ "}", "card", 0},
+    {"{" TOP_ ",\"card\":\"x\"}", "card", 0},
+    {"{" TOP_ ",\"card\":{\"open_date\":\"2014-02-20 21:20:46\"}}", "card.valid_date", 0},
+    {"{" TOP_ ",\"card\":{\"open_date\":\"2014-02-20T21:20:46\","
+     "\"valid_date\":\"2030-02-20 21:20:46\"}}",
+     "card.open_date", 0},
+    {"{" TOP_ ",\"card\":{\"open_date\":\"2014-02-20 21:20:46\","
+     "\"valid_date\":\"2030-02-20 24:00:00\"}}",
+     "card.valid_date", 0},
+    {"{" TOP_ ",\"card\":{\"open_date\":\"2014-02-30 21:20:46\","
+     "\"valid_date\":\"2030-02-20 21:20:46\"}}",
+     "card.open_date", 1},
+    {WITH_CARD_("\"point\":\"1.234\""), "card.point", 0},
+    {WITH_CARD_("\"point\":\"1e3\""), "card.point", 0},
+    {WITH_CARD_("\"point\":88"), "card.point", 0},
+    {WITH_CARD_("\"balance\":\"-1\""), "card.balance", 0},
+    {WITH_CARD_("\"balance\":\"12.5.1\""), "card.balance", 0},
+    {WITH_CARD_("\"level\":null"), "card.level", 0},
+    {WITH_CARD_("\"level\":\"@L65@\""), "card.level", 0},
+    {WITH_CARD_("\"external_card_no\":\"@L65@\""), "card.external_card_no", 0},
+    {WITH_CARD_("\"template_id\":\"@L33@\""), "card.template_id", 0},
+    {WITH_CARD_("\"front_image_id\":\"@L1025@\""), "card.front_image_id", 0},
+    {WITH_CARD_("\"colour\":\"red\""), "card.colour", 0},
+    {WITH_CARD_("\"front_text_list\":[{\"label\":\"专业课程A\",\"value\":\"v\"}]"),
+     "card.front_text_list[0].label", 0},
+    {WITH_CARD_("\"front_text_list\":[{\"label\":\"a\"},{\"value\":\"@L33@\"}]"),
+     "card.front_text_list[1].value", 0},
+    {WITH_CARD_("\"front_text_list\":[{},{},{},{},{}]"), "card.front_text_list", 0},
+    {MDCODE_("\"code_status\":\"OK\",\"time_stamp\":1"), "card.mdcode_info.code_status", 0},
+    {MDCODE_("\"code_status\":\"SUCCESS\",\"expire_time\":\"2017-06-09 16:25:53\","
+             "\"time_stamp\":1"),
+     "card.mdcode_info.code_value", 0},
+    {MDCODE_("\"code_status\":\"FAIL_RETRY\",\"time_stamp\":\"1496996459\""),
+     "card.mdcode_info.time_stamp", 0},
+    {MDCODE_("\"code_status\":\"FAIL_RETRY\""), "card.mdcode_info.time_stamp", 0},
+    {MDCODE_("\"code_status\":\"FAIL_RETRY\",\"time_stamp\":1,\"code_value\":\"@L129@\""),
+     "card.mdcode_info.code_value", 0},
+    {WITH_MEMBER_("\"gender\":\"male\""), "member.gender", 0},
+    {WITH_MEMBER_("\"gende\":\"MALE\""), "member.gende", 0},
+    {WITH_MEMBER_("\"birth\":\"2016-6-27\""), "member.birth", 0},
+    {WITH_MEMBER_("\"name\":\"\""), "member.name", 0},
+    {WITH_MEMBER_("\"name\":\"@L65@\""), "member.name", 0},
+    {WITH_MEMBER_("\"cell\":\"@L33@\""), "member.cell", 0},
+    {WITH_TOP_("\"auth_token\":\"@L129@\""), "auth_token", 0},
+    {WITH_TOP_("\"app_auth_token\":\"@L41@\""), "app_auth_token", 0},
+    {WITH_TOP_("\"open_card_channel\":\"@L65@\""), "open_card_channel", 0},
+    {WITH_TOP_("\"open_card_channel_id\":\"@L65@\""), "open_card_channel_id", 0},
+    {WITH_TOP_("\"foo\":1"), "foo", 0},
+};
+
+START_TEST(test_request_schema_agrees)
+{
+    const char *schema = "components|schemas|CardOpenRequest";
+    for (size_t i = 0; i < sizeof(body_cases) / sizeof(body_cases[0]); i++) {
+        const struct body_case *c = &body_cases[i];
+        char serial[16];
+        snprintf(serial, sizeof(serial), "oars%02zu", i);
+        char *body = expand(c->body, serial);
+        json_object *o = json_tokener_parse(body);
+        ck_assert_msg(o != NULL, "case %zu: not JSON: %s", i, body);
+        struct verr e = {0};
+        vcheck(o, schema, "", &e);
+        json_object_put(o);
+        if (!c->field || c->beyond_schema)
+            ck_assert_msg(!e.bad, "case %zu: the schema refuses a body the contract accepts (%s)",
+                          i, e.why);
+        else
+            ck_assert_msg(e.bad && strcmp(e.where, c->field) == 0,
+                          "case %zu: the schema should refuse %s: %s", i, c->field,
+                          e.bad ? e.why : "it accepts the body");
+
+        struct ts_http r;
+        api(&r, "POST", "/v1/cards", AUTH_JSON, body);
+        if (c->field) {
+            expect(&r, "/v1/cards", "post", 400, "INVALID_PARAMETER");
+            json_object *a = body_json(&r), *err, *f;
+            ck_assert_msg(json_object_object_get_ex(a, "error", &err) &&
+                              json_object_object_get_ex(err, "field", &f) &&
+                              strcmp(json_object_get_string(f), c->field) == 0,
+                          "case %zu: expected field %s: %s", i, c->field, r.body);
+            json_object_put(a);
+        } else {
+            ck_assert_msg(r.status == 201, "case %zu: the service refuses a valid body: %ld %s", i,
+                          r.status, r.body);
+            expect(&r, "/v1/cards", "post", 201, NULL);
+        }
+        ts_http_free(&r);
+        free(body);
+    }
+}
+END_TEST
+
+/* =========================================================== request errors */
+
+START_TEST(test_request_errors)
+{
+    struct ts_http r;
+    char *b = open_body("oa-req-1", TEMPLATE);
+    const char *text[] = {TS_AUTH, "Content-Type: text/plain", NULL};
+    api(&r, "POST", "/v1/cards", text, b);
+    expect(&r, "/v1/cards", "post", 415, "UNSUPPORTED_MEDIA_TYPE");
+    ts_http_free(&r);
+    api(&r, "POST", "/v1/cards", AUTH_JSON, "{\"out_serial_no\":");
+    expect(&r, "/v1/cards", "post", 400, "MALFORMED_JSON");
+    ts_http_free(&r);
+    api(&r, "POST", "/v1/cards", AUTH_JSON, "{} {}");
+    expect(&r, "/v1/cards", "post", 400, "MALFORMED_JSON");
+    ts_http_free(&r);
+
+    /* Over 64 KiB. */
+    size_t big = 64 * 1024 + 1;
+    char *huge = malloc(big + 1);
+    memset(huge, ' ', big);
+    huge[0] = '{', huge[big - 1] = '}', huge[big] = '\0';
+    api(&r, "POST", "/v1/cards", AUTH_JSON, huge);
+    expect(&r, "/v1/cards", "post", 413, "PAYLOAD_TOO_LARGE");
+    ts_http_free(&r);
+    free(huge);
+
+    /* No key, a wrong key: every /v1 operation. */
+    const char *nokey[] = {TS_JSON, NULL};
+    const char *badkey[] = {"Authorization: Bearer not-a-key", TS_JSON, NULL};
+    const char *const *hs[] = {nokey, badkey};
+    for (size_t i = 0; i < 2; i++) {
+        api(&r, "POST", "/v1/cards", hs[i], b);
+        expect(&r, "/v1/cards", "post", 401, "UNAUTHENTICATED");
+        ts_http_free(&r);
+        api(&r, "GET", "/v1/cards?user_id=" USER, hs[i], NULL);
+        expect(&r, "/v1/cards", "get", 401, "UNAUTHENTICATED");
+        ts_http_free(&r);
+        api(&r, "GET", "/v1/cards/20000000000000000001", hs[i], NULL);
+        expect(&r, "/v1/cards/{biz_card_no}", "get", 401, "UNAUTHENTICATED");
+        ts_http_free(&r);
+        api(&r, "GET", "/v1/cards/lookup?code=QR1&type=D_QR_CODE", hs[i], NULL);
+        expect(&r, "/v1/cards/lookup", "get", 401, "UNAUTHENTICATED");
+        ts_http_free(&r);
+    }
+    free(b);
+
+    /* Query parameters. */
+    static const char *const list_bad[] = {
+        "/v1/cards", "/v1/cards?user_id=" USER "&out_serial_no=x", "/v1/cards?colour=red",
+        "/v1/cards?out_serial_no=", NULL};
+    for (size_t i = 0; list_bad[i]; i++) {
+        api(&r, "GET", list_bad[i], AUTH, NULL);
+        expect(&r, "/v1/cards", "get", 400, "INVALID_PARAMETER");
+        ts_http_free(&r);
+    }
+    static const char *const query_bad[] = {"/v1/cards/20000000000000000001?user_id=123",
+                                            "/v1/cards/20000000000000000001?colour=red",
+                                            "/v1/cards/"
+                                            "@L33@",
+                                            NULL};
+    for (size_t i = 0; query_bad[i]; i++) {
+        char *t = expand(query_bad[i], "");
+        api(&r, "GET", t, AUTH, NULL);
+        expect(&r, "/v1/cards/{biz_card_no}", "get", 400, "INVALID_PARAMETER");
+        ts_http_free(&r);
+        free(t);
+    }
+    static const char *const lookup_bad[] = {"/v1/cards/lookup",
+                                             "/v1/cards/lookup?code=QR1",
+                                             "/v1/cards/lookup?type=D_QR_CODE",
+                                             "/v1/cards/lookup?code=QR1&type=BIZ_CARD",
+                                             "/v1/cards/lookup?code=QR1&type=D_QR_CODE&x=1",
+                                             NULL};
+    for (size_t i = 0; lookup_bad[i]; i++) {
+        api(&r, "GET", lookup_bad[i], AUTH, NULL);
+        expect(&r, "/v1/cards/lookup", "get", 400, "INVALID_PARAMETER");
+        ts_http_free(&r);
+    }
+}
+END_TEST
+
+/* ============================================================ gateway faults */
+
+struct fault_case {
+    const char *mode;
+    int status;
+    const char *code;
+};
+
+/* The outcome table of api.md §2, through the simulator's fault modes. */
+static const struct fault_case fault_cases[] = {
+    {"code_20001", 422, "ALIPAY_AUTH_FAILED"},
+    {"error_response", 502, "ALIPAY_REQUEST_REFUSED"},
+    {"code_20000", 502, "ALIPAY_UNAVAILABLE"},
+    {"http_500", 502, "ALIPAY_UNAVAILABLE"},
+    {"drop", 502, "ALIPAY_UNAVAILABLE"},
+    {"bad_signature", 502, "ALIPAY_BAD_SIGNATURE"},
+    {"unsigned_success", 502, "ALIPAY_BAD_SIGNATURE"},
+};
+
+/* A fault for the next calls about key. A dropped connection counts
+ * twice: libcurl sends a request again, once, when a reused keep-alive
+ * connection closes before any answer. */
+static void add_fault(const char *mode, const char *method, const char *key, int delay_ms)
+{
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"mode\":\"%s\",\"method\":\"alipay.marketing.card.%s\",\"out_serial_no\":\"%s\","
+             "\"count\":%d,\"delay_ms\":%d}",
+             mode, method, key, strcmp(mode, "drop") == 0 ? 2 : 1, delay_ms);
+    ck_assert_msg(ts_sim_fault(&sim, json) == 0, "the simulator refused fault %s", json);
+}
+
+START_TEST(test_gateway_outcomes)
+{
+    struct ts_http r;
+    /* 40004 TEMPLATE_NOT_EXIT: final, replayed. */
+    for (int i = 0; i < 2; i++) {
+        open_card(&r, "oa-gw-rej", "20990101000000000000000000000001");
+        expect(&r, "/v1/cards", "post", 422, "ALIPAY_REJECTED");
+        char *rep = ts_http_header(&r, "Idempotent-Replayed");
+        ck_assert_msg((rep != NULL) == (i == 1), "Idempotent-Replayed %s on try %d",
+                      rep ? "present" : "absent", i + 1);
+        free(rep);
+        ts_http_free(&r);
+    }
+    for (size_t i = 0; i < sizeof(fault_cases) / sizeof(fault_cases[0]); i++) {
+        const struct fault_case *f = &fault_cases[i];
+        char key[32], target[128];
+        snprintf(key, sizeof(key), "oa-gw-%zu", i);
+        add_fault(f->mode, "open", key, 0);
+        open_card(&r, key, TEMPLATE);
+        expect(&r, "/v1/cards", "post", f->status, f->code);
+        ts_http_free(&r);
+
+        snprintf(key, sizeof(key), "3000000000000000%04zu", i);
+        add_fault(f->mode, "query", key, 0);
+        snprintf(target, sizeof(target), "/v1/cards/%s", key);
+        api(&r, "GET", target, AUTH, NULL);
+        expect(&r, "/v1/cards/{biz_card_no}", "get", f->status, f->code);
+        ts_http_free(&r);
+
+        snprintf(key, sizeof(key), "QR%020zu", i);
+        add_fault(f->mode, "query", key, 0);
+        snprintf(target, sizeof(target), "/v1/cards/lookup?code=%s&type=D_QR_CODE", key);
+        api(&r, "GET", target, AUTH, NULL);
+        expect(&r, "/v1/cards/lookup", "get", f->status, f->code);
+        ts_http_free(&r);
+    }
+    /* Cards Alipay does not have. */
+    api(&r, "GET", "/v1/cards/39999999999999999999", AUTH, NULL);
+    expect(&r, "/v1/cards/{biz_card_no}", "get", 404, "CARD_NOT_FOUND");
+    ts_http_free(&r);
+    api(&r, "GET", "/v1/cards/lookup?code=280000000000000000&type=D_BAR_CODE", AUTH, NULL);
+    expect(&r, "/v1/cards/lookup", "get", 404, "CARD_NOT_FOUND");
+    ts_http_free(&r);
+}
+END_TEST
+
+struct async_call {
+    pthread_t th;
+    const char *method, *target, *body;
+    struct ts_http r;
+};
+
+static void *async_run(void *arg)
+{
+    struct async_call *a = arg;
+    char url[512];
+    snprintf(url, sizeof(url), "%s%s", cg.url, a->target);
+    ts_http_call(a->method, url, a->body ? AUTH_JSON : AUTH, a->body, &a->r);
+    return NULL;
+}
+
+START_TEST(test_timeouts_and_in_progress)
+{
+    /* Answers held past the gateway timeout: 504 for each operation; while
+     * the open is in flight, its repeat is 409 with Retry-After. */
+    add_fault("delay", "open", "oa-slow", BEYOND_TIMEOUT_MS);
+    add_fault("delay", "query", "31111111111111111111", BEYOND_TIMEOUT_MS);
+    add_fault("delay", "query", "QRSLOW", BEYOND_TIMEOUT_MS);
+    char *b = open_body("oa-slow", TEMPLATE);
+    struct async_call calls[3] = {
+        {.method = "POST", .target = "/v1/cards", .body = b},
+        {.method = "GET", .target = "/v1/cards/31111111111111111111"},
+        {.method = "GET", .target = "/v1/cards/lookup?code=QRSLOW&type=D_QR_CODE"},
+    };
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_int_eq(pthread_create(&calls[i].th, NULL, async_run, &calls[i]), 0);
+    /* The open reached the gateway, so its claim is in the ledger. */
+    long n = 0;
+    for (int i = 0; i < 200 && n < 1; i++) {
+        n = ts_sim_calls(&sim, "oa-slow");
+        if (n < 1)
+            usleep(20 * 1000);
+    }
+    ck_assert_int_eq(n, 1);
+    struct ts_http r;
+    api(&r, "POST", "/v1/cards", AUTH_JSON, b);
+    for (size_t i = 0; i < 3; i++)
+        pthread_join(calls[i].th, NULL);
+    expect(&r, "/v1/cards", "post", 409, "REQUEST_IN_PROGRESS");
+    ts_http_free(&r);
+    expect(&calls[0].r, "/v1/cards", "post", 504, "ALIPAY_TIMEOUT");
+    expect(&calls[1].r, "/v1/cards/{biz_card_no}", "get", 504, "ALIPAY_TIMEOUT");
+    expect(&calls[2].r, "/v1/cards/lookup", "get", 504, "ALIPAY_TIMEOUT");
+    for (size_t i = 0; i < 3; i++)
+        ts_http_free(&calls[i].r);
+    free(b);
+}
+END_TEST
+
+/* ================================================================ database */
+
+static int sql(const char *conninfo, const char *stmt)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    int ok = PQstatus(c) == CONNECTION_OK;
+    if (ok) {
+        PGresult *res = PQexec(c, stmt);
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+        if (!ok)
+            fprintf(stderr, "%s: %s", stmt, PQresultErrorMessage(res));
+        PQclear(res);
+    }
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+static void db_name(char *out, size_t n)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(db, &err);
+    ck_assert_msg(opts != NULL, "cannot parse the conninfo: %s", err ? err : "");
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "dbname") == 0 && o->val)
+            snprintf(out, n, "%s", o->val);
+    PQconninfoFree(opts);
+    ck_assert(out[0] != '\0');
+}
+
+START_TEST(test_schema_behind)
+{
+    struct ts_http get, head, after;
+    ck_assert_int_eq(sql(db, "UPDATE schema_migrations SET version = version || '.moved'"), 0);
+    api(&get, "GET", "/readyz", NULL, NULL);
+    api_head(&head, "/readyz");
+    int restored = sql(db, "UPDATE schema_migrations SET version = "
+                           "left(version, length(version) - 6) WHERE version LIKE '%.moved'");
+    api(&after, "GET", "/readyz", NULL, NULL);
+    ck_assert_int_eq(restored, 0);
+    expect(&get, "/readyz", "get", 503, "SCHEMA_BEHIND");
+    expect(&head, "/readyz", "head", 503, NULL);
+    expect(&after, "/readyz", "get", 200, NULL);
+    ts_http_free(&get);
+    ts_http_free(&head);
+    ts_http_free(&after);
+}
+END_TEST
+
+START_TEST(test_database_down)
+{
+    /* The database refuses cardgate: no new connections, its sessions
+     * ended. */
+    char name[128], stmt[512];
+    const char *admin = getenv("CARDGATE_TEST_PG");
+    db_name(name, sizeof(name));
+    snprintf(stmt, sizeof(stmt), "ALTER DATABASE %s ALLOW_CONNECTIONS false", name);
+    ck_assert_int_eq(sql(admin, stmt), 0);
+    snprintf(stmt, sizeof(stmt),
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'", name);
+    ck_assert_int_eq(sql(admin, stmt), 0);
+    snprintf(stmt, sizeof(stmt), "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'",
+             name);
+    long left = -1;
+    for (int i = 0; i < 100 && left != 0; i++) {
+        left = ts_pg_long(admin, stmt);
+        if (left != 0)
+            usleep(50 * 1000);
+    }
+    struct ts_http open, list, ready;
+    open_card(&open, "oa-db-1", TEMPLATE);
+    api(&list, "GET", "/v1/cards?user_id=" USER, AUTH, NULL);
+    api(&ready, "GET", "/readyz", NULL, NULL);
+    long calls = ts_sim_calls(&sim, "oa-db-1");
+    snprintf(stmt, sizeof(stmt), "ALTER DATABASE %s ALLOW_CONNECTIONS true", name);
+    ck_assert_int_eq(sql(admin, stmt), 0);
+    ck_assert_int_eq(left, 0);
+    expect(&open, "/v1/cards", "post", 503, "DATABASE_UNAVAILABLE");
+    expect(&list, "/v1/cards", "get", 503, "DATABASE_UNAVAILABLE");
+    expect(&ready, "/readyz", "get", 503, "DATABASE_UNAVAILABLE");
+    ck_assert_int_eq(calls, 0); /* nothing sent without the intent */
+    ts_http_free(&open);
+    ts_http_free(&list);
+    ts_http_free(&ready);
+}
+END_TEST
+
+/* ================================================================ coverage */
+
+START_TEST(test_every_documented_answer_seen)
+{
+    char missing[2048] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < ntriples; i++) {
+        /* INTERNAL has no deterministic trigger (out of memory, a failed
+         * statement on a live connection). */
+        if (seen[i] || triples[i].status == 500)
+            continue;
+        used +=
+            (size_t)snprintf(missing + used, used < sizeof(missing) ? sizeof(missing) - used : 0,
+                             " %s %s %d;", triples[i].method, triples[i].path, triples[i].status);
+    }
+    ck_assert_msg(ntriples >= 30, "only %zu documented answers", ntriples);
+    ck_assert_msg(missing[0] == '\0', "documented but never provoked:%s", missing);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("openapi");
+    TCase *tc = tcase_create("spec_vs_service");
+    tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, env_up, env_down);
+    tcase_add_test(tc, test_operations_and_security);
+    tcase_add_test(tc, test_error_codes_documented);
+    tcase_add_test(tc, test_routes_documented);
+    tcase_add_test(tc, test_open_query_lookup_list);
+    tcase_add_test(tc, test_operations_endpoints);
+    tcase_add_test(tc, test_request_schema_agrees);
+    tcase_add_test(tc, test_request_errors);
+    tcase_add_test(tc, test_gateway_outcomes);
+    tcase_add_test(tc, test_timeouts_and_in_progress);
+    tcase_add_test(tc, test_schema_behind);
+    /* Last: they leave the database refusing, then recovering. */
+    tcase_add_test(tc, test_database_down);
+    tcase_add_test(tc, test_every_documented_answer_seen);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
