@@ -32,7 +32,8 @@ struct alipay_reply {
     enum alipay_outcome outcome;
     int verified;          /* 1 when the response signature held */
     char *code, *msg, *sub_code, *sub_msg;
-    json_object *node;     /* the parsed node when trusted, else NULL */
+    json_object *node;     /* the parsed node when verified, or the body of an unsigned
+                            * error_response (a gateway error, never a success); else NULL */
     long http_status;      /* 0 when no HTTP answer came */
     double latency_ms;     /* whole call, set by the client */
     char detail[256];      /* one line for logs and error messages */

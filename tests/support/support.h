@@ -60,7 +60,6 @@ struct ts_sim {
 int ts_sim_start(struct ts_sim *sim, const char *const extra_args[]);
 void ts_sim_stop(struct ts_sim *sim);
 
-#endif
 
 /* Adds a fault rule to the simulator (POST /_sim/faults with this JSON);
  * returns 0 on 201. */
@@ -114,3 +113,5 @@ void ts_pg_private_destroy(struct ts_pg *pg);
  * together); out[i] receives each answer. */
 void ts_http_parallel(int n, const char *method, const char *const urls[],
                       const char *const headers[], const char *body, struct ts_http out[]);
+
+#endif
