@@ -76,5 +76,6 @@ char *alipay_card_query_biz(const char *target_card_no, const char *type, const 
 
 int alipay_card_not_found(const struct alipay_reply *r)
 {
-    return r->outcome == ALIPAY_REJECTED && r->sub_code && strcmp(r->sub_code, "CARD_NOT_EXIT") == 0;
+    return r->outcome == ALIPAY_REJECTED && r->sub_code &&
+           strcmp(r->sub_code, "CARD_NOT_EXIT") == 0;
 }

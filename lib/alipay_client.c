@@ -77,8 +77,8 @@ static int append_encoded(char **buf, size_t *len, const char *sep, const char *
     return 0;
 }
 
-static const char *const public_order[] = {"app_id",    "method",  "format",     "charset",
-                                           "sign_type", "timestamp", "version", "auth_token",
+static const char *const public_order[] = {"app_id",         "method",    "format",  "charset",
+                                           "sign_type",      "timestamp", "version", "auth_token",
                                            "app_auth_token", "sign"};
 
 int alipay_client_build(const struct alipay_client *c, const char *method, const char *biz_content,
@@ -162,8 +162,8 @@ static void on_http_done(const struct alipay_http_response *res, void *arg)
         break;
     case ALIPAY_HTTP_TIMEOUT:
         reply.outcome = ALIPAY_TIMEOUT;
-        snprintf(reply.detail, sizeof(reply.detail), "no answer within %ld ms: %.200s", c->timeout_ms,
-                 res->error);
+        snprintf(reply.detail, sizeof(reply.detail), "no answer within %ld ms: %.200s",
+                 c->timeout_ms, res->error);
         break;
     case ALIPAY_HTTP_CONNECT_FAILED:
         reply.outcome = ALIPAY_UNAVAILABLE;
@@ -172,7 +172,8 @@ static void on_http_done(const struct alipay_http_response *res, void *arg)
         break;
     case ALIPAY_HTTP_FAILED:
         reply.outcome = ALIPAY_UNAVAILABLE;
-        snprintf(reply.detail, sizeof(reply.detail), "gateway connection failed: %.200s", res->error);
+        snprintf(reply.detail, sizeof(reply.detail), "gateway connection failed: %.200s",
+                 res->error);
         break;
     }
     call->cb(&reply, call->arg);

@@ -157,8 +157,8 @@ static char *read_key_file(const char *path, size_t *len, char *err, size_t errl
     if (failed || n > KEY_FILE_MAX || n == 0) {
         snprintf(err, errlen, "%s: %s", path,
                  n > KEY_FILE_MAX ? "too large for a key file"
-                 : n == 0          ? "is empty"
-                                   : "cannot read");
+                 : n == 0         ? "is empty"
+                                  : "cannot read");
         free(buf);
         return NULL;
     }

@@ -182,8 +182,8 @@ static char *decode_json_string(const char *raw, size_t len)
     quoted[len + 2] = '\0';
     json_object *o = json_tokener_parse(quoted);
     free(quoted);
-    char *s = (o && json_object_is_type(o, json_type_string)) ? strdup(json_object_get_string(o))
-                                                               : NULL;
+    char *s =
+        (o && json_object_is_type(o, json_type_string)) ? strdup(json_object_get_string(o)) : NULL;
     json_object_put(o);
     return s;
 }

@@ -30,13 +30,13 @@ const char *alipay_outcome_name(enum alipay_outcome o);
  * unsigned error_response, which is reported as a gateway error only). */
 struct alipay_reply {
     enum alipay_outcome outcome;
-    int verified;          /* 1 when the response signature held */
+    int verified; /* 1 when the response signature held */
     char *code, *msg, *sub_code, *sub_msg;
-    json_object *node;     /* the parsed node when verified, or the body of an unsigned
-                            * error_response (a gateway error, never a success); else NULL */
-    long http_status;      /* 0 when no HTTP answer came */
-    double latency_ms;     /* whole call, set by the client */
-    char detail[256];      /* one line for logs and error messages */
+    json_object *node; /* the parsed node when verified, or the body of an unsigned
+                        * error_response (a gateway error, never a success); else NULL */
+    long http_status;  /* 0 when no HTTP answer came */
+    double latency_ms; /* whole call, set by the client */
+    char detail[256];  /* one line for logs and error messages */
 };
 
 void alipay_reply_free(struct alipay_reply *r);

@@ -141,8 +141,8 @@ static void log_gateway(struct request *r, const char *method, const struct alip
     snprintf(ms, sizeof(ms), "%.1f", rep->latency_ms);
     log_write(&r->w->srv->log, rep->outcome == ALIPAY_OK ? LOG_DEBUG : LOG_WARN, "gateway call",
               "request_id", r->id, "method", method, "outcome", alipay_outcome_name(rep->outcome),
-              "code", rep->code, "sub_code", rep->sub_code, "detail", rep->detail, "latency_ms",
-              ms, NULL);
+              "code", rep->code, "sub_code", rep->sub_code, "detail", rep->detail, "latency_ms", ms,
+              NULL);
 }
 
 /* --- POST /v1/cards ------------------------------------------------------ */
@@ -159,11 +159,11 @@ static void open_recorded(int ok, int held, const char *error, void *arg)
         return database_unavailable(r, error);
     }
     if (!ok)
-        log_write(&r->w->srv->log, LOG_WARN, "outcome not recorded", "request_id", r->id,
-                  "error", error, NULL);
+        log_write(&r->w->srv->log, LOG_WARN, "outcome not recorded", "request_id", r->id, "error",
+                  error, NULL);
     if (ok && !held)
-        log_write(&r->w->srv->log, LOG_WARN, "request lock was taken over meanwhile",
-                  "request_id", r->id, "out_serial_no", r->open.out_serial_no, NULL);
+        log_write(&r->w->srv->log, LOG_WARN, "request lock was taken over meanwhile", "request_id",
+                  r->id, "out_serial_no", r->open.out_serial_no, NULL);
     reply_send(r, r->status, JSON_TYPE, r->answer);
 }
 
@@ -182,8 +182,8 @@ static char *open_success_body(struct request *r, const struct alipay_card_open_
     json_object_object_add(o, "card", json_object_get(res->card.json));
     add_str(o, "open_card_channel",
             res->open_card_channel ? res->open_card_channel : r->open.open_card_channel);
-    add_str(o, "open_card_channel_id", res->open_card_channel_id ? res->open_card_channel_id
-                                                                  : r->open.open_card_channel_id);
+    add_str(o, "open_card_channel_id",
+            res->open_card_channel_id ? res->open_card_channel_id : r->open.open_card_channel_id);
     add_str(o, "created_at", now);
     char *text = json_text(o);
     json_object_put(o);
@@ -227,9 +227,9 @@ static void open_answered(struct alipay_reply *rep, void *arg)
         .latency_ms = (long)rep->latency_ms,
         .biz_card_no = r->status == 201 ? res.card.biz_card_no : NULL,
         .external_card_no =
-            r->status == 201 ? (res.card.external_card_no ? res.card.external_card_no
-                                                          : r->open.external_card_no)
-                             : NULL,
+            r->status == 201
+                ? (res.card.external_card_no ? res.card.external_card_no : r->open.external_card_no)
+                : NULL,
         .user_id = r->open.user_id,
         .template_id = r->open.card_template_id,
     };
@@ -287,7 +287,8 @@ static void open_claimed(const struct store_claim *c, const char *error, void *a
     }
     /* Nothing was sent: release the claim as a failure so a retry may go. */
     struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
-    snprintf(none.detail, sizeof(none.detail), "request not sent: %.200s", biz ? err : "out of memory");
+    snprintf(none.detail, sizeof(none.detail), "request not sent: %.200s",
+             biz ? err : "out of memory");
     atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
     open_answered(&none, r);
 }
@@ -327,8 +328,8 @@ static void query_answered(struct alipay_reply *rep, void *arg)
     metrics_gateway(&srv->metrics, METRICS_METHOD_QUERY, rep->outcome, rep->latency_ms);
     log_gateway(r, ALIPAY_CARD_QUERY, rep);
     store_record_call(r->w->pg, srv->cfg.alipay_app_id, ALIPAY_CARD_QUERY, NULL,
-                      alipay_outcome_name(rep->outcome), rep->code, rep->sub_code,
-                      rep->http_status, (long)rep->latency_ms);
+                      alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
+                      (long)rep->latency_ms);
     if (!ok) {
         int status;
         char *body = gateway_error(rep, 1, &status);

@@ -132,8 +132,8 @@ static int check_schema(struct server *srv, char *err, size_t errlen)
 static int cmd_serve(struct server *srv)
 {
     char err[1024];
-    if (config_check_serve(&srv->cfg, err, sizeof(err)) < 0 || load_keys(srv, err, sizeof(err)) < 0 ||
-        check_schema(srv, err, sizeof(err)) < 0)
+    if (config_check_serve(&srv->cfg, err, sizeof(err)) < 0 ||
+        load_keys(srv, err, sizeof(err)) < 0 || check_schema(srv, err, sizeof(err)) < 0)
         return fail(err);
 
     /* Signals are taken by sigwait below, so every thread blocks them. */

@@ -159,7 +159,8 @@ static int authenticate(struct request *r)
     if (!r->caller) {
         reply_add_header(r, "WWW-Authenticate", "Bearer");
         reply_error(r, 401, "UNAUTHENTICATED",
-                    auth ? "the bearer key is not valid" : "Authorization: Bearer <key> is required",
+                    auth ? "the bearer key is not valid"
+                         : "Authorization: Bearer <key> is required",
                     NULL, NULL);
         return -1;
     }

@@ -23,17 +23,17 @@ struct request {
     struct evhttp_request *req;
     struct request *prev, *next;
     enum metrics_route route;
-    char id[80];         /* X-Request-Id */
-    const char *caller;  /* the API key's name, borrowed from the config */
+    char id[80];        /* X-Request-Id */
+    const char *caller; /* the API key's name, borrowed from the config */
     long long start_ms;
     /* what the handlers carry across their asynchronous steps */
     json_object *body;
     struct validate_card_open open;
     char token[33];
     char hash[65];
-    char *target;        /* card number or dynamic code being queried */
+    char *target; /* card number or dynamic code being queried */
     char *user_id;
-    int status;          /* an answer waiting for the ledger */
+    int status; /* an answer waiting for the ledger */
     char *answer;
 };
 

@@ -19,9 +19,9 @@
 struct server {
     struct config cfg;
     struct log log;
-    EVP_PKEY *app_key;            /* parsed once at start */
-    EVP_PKEY *alipay_key;         /* Alipay's public key */
-    unsigned char hash_key[32];   /* keys the request hashes: derived from the app key */
+    EVP_PKEY *app_key;          /* parsed once at start */
+    EVP_PKEY *alipay_key;       /* Alipay's public key */
+    unsigned char hash_key[32]; /* keys the request hashes: derived from the app key */
     struct metrics metrics;
     int nworkers;
     struct worker *workers;
@@ -37,10 +37,10 @@ struct worker {
     struct alipay_http *ahttp;
     struct alipay_client *alipay;
     struct pg_pool *pg;
-    struct event *drain_ev;  /* activated by main on SIGTERM */
+    struct event *drain_ev; /* activated by main on SIGTERM */
     struct event *drain_tick;
-    long in_flight;          /* requests being handled; this thread only */
-    struct request *live;    /* those requests, to free them if the drain times out */
+    long in_flight;       /* requests being handled; this thread only */
+    struct request *live; /* those requests, to free them if the drain times out */
     long long drain_deadline_ms;
 };
 

@@ -35,7 +35,8 @@ long long server_now_ms(void)
  * kernel spreads connections over the workers' sockets. */
 static int listen_socket(const struct config *cfg, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[16];
@@ -152,8 +153,8 @@ static int worker_setup(struct worker *w, struct server *srv, int id, char *err,
     evhttp_set_max_headers_size(w->http, 32 * 1024);
     evhttp_set_timeout(w->http, (int)srv->cfg.idle_timeout_s);
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
-                                            EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_OPTIONS);
     evhttp_set_gencb(w->http, routes_dispatch, w);
     int fd = listen_socket(&srv->cfg, err, errlen);
     if (fd < 0)

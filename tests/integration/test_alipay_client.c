@@ -554,9 +554,5 @@ int main(void)
     tcase_add_test(m, thousand_concurrent_calls);
     suite_add_tcase(s, m);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

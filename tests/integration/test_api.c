@@ -1189,7 +1189,6 @@ END_TEST
 
 int main(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("api");
 
     TCase *tc_open = tcase_create("open");
@@ -1221,10 +1220,5 @@ int main(void)
     tcase_add_test(tc_read, test_no_sanitizer_report);
     suite_add_tcase(s, tc_read);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

@@ -144,8 +144,8 @@ START_TEST(test_concurrent_duplicates_one_gateway_call)
         ts_http_free(&out[i]);
     }
     ck_assert_int_eq(ts_sim_calls(&sim, "dup-50"), 1);
-    ck_assert_int_eq(sql_long(db, "SELECT count(*) FROM cards WHERE out_serial_no = '%s'", "dup-50"),
-                     1);
+    ck_assert_int_eq(
+        sql_long(db, "SELECT count(*) FROM cards WHERE out_serial_no = '%s'", "dup-50"), 1);
     free(card);
     free(body);
     ck_assert_int_eq(ts_cardgate_stop(&cg), 0);
@@ -199,9 +199,10 @@ START_TEST(test_killed_holder_taken_over)
     ck_assert_int_eq(bg.r.status, 0); /* the caller saw the connection die */
     ts_http_free(&bg.r);
     ck_assert_int_eq(
-        sql_long(db, "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s' AND state = "
-                     "'pending'",
-                     "killed-1"),
+        sql_long(db,
+                 "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s' AND state = "
+                 "'pending'",
+                 "killed-1"),
         1);
 
     ck_assert_int_eq(ts_sim_clear_faults(&sim), 0);
@@ -385,9 +386,10 @@ START_TEST(test_sigterm_drains_in_flight)
     ck_assert_int_eq(WEXITSTATUS(status), 0);
     cg.pid = 0;
     ck_assert_int_eq(
-        sql_long(db, "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s' AND state = "
-                     "'succeeded'",
-                     "drain-1"),
+        sql_long(db,
+                 "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s' AND state = "
+                 "'succeeded'",
+                 "drain-1"),
         1);
     ts_sim_stop(&sim);
     free(db);
@@ -396,7 +398,6 @@ END_TEST
 
 int main(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("idempotency");
     TCase *tc = tcase_create("exactly-once");
     tcase_set_timeout(tc, 120);
@@ -406,10 +407,5 @@ int main(void)
     tcase_add_test(tc, test_two_instances_one_gateway_call);
     tcase_add_test(tc, test_sigterm_drains_in_flight);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

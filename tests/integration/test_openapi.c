@@ -1750,9 +1750,5 @@ int main(void)
     tcase_add_test(tc, test_database_down);
     tcase_add_test(tc, test_every_documented_answer_seen);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ts_run_suite(s);
 }

@@ -767,9 +767,5 @@ int main(void)
     tcase_add_test(t, pool_bad_options);
     tcase_add_test(t, pool_free_with_pending);
     suite_add_tcase(s, t);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

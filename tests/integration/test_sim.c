@@ -960,7 +960,6 @@ END_TEST
 
 int main(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("alipay-sim");
     TCase *t = tcase_create("sim");
     tcase_set_timeout(t, 60);
@@ -989,10 +988,5 @@ int main(void)
     tcase_add_checked_fixture(p, keys_up, keys_down);
     tcase_add_test(p, process_app_id_and_clean_exit);
     suite_add_tcase(s, p);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

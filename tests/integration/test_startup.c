@@ -72,8 +72,7 @@ static const char **serve_env(const char *db, const char *drop, const char *over
     for (size_t i = 0; i < sizeof(kv) / sizeof(*kv); i++) {
         if (drop && strcmp(drop, kv[i][0]) == 0)
             continue;
-        if (over && strncmp(over, kv[i][0], strlen(kv[i][0])) == 0 &&
-            over[strlen(kv[i][0])] == '=')
+        if (over && strncmp(over, kv[i][0], strlen(kv[i][0])) == 0 && over[strlen(kv[i][0])] == '=')
             continue;
         env[n++] = env_kv(kv[i][0], kv[i][1]);
     }
@@ -130,8 +129,8 @@ START_TEST(test_missing_settings_named)
     char *db = migrated_db();
     assert_refused(db, "CARDGATE_DATABASE_URL", NULL, "CARDGATE_DATABASE_URL", NULL);
     assert_refused(db, "CARDGATE_ALIPAY_APP_ID", NULL, "CARDGATE_ALIPAY_APP_ID", NULL);
-    assert_refused(db, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE", NULL,
-                   "CARDGATE_ALIPAY_PRIVATE_KEY_FILE", NULL);
+    assert_refused(db, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE", NULL, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE",
+                   NULL);
     assert_refused(db, "CARDGATE_ALIPAY_PUBLIC_KEY_FILE", NULL, "CARDGATE_ALIPAY_PUBLIC_KEY_FILE",
                    NULL);
     free(db);
@@ -246,9 +245,5 @@ int main(void)
     tcase_add_test(tc, test_concurrent_migrate);
     tcase_add_test(tc, test_config_file_and_env_precedence);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

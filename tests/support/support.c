@@ -1,6 +1,8 @@
 /* Test support: see support.h. */
 #include "support.h"
 
+#include <check.h>
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
@@ -430,9 +432,8 @@ static int run_shell(const char *script)
 static int pg_private_cmd(struct ts_pg *pg, const char *fn)
 {
     char script[1024];
-    snprintf(script, sizeof(script),
-             "bash -c '. %s/deploy/common.sh && %s %s %d' >>%s/ts.log 2>&1", CARDGATE_SOURCE_DIR,
-             fn, pg->dir, pg->port, pg->dir);
+    snprintf(script, sizeof(script), "bash -c '. %s/deploy/common.sh && %s %s %d' >>%s/ts.log 2>&1",
+             CARDGATE_SOURCE_DIR, fn, pg->dir, pg->port, pg->dir);
     return run_shell(script);
 }
 
@@ -502,4 +503,15 @@ void ts_http_parallel(int n, const char *method, const char *const urls[],
     pthread_barrier_destroy(&start);
     free(th);
     free(calls);
+}
+
+int ts_run_suite(struct Suite *s)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

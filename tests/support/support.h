@@ -34,9 +34,9 @@ int ts_stop(pid_t pid, int sig, int timeout_ms);
  * HTTP answer came (then out->status is 0). */
 struct ts_http {
     long status;
-    char *body;     /* NUL-terminated */
+    char *body; /* NUL-terminated */
     size_t body_len;
-    char *headers;  /* raw response headers */
+    char *headers; /* raw response headers */
 };
 int ts_http_call(const char *method, const char *url, const char *const headers[], const char *body,
                  struct ts_http *out);
@@ -53,13 +53,12 @@ char *ts_pg_create_db(void);
 struct ts_sim {
     pid_t pid;
     int port;
-    char url[128];      /* gateway URL: http://127.0.0.1:PORT/gateway.do */
-    char control[128];  /* control base: http://127.0.0.1:PORT/_sim */
+    char url[128];     /* gateway URL: http://127.0.0.1:PORT/gateway.do */
+    char control[128]; /* control base: http://127.0.0.1:PORT/_sim */
 };
 /* extra_args: NULL-terminated extra command-line arguments, or NULL. */
 int ts_sim_start(struct ts_sim *sim, const char *const extra_args[]);
 void ts_sim_stop(struct ts_sim *sim);
-
 
 /* Adds a fault rule to the simulator (POST /_sim/faults with this JSON);
  * returns 0 on 201. */
@@ -113,5 +112,10 @@ void ts_pg_private_destroy(struct ts_pg *pg);
  * together); out[i] receives each answer. */
 void ts_http_parallel(int n, const char *method, const char *const urls[],
                       const char *const headers[], const char *body, struct ts_http out[]);
+
+/* Runs a Check suite with libcurl initialised around it (the HTTP helpers
+ * need it) and returns the process exit status: 0 when every test passed. */
+struct Suite;
+int ts_run_suite(struct Suite *s);
 
 #endif

@@ -19,8 +19,8 @@ static json_object *v1;
 static void setup(void)
 {
     char err[256];
-    app_key = alipay_key_load_private(ts_vector("keys/app_private_pkcs8_oneline.txt"), err,
-                                      sizeof(err));
+    app_key =
+        alipay_key_load_private(ts_vector("keys/app_private_pkcs8_oneline.txt"), err, sizeof(err));
     app_pub = alipay_key_load_public(ts_vector("keys/app_public.pem"), err, sizeof(err));
     v1 = json_object_from_file(ts_vector("v1_card_open_rsa2.json"));
     ck_assert_ptr_nonnull(app_key);
@@ -141,9 +141,5 @@ int main(void)
     tcase_add_test(tc, test_request_matches_sdk_vector);
     tcase_add_test(tc, test_empty_tokens_left_out_and_rsa);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

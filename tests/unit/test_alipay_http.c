@@ -29,6 +29,7 @@
 #include <event2/listener.h>
 
 #include "alipay_http.h"
+#include "support.h"
 
 #define CALL_TIMEOUT_MS 10000L /* calls that should be answered */
 #define SHORT_TIMEOUT_MS 500L  /* calls meant to time out */
@@ -971,21 +972,8 @@ static Suite *alipay_http_suite(void)
 
 int main(void)
 {
-    SRunner *sr;
-    int failed;
-
     /* evhttp writes to connections the client may have closed */
     signal(SIGPIPE, SIG_IGN);
-    /* the caller's job, once per process (alipay_http.h) */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "curl_global_init failed\n");
-        return EXIT_FAILURE;
-    }
     port_seed = (unsigned)getpid() ^ (unsigned)time(NULL);
-    sr = srunner_create(alipay_http_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(alipay_http_suite());
 }

@@ -113,13 +113,13 @@ END_TEST
 /* The same signed node, with sign first: position must not matter. */
 START_TEST(test_sign_first)
 {
-    const char *signed_text =
-        json_object_get_string(json_object_object_get(cases, "signed_text"));
+    const char *signed_text = json_object_get_string(json_object_object_get(cases, "signed_text"));
     const char *sign = json_object_get_string(json_object_object_get(cases, "sign"));
     char body[4096];
-    snprintf(body, sizeof(body),
-             "{\"sign\":\"%s\",\"alipay_cert_sn\":\"x\",\"alipay_marketing_card_open_response\":%s}",
-             sign, signed_text);
+    snprintf(
+        body, sizeof(body),
+        "{\"sign\":\"%s\",\"alipay_cert_sn\":\"x\",\"alipay_marketing_card_open_response\":%s}",
+        sign, signed_text);
     struct alipay_reply r;
     judge(body, OPEN, &r);
     ck_assert_int_eq(r.outcome, ALIPAY_OK);
@@ -152,8 +152,9 @@ END_TEST
 static void check_code(const char *code, const char *sub_code, enum alipay_outcome expected)
 {
     char node[256];
-    snprintf(node, sizeof(node), "{\"code\":\"%s\",\"msg\":\"m\",\"sub_code\":\"%s\",\"sub_msg\":\"s\"}",
-             code, sub_code);
+    snprintf(node, sizeof(node),
+             "{\"code\":\"%s\",\"msg\":\"m\",\"sub_code\":\"%s\",\"sub_msg\":\"s\"}", code,
+             sub_code);
     char *body = alipay_response_build("alipay_marketing_card_open_response", node, alipay_priv,
                                        ALIPAY_SIGN_RSA2, 0);
     struct alipay_reply r;
@@ -207,7 +208,8 @@ START_TEST(test_wrong_algorithm_or_node)
     free(body);
     /* A signed code 40004 from someone else's key is not a refusal. */
     memset(&r, 0, sizeof(r));
-    const char *forged = "{\"alipay_marketing_card_open_response\":{\"code\":\"40004\"},\"sign\":\"AAAA\"}";
+    const char *forged =
+        "{\"alipay_marketing_card_open_response\":{\"code\":\"40004\"},\"sign\":\"AAAA\"}";
     judge(forged, OPEN, &r);
     ck_assert_int_eq(r.outcome, ALIPAY_BAD_SIGNATURE);
     alipay_reply_free(&r);
@@ -216,9 +218,14 @@ END_TEST
 
 START_TEST(test_unparseable_answers)
 {
-    const char *bodies[] = {"", "<html>502</html>", "[]", "{", "{\"sign\":\"x\"}",
-                            "{\"alipay_marketing_card_open_response\":\"str\",\"sign\":\"x\"}",
-                            "{\"alipay_marketing_card_open_response\":{\"code\":\"10000\"}} trailing"};
+    const char *bodies[] = {
+        "",
+        "<html>502</html>",
+        "[]",
+        "{",
+        "{\"sign\":\"x\"}",
+        "{\"alipay_marketing_card_open_response\":\"str\",\"sign\":\"x\"}",
+        "{\"alipay_marketing_card_open_response\":{\"code\":\"10000\"}} trailing"};
     for (size_t i = 0; i < sizeof(bodies) / sizeof(*bodies); i++) {
         struct alipay_reply r;
         judge(bodies[i], OPEN, &r);
@@ -231,8 +238,7 @@ END_TEST
 
 START_TEST(test_duplicate_node_refused)
 {
-    const char *signed_text =
-        json_object_get_string(json_object_object_get(cases, "signed_text"));
+    const char *signed_text = json_object_get_string(json_object_object_get(cases, "signed_text"));
     const char *sign = json_object_get_string(json_object_object_get(cases, "sign"));
     char body[4096];
     snprintf(body, sizeof(body),
@@ -294,9 +300,5 @@ int main(void)
     tcase_add_test(tc, test_find_raw);
     tcase_add_test(tc, test_node_name);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

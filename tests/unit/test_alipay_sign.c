@@ -229,8 +229,8 @@ END_TEST
 START_TEST(test_own_public_key_detected)
 {
     char err[256];
-    EVP_PKEY *priv = alipay_key_load_private(ts_vector("keys/app_private_pkcs8_oneline.txt"), err,
-                                             sizeof(err));
+    EVP_PKEY *priv =
+        alipay_key_load_private(ts_vector("keys/app_private_pkcs8_oneline.txt"), err, sizeof(err));
     EVP_PKEY *own = alipay_key_load_public(ts_vector("keys/app_public.pem"), err, sizeof(err));
     EVP_PKEY *alipay =
         alipay_key_load_public(ts_vector("keys/alipay_public_sim.pem"), err, sizeof(err));
@@ -261,9 +261,5 @@ int main(void)
     tcase_add_test(keys, test_key_errors_name_the_file);
     tcase_add_test(keys, test_own_public_key_detected);
     suite_add_tcase(s, keys);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(s);
 }

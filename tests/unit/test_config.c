@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "support.h"
 
 /* SHA-256 of the literal keys, computed outside the code under test:
  *   printf %s pos-secret-key-1 | sha256sum
@@ -606,9 +607,5 @@ static Suite *config_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(config_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(config_suite());
 }

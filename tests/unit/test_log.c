@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "log.h"
+#include "support.h"
 
 /* A log writing into memory. */
 struct capture {
@@ -329,9 +330,5 @@ static Suite *log_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(log_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(log_suite());
 }

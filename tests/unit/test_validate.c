@@ -10,6 +10,7 @@
 #include <json-c/json.h>
 
 #include "validate.h"
+#include "support.h"
 
 /* The api.md example request, with real values where it shows "…". */
 static const char *const EXAMPLE =
@@ -1100,11 +1101,5 @@ static Suite *validate_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(validate_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ts_run_suite(validate_suite());
 }
