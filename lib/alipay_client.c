@@ -14,10 +14,12 @@ struct alipay_client {
     enum alipay_sign_type sign_type;
     long timeout_ms;
     struct alipay_http *http;
+    struct call *calls; /* in flight: freed by alipay_client_free if never answered */
 };
 
 /* One call in flight: what the answer is judged against. */
 struct call {
+    struct call *prev, *next;
     struct alipay_client *client;
     char method[128];
     alipay_client_cb cb;
@@ -41,10 +43,26 @@ struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
     return c;
 }
 
+static void call_unlink(struct call *call)
+{
+    struct alipay_client *c = call->client;
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        c->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+}
+
 void alipay_client_free(struct alipay_client *c)
 {
     if (!c)
         return;
+    while (c->calls) {
+        struct call *call = c->calls;
+        call_unlink(call);
+        free(call);
+    }
     free(c->gateway_url);
     free(c->app_id);
     free(c);
@@ -176,6 +194,7 @@ static void on_http_done(const struct alipay_http_response *res, void *arg)
                  res->error);
         break;
     }
+    call_unlink(call);
     call->cb(&reply, call->arg);
     alipay_reply_free(&reply);
     free(call);
@@ -204,7 +223,13 @@ int alipay_client_call(struct alipay_client *c, const char *method, const char *
     int rc = alipay_http_post(c->http, req.url, req.body, strlen(req.body), c->timeout_ms,
                               on_http_done, call, err, errlen);
     alipay_request_free(&req);
-    if (rc < 0)
+    if (rc < 0) {
         free(call);
-    return rc;
+        return rc;
+    }
+    call->next = c->calls;
+    if (c->calls)
+        c->calls->prev = call;
+    c->calls = call;
+    return 0;
 }

@@ -25,9 +25,11 @@ struct alipay_client_config {
 
 struct alipay_client;
 
-/* http is borrowed and must outlive the client. Returns NULL with err. */
+/* http is borrowed; free it before the client (alipay_client_free). NULL with err. */
 struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
                                         struct alipay_http *http, char *err, size_t errlen);
+/* Frees the client and the state of calls never answered: free the
+ * alipay_http first (it drops those calls without their callbacks). */
 void alipay_client_free(struct alipay_client *c);
 
 /* A request ready for the wire; both strings malloc'd, freed together. */

@@ -391,7 +391,7 @@ static int config_defaults(struct config *c, char *err, size_t errlen)
     c->alipay_timeout_ms = 15000;
     c->log_level = LOG_INFO;
     c->log_json = 1;
-    c->drain_timeout_ms = 10000;
+    c->drain_timeout_ms = 20000;
     c->lock_margin_ms = 5000;
     c->idle_timeout_s = 30;
     c->db_pool_size = 4;

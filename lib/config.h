@@ -8,7 +8,7 @@
  *   variable                          [section] key          default
  *   CARDGATE_LISTEN                   [server] listen         0.0.0.0:8080
  *   CARDGATE_WORKERS                  [server] workers        online cores (1-256)
- *   CARDGATE_DRAIN_TIMEOUT_MS         [server] drain_timeout_ms   10000
+ *   CARDGATE_DRAIN_TIMEOUT_MS         [server] drain_timeout_ms   20000
  *   CARDGATE_IDLE_TIMEOUT_S           [server] idle_timeout_s     30
  *   CARDGATE_LOCK_MARGIN_MS           [server] lock_margin_ms     5000
  *   CARDGATE_DATABASE_URL             [database] url          (none; serve needs it)

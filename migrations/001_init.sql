@@ -13,6 +13,7 @@ CREATE TABLE card_requests (
     attempts           integer     NOT NULL DEFAULT 1,
     lock_token         text,                   -- who holds the request while pending
     locked_at          timestamptz,
+    lock_expires_at    timestamptz,            -- the holder's gateway timeout + margin
     last_outcome       text,                   -- outcome class of the last gateway call
     alipay_code        text,
     alipay_sub_code    text,
@@ -85,6 +86,9 @@ CREATE VIEW card_requests_by_state AS
 -- 'replay' (a final outcome is stored: http_status/response_body),
 -- 'mismatch' (the serial number was used for another request),
 -- 'in_progress' (another holder's lock is fresh).
+-- The lock's life is the holder's own (p_stale_ms: its gateway timeout plus a
+-- margin), stored with it: a claimer with a shorter timeout cannot take over
+-- a lock whose holder may still be waiting on the gateway.
 -- Each statement of a plpgsql function sees rows committed before it ran,
 -- so a racing insert is seen by the UPDATE/SELECT that follow.
 CREATE FUNCTION card_request_claim(p_app_id text, p_serial text, p_hash text, p_caller text,
@@ -96,8 +100,9 @@ DECLARE
 BEGIN
     FOR i IN 1..3 LOOP
         INSERT INTO card_requests AS c (app_id, out_serial_no, state, request_hash, caller,
-                                        lock_token, locked_at)
-        VALUES (p_app_id, p_serial, 'pending', p_hash, p_caller, p_token, now())
+                                        lock_token, locked_at, lock_expires_at)
+        VALUES (p_app_id, p_serial, 'pending', p_hash, p_caller, p_token, now(),
+                now() + make_interval(secs => p_stale_ms / 1000.0))
         ON CONFLICT (app_id, out_serial_no) DO NOTHING;
         IF FOUND THEN
             RETURN QUERY SELECT 'claimed'::text, NULL::integer, NULL::text, 1;
@@ -106,11 +111,10 @@ BEGIN
 
         UPDATE card_requests c
            SET state = 'pending', lock_token = p_token, locked_at = now(),
+               lock_expires_at = now() + make_interval(secs => p_stale_ms / 1000.0),
                attempts = c.attempts + 1, caller = p_caller, updated_at = now()
          WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial AND c.request_hash = p_hash
-           AND (c.state = 'failed'
-                OR (c.state = 'pending'
-                    AND c.locked_at < now() - make_interval(secs => p_stale_ms / 1000.0)))
+           AND (c.state = 'failed' OR (c.state = 'pending' AND c.lock_expires_at < now()))
         RETURNING c.* INTO r;
         IF FOUND THEN
             RETURN QUERY SELECT 'claimed'::text, NULL::integer, NULL::text, r.attempts;
@@ -142,10 +146,13 @@ $$;
 
 -- Records the outcome of a claimed call. p_state: 'succeeded' and 'rejected'
 -- are final and keep the answer for replay; 'failed' releases the lock so a
--- retry calls the gateway again with the same out_serial_no. An opened card
--- is recorded even when the lock was taken over meanwhile: Alipay dedups on
--- out_serial_no, so it is the same card, and it must never be lost.
--- Returns false when the lock had been taken over.
+-- retry calls the gateway again with the same out_serial_no.
+-- A success is recorded whoever holds the lock now: Alipay dedups on
+-- out_serial_no, so a late success of a holder that was taken over is the
+-- same card, and the ledger must not later say 'failed' or 'rejected' for a
+-- serial number whose card exists. Other outcomes count only while the lock
+-- is still ours and no card is recorded for the serial number.
+-- Returns false when the outcome was not taken into the ledger.
 CREATE FUNCTION card_request_complete(p_app_id text, p_serial text, p_token text, p_state text,
                                       p_outcome text, p_code text, p_sub_code text,
                                       p_http_status integer, p_body text, p_latency_ms integer,
@@ -162,10 +169,14 @@ BEGIN
            http_status = CASE WHEN p_state = 'failed' THEN NULL ELSE p_http_status END,
            response_body = CASE WHEN p_state = 'failed' THEN NULL ELSE p_body END,
            biz_card_no = coalesce(p_biz_card_no, c.biz_card_no),
-           lock_token = NULL, locked_at = NULL, updated_at = now(),
+           lock_token = NULL, locked_at = NULL, lock_expires_at = NULL, updated_at = now(),
            completed_at = CASE WHEN p_state = 'failed' THEN NULL ELSE now() END
-     WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial AND c.lock_token = p_token
-       AND c.state = 'pending';
+     WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial
+       AND CASE WHEN p_state = 'succeeded' THEN c.state <> 'succeeded'
+                ELSE c.lock_token = p_token AND c.state = 'pending'
+                     AND NOT EXISTS (SELECT 1 FROM cards k
+                                      WHERE k.app_id = p_app_id AND k.out_serial_no = p_serial)
+           END;
     held := FOUND;
 
     IF p_state = 'succeeded' AND p_biz_card_no IS NOT NULL THEN

@@ -14,6 +14,7 @@
 #include "alipay_card.h"
 #include "alipay_client.h"
 #include "log.h"
+#include "recorder.h"
 #include "routes.h"
 #include "store.h"
 
@@ -98,7 +99,8 @@ static void add_str(json_object *o, const char *key, const char *v)
 static char *gateway_error(const struct alipay_reply *rep, int is_query, int *status)
 {
     const char *code, *msg;
-    const struct alipay_reply *a = rep;
+    /* Alipay's codes go to the caller only where the signature held. */
+    const struct alipay_reply *a = rep->verified ? rep : NULL;
     switch (rep->outcome) {
     case ALIPAY_REJECTED:
         if (is_query && alipay_card_not_found(rep)) {
@@ -150,20 +152,22 @@ static void log_gateway(struct request *r, const char *method, const struct alip
 static void open_recorded(int ok, int held, const char *error, void *arg)
 {
     struct request *r = arg;
-    if (!ok && r->status == 201) {
-        /* The card is open at Alipay but not in our ledger. The intent row
-         * stays pending: a retry takes it over once the lock is stale and
-         * Alipay, which dedups on out_serial_no, returns the same card. */
-        log_write(&r->w->srv->log, LOG_ERROR, "card opened but not recorded", "request_id", r->id,
-                  "out_serial_no", r->open.out_serial_no, "error", error, NULL);
-        return database_unavailable(r, error);
-    }
-    if (!ok)
+    struct record *rec = r->record;
+    r->record = NULL;
+    if (ok) {
+        recorder_drop(rec);
+        if (!held)
+            log_write(&r->w->srv->log, LOG_WARN, "outcome not taken: the request was taken over",
+                      "request_id", r->id, "out_serial_no", r->open.out_serial_no, NULL);
+    } else if (rec) {
+        /* A card Alipay opened, or its final refusal, must reach the
+         * ledger: the caller hears the truth now and the write goes on. */
+        recorder_start(rec);
+    } else {
+        /* A non-final outcome: the lock runs out and a retry goes on. */
         log_write(&r->w->srv->log, LOG_WARN, "outcome not recorded", "request_id", r->id, "error",
                   error, NULL);
-    if (ok && !held)
-        log_write(&r->w->srv->log, LOG_WARN, "request lock was taken over meanwhile", "request_id",
-                  r->id, "out_serial_no", r->open.out_serial_no, NULL);
+    }
     reply_send(r, r->status, JSON_TYPE, r->answer);
 }
 
@@ -233,6 +237,8 @@ static void open_answered(struct alipay_reply *rep, void *arg)
         .user_id = r->open.user_id,
         .template_id = r->open.card_template_id,
     };
+    if (strcmp(state, "failed") != 0)
+        r->record = recorder_keep(r->w, &c, r->id);
     if (store_complete(r->w->pg, &c, open_recorded, r) < 0)
         open_recorded(0, 0, "database queue full", r);
 }

@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 
 #include "log.h"
+#include "recorder.h"
 
 static void live_add(struct worker *w, struct request *r)
 {
@@ -38,6 +39,7 @@ static void request_free(struct request *r)
     free(r->target);
     free(r->user_id);
     free(r->answer);
+    recorder_lost(r->record); /* only set when shutting down mid-write */
     free(r);
 }
 

@@ -33,7 +33,8 @@ struct request {
     char hash[65];
     char *target; /* card number or dynamic code being queried */
     char *user_id;
-    int status; /* an answer waiting for the ledger */
+    int status;            /* an answer waiting for the ledger */
+    struct record *record; /* a final outcome kept until the ledger has it */
     char *answer;
 };
 

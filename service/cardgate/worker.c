@@ -17,6 +17,7 @@
 #include "alipay_client.h"
 #include "alipay_http.h"
 #include "pg.h"
+#include "recorder.h"
 #include "routes.h"
 #include "store.h"
 
@@ -64,7 +65,7 @@ static int listen_socket(const struct config *cfg, char *err, size_t errlen)
 static void drain_check(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    if (w->in_flight == 0 || server_now_ms() >= w->drain_deadline_ms)
+    if ((w->in_flight == 0 && !w->records) || server_now_ms() >= w->drain_deadline_ms)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -127,6 +128,7 @@ static void worker_free(struct worker *w)
     alipay_http_free(w->ahttp);
     alipay_client_free(w->alipay);
     routes_abandon(w);
+    recorder_abandon(w);
     if (w->drain_tick)
         event_free(w->drain_tick);
     if (w->drain_ev)

@@ -312,6 +312,61 @@ START_TEST(test_database_down_and_back)
 }
 END_TEST
 
+/* The database goes away while the gateway holds the call: the caller still
+ * gets the card Alipay opened (201), and once the database is back the card
+ * and the succeeded ledger row are written without anyone retrying. */
+START_TEST(test_opened_card_recorded_after_database_returns)
+{
+    struct ts_pg pg = {0};
+    struct ts_sim sim;
+    struct ts_cardgate cg;
+    ck_assert_int_eq(ts_pg_private_start(&pg), 0);
+    char db[512];
+    snprintf(db, sizeof(db), "%s", pg.conninfo);
+    ck_assert_int_eq(ts_cardgate_migrate(db), 0);
+    ck_assert_int_eq(ts_sim_start(&sim, NULL), 0);
+    const char *env[] = {"CARDGATE_ALIPAY_TIMEOUT_MS=20000", NULL};
+    ck_assert_int_eq(ts_cardgate_start(&cg, db, &sim, env), 0);
+    fault(&sim, "delay", "late-db", 2000);
+    struct bg_post bg = {&cg, "late-db", {0}};
+    pthread_t th;
+    pthread_create(&th, NULL, post_in_background, &bg);
+    ck_assert_int_eq(wait_for_calls(&sim, "late-db", 1, 15000), 0);
+    ck_assert_int_eq(ts_pg_private_stop(&pg), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(bg.r.status, 201);
+    char *card = biz_card_no_of(&bg.r);
+    ck_assert_ptr_nonnull(card);
+    ts_http_free(&bg.r);
+
+    ck_assert_int_eq(ts_pg_private_restart(&pg), 0);
+    long n = 0;
+    for (int i = 0; i < 200 && n != 1; i++) {
+        n = sql_long(db, "SELECT count(*) FROM cards WHERE out_serial_no = '%s'", "late-db");
+        if (n != 1)
+            usleep(100000);
+    }
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(sql_long(db,
+                              "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s' AND "
+                              "state = 'succeeded'",
+                              "late-db"),
+                     1);
+    struct ts_http r;
+    post_open(&cg, "late-db", &r);
+    ck_assert_int_eq(r.status, 201);
+    char *again = biz_card_no_of(&r);
+    ck_assert_str_eq(again, card);
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_sim_calls(&sim, "late-db"), 1);
+    free(again);
+    free(card);
+    ck_assert_int_eq(ts_cardgate_stop(&cg), 0);
+    ts_sim_stop(&sim);
+    ts_pg_private_destroy(&pg);
+}
+END_TEST
+
 /* Two cardgate processes on one database race the same out_serial_no:
  * one gateway call. */
 START_TEST(test_two_instances_one_gateway_call)
@@ -404,6 +459,7 @@ int main(void)
     tcase_add_test(tc, test_concurrent_duplicates_one_gateway_call);
     tcase_add_test(tc, test_killed_holder_taken_over);
     tcase_add_test(tc, test_database_down_and_back);
+    tcase_add_test(tc, test_opened_card_recorded_after_database_returns);
     tcase_add_test(tc, test_two_instances_one_gateway_call);
     tcase_add_test(tc, test_sigterm_drains_in_flight);
     suite_add_tcase(s, tc);

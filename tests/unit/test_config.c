@@ -112,7 +112,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(c.alipay_timeout_ms, 15000);
     ck_assert_int_eq(c.log_level, LOG_INFO);
     ck_assert_int_eq(c.log_json, 1);
-    ck_assert_int_eq(c.drain_timeout_ms, 10000);
+    ck_assert_int_eq(c.drain_timeout_ms, 20000);
     ck_assert_int_eq(c.db_pool_size, 4);
     ck_assert_int_eq(c.lock_margin_ms, 5000);
     ck_assert_int_eq(c.idle_timeout_s, 30);
