@@ -124,6 +124,17 @@ static int set_path(struct config *c, const struct setting *s, const char *v, in
     return replace_string(c, s, v, err, errlen);
 }
 
+/* A secret is never quoted back; it only has to be long enough. */
+static int set_secret(struct config *c, const struct setting *s, const char *v, int cont, char *err,
+                      size_t errlen)
+{
+    if (strlen(v) < 16) {
+        snprintf(err, errlen, "%s: must be at least 16 characters", s->env);
+        return -1;
+    }
+    return replace_string(c, s, v, err, errlen);
+}
+
 /* libpq's own parser, so a typo shows at start rather than at the first
  * connect. Its message is not copied: it can quote parts of a password. */
 static int set_database_url(struct config *c, const struct setting *s, const char *v, int cont,
@@ -364,6 +375,8 @@ static const struct setting settings[] = {
     {"CARDGATE_DATABASE_URL", "database", "url", set_database_url, FIELD(database_url), 0, 0},
     {"CARDGATE_DB_POOL_SIZE", "database", "pool_size", set_int, FIELD(db_pool_size), 1, 100},
     {"CARDGATE_API_KEYS", "auth", "api_keys", set_api_keys, 0, 0, 0},
+    {"CARDGATE_REQUEST_HASH_SECRET", "auth", "request_hash_secret", set_secret,
+     FIELD(request_hash_secret), 0, 0},
     {"CARDGATE_ALIPAY_GATEWAY", "alipay", "gateway", set_gateway, FIELD(alipay_gateway), 0, 0},
     {"CARDGATE_ALIPAY_APP_ID", "alipay", "app_id", set_app_id, FIELD(alipay_app_id), 0, 0},
     {"CARDGATE_ALIPAY_PRIVATE_KEY_FILE", "alipay", "private_key_file", set_path,
@@ -621,6 +634,7 @@ void config_free(struct config *c)
     free(c->alipay_private_key_file);
     free(c->alipay_public_key_file);
     free(c->alipay_ca_file);
+    free(c->request_hash_secret);
     if (c->api_keys)
         OPENSSL_cleanse(c->api_keys, c->n_api_keys * sizeof *c->api_keys);
     free(c->api_keys);

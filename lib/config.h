@@ -14,6 +14,7 @@
  *   CARDGATE_DATABASE_URL             [database] url          (none; serve needs it)
  *   CARDGATE_DB_POOL_SIZE             [database] pool_size    4 (per worker)
  *   CARDGATE_API_KEYS                 [auth] api_keys         (none: every /v1 call is 401)
+ *   CARDGATE_REQUEST_HASH_SECRET      [auth] request_hash_secret  (derived from the app key)
  *   CARDGATE_ALIPAY_GATEWAY           [alipay] gateway        https://openapi.alipay.com/gateway.do
  *   CARDGATE_ALIPAY_APP_ID            [alipay] app_id         (none; serve needs it)
  *   CARDGATE_ALIPAY_PRIVATE_KEY_FILE  [alipay] private_key_file  (none; serve needs it)
@@ -59,7 +60,8 @@ struct config {
     size_t n_api_keys;
     char *alipay_gateway;
     char *alipay_app_id, *alipay_private_key_file, *alipay_public_key_file;
-    char *alipay_ca_file; /* NULL: the system bundle */
+    char *alipay_ca_file;      /* NULL: the system bundle */
+    char *request_hash_secret; /* NULL: derived from the app's private key */
     enum alipay_sign_type alipay_sign_type;
     long alipay_timeout_ms;
     enum log_level log_level;

@@ -15,6 +15,8 @@
  * "fail at once" without calling back from inside itself. */
 #include "pg.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +71,7 @@ struct pg_pool {
     struct event_base *base;
     const struct log *lg;
     char *conninfo;
+    char *hostaddr;             /* the host resolved once at creation, or NULL */
     struct pg_statement *stmts; /* deep copies */
     size_t n_stmts;
     long retry_ms, max_retry_ms, connect_timeout_ms, query_timeout_ms;
@@ -89,6 +92,7 @@ static void conn_start(struct pg_conn *c);
 static void conn_broken(struct pg_conn *c, const char *why);
 static int pool_hopeful(const struct pg_pool *p);
 static void pool_dispatch(struct pg_pool *p);
+static char *pool_resolve_host(const char *conninfo);
 
 /* Copies src into dst as one line: newlines and tabs become spaces, runs of
  * spaces collapse, leading/trailing spaces go. */
@@ -369,7 +373,11 @@ static void conn_start(struct pg_conn *c)
 {
     struct pg_pool *p = c->pool;
     conn_set_state(c, PG_CONNECTING);
-    c->conn = PQconnectStart(p->conninfo);
+    /* With hostaddr given, libpq does no name lookup: a DNS lookup would
+     * block the loop on every (re)connect. */
+    const char *kw[] = {"dbname", "hostaddr", NULL};
+    const char *vals[] = {p->conninfo, p->hostaddr, NULL};
+    c->conn = p->hostaddr ? PQconnectStartParams(kw, vals, 1) : PQconnectStart(p->conninfo);
     if (!c->conn) {
         conn_broken(c, "out of memory");
         return;
@@ -645,6 +653,7 @@ static int pool_copy_options(struct pg_pool *p, const struct pg_pool_options *o,
         o->query_timeout_ms > 0 ? o->query_timeout_ms : PG_DEFAULT_QUERY_TIMEOUT_MS;
     p->max_queue = o->max_queue > 0 ? o->max_queue : PG_DEFAULT_MAX_QUEUE;
     p->conninfo = strdup(o->conninfo);
+    p->hostaddr = pool_resolve_host(o->conninfo);
     p->n_stmts = o->n_statements;
     p->stmts = calloc(p->n_stmts ? p->n_stmts : 1, sizeof *p->stmts);
     if (!p->conninfo || !p->stmts) {
@@ -683,6 +692,38 @@ static int pool_check_conninfo(const char *conninfo, char *err, size_t errlen)
     }
     PQconninfoFree(opts);
     return 0;
+}
+
+/* Resolves a single host name of the connection string once, here at
+ * creation (main's thread, before the loops run), so that reconnects never
+ * look names up. Addresses, socket paths, host lists and an explicit
+ * hostaddr are left to libpq. A name that does not resolve now is left to
+ * libpq too (it then resolves it on each connect). */
+static char *pool_resolve_host(const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    const char *host = NULL, *hostaddr = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    char *out = NULL;
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (host && *host && host[0] != '/' && !strchr(host, ',') && !(hostaddr && *hostaddr) &&
+        inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1) {
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        struct addrinfo *ai = NULL;
+        char ip[INET6_ADDRSTRLEN];
+        if (getaddrinfo(host, NULL, &hints, &ai) == 0 &&
+            getnameinfo(ai->ai_addr, ai->ai_addrlen, ip, sizeof ip, NULL, 0, NI_NUMERICHOST) == 0)
+            out = strdup(ip);
+        if (ai)
+            freeaddrinfo(ai);
+    }
+    PQconninfoFree(opts);
+    return out;
 }
 
 struct pg_pool *pg_pool_new(struct event_base *base, const struct pg_pool_options *o,
@@ -814,6 +855,7 @@ static void pool_destroy(struct pg_pool *p)
     free(p->stmts);
     free(p->conns);
     free(p->conninfo);
+    free(p->hostaddr);
     free(p);
 }
 

@@ -55,21 +55,24 @@ static int cmd_migrate(const struct config *cfg)
     return 0;
 }
 
-/* A secret for the request hashes that needs no extra setting: derived from
- * the app's private key, which every instance of one app shares. */
+/* The key of the request hashes: CARDGATE_REQUEST_HASH_SECRET when set,
+ * else derived from the app's private key, which every instance of one app
+ * shares (but which changes when the key is rotated: see the README). */
 static int derive_hash_key(struct server *srv)
 {
+    const char *secret = srv->cfg.request_hash_secret;
     unsigned char *der = NULL;
-    int len = i2d_PrivateKey(srv->app_key, &der);
+    int len = secret ? (int)strlen(secret) : i2d_PrivateKey(srv->app_key, &der);
     if (len <= 0)
         return -1;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
              EVP_DigestUpdate(ctx, "cardgate request hash v1", 24) &&
-             EVP_DigestUpdate(ctx, der, (size_t)len) &&
+             EVP_DigestUpdate(ctx, secret ? (const unsigned char *)secret : der, (size_t)len) &&
              EVP_DigestFinal_ex(ctx, srv->hash_key, NULL);
     EVP_MD_CTX_free(ctx);
-    OPENSSL_clear_free(der, (size_t)len);
+    if (der)
+        OPENSSL_clear_free(der, (size_t)len);
     return ok ? 0 : -1;
 }
 

@@ -414,6 +414,40 @@ START_TEST(test_two_instances_one_gateway_call)
 }
 END_TEST
 
+/* CARDGATE_REQUEST_HASH_SECRET keys "the same request": an instance with
+ * the same secret replays, one with another secret cannot match it. */
+START_TEST(test_request_hash_secret)
+{
+    struct ts_sim sim;
+    struct ts_cardgate cg;
+    char *db = fresh_db();
+    ck_assert_int_eq(ts_sim_start(&sim, NULL), 0);
+    const char *first[] = {"CARDGATE_REQUEST_HASH_SECRET=first-secret-0123456789", NULL};
+    const char *other[] = {"CARDGATE_REQUEST_HASH_SECRET=other-secret-0123456789", NULL};
+    struct ts_http r;
+    ck_assert_int_eq(ts_cardgate_start(&cg, db, &sim, first), 0);
+    post_open(&cg, "secret-1", &r);
+    ck_assert_int_eq(r.status, 201);
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_cardgate_stop(&cg), 0);
+
+    ck_assert_int_eq(ts_cardgate_start(&cg, db, &sim, other), 0);
+    post_open(&cg, "secret-1", &r);
+    ck_assert_int_eq(r.status, 422);
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_cardgate_stop(&cg), 0);
+
+    ck_assert_int_eq(ts_cardgate_start(&cg, db, &sim, first), 0);
+    post_open(&cg, "secret-1", &r);
+    ck_assert_int_eq(r.status, 201);
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_sim_calls(&sim, "secret-1"), 1);
+    ck_assert_int_eq(ts_cardgate_stop(&cg), 0);
+    ts_sim_stop(&sim);
+    free(db);
+}
+END_TEST
+
 /* SIGTERM while a call is in flight: the call completes, then exit 0. */
 START_TEST(test_sigterm_drains_in_flight)
 {
@@ -462,6 +496,7 @@ int main(void)
     tcase_add_test(tc, test_opened_card_recorded_after_database_returns);
     tcase_add_test(tc, test_two_instances_one_gateway_call);
     tcase_add_test(tc, test_sigterm_drains_in_flight);
+    tcase_add_test(tc, test_request_hash_secret);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }
