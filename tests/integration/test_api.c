@@ -44,20 +44,9 @@
 /* No field expected in the error (the error is not about one). */
 #define NO_FIELD ""
 
-static char *db;
-static struct ts_sim sim;
-static struct ts_cardgate cg;
+static struct ts_stack st; /* the database, the simulator and cardgate */
 
 /* ------------------------------------------------------------- fixtures */
-
-static void env_down(void)
-{
-    if (cg.pid > 0)
-        ts_cardgate_stop(&cg);
-    ts_sim_stop(&sim);
-    free(db);
-    db = NULL;
-}
 
 /* The fixture's teardown. Check gives up on the whole run when an unchecked
  * teardown fails, so a bad exit is reported here on stderr only; a crash
@@ -65,80 +54,18 @@ static void env_down(void)
  * every case. */
 static void env_teardown(void)
 {
-    char log[sizeof(cg.log)];
-    snprintf(log, sizeof(log), "%s", cg.log);
-    int status = cg.pid > 0 ? ts_cardgate_stop(&cg) : -1;
-    env_down();
+    char log[sizeof(st.cg.log)];
+    snprintf(log, sizeof(log), "%s", st.cg.log);
+    int status = ts_stack_down(&st);
     if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         fprintf(stderr, "cardgate did not exit 0 on SIGTERM; see %s\n", log);
 }
 
-/* Is the child pid still running 200 ms after it began to accept? (A
- * child that lost its port to a concurrent test exits at once, while
- * ts_wait_port saw the other process accept.) Reaps it when it is not. */
-static int still_running(pid_t pid)
-{
-    int st;
-    usleep(200 * 1000);
-    return pid > 0 && waitpid(pid, &st, WNOHANG) == 0;
-}
-
-/* Starts the simulator and cardgate, retrying when a port was lost to a
- * concurrent test; cardgate is the one answering with an X-Request-Id. */
-static int start_processes(void)
-{
-    for (int attempt = 0; attempt < 5; attempt++) {
-        if (ts_sim_start(&sim, NULL) != 0)
-            return -1;
-        if (!still_running(sim.pid)) {
-            sim.pid = 0;
-            continue;
-        }
-        if (ts_cardgate_start(&cg, db, &sim, NULL) != 0) {
-            ts_sim_stop(&sim);
-            return -1;
-        }
-        struct ts_http h;
-        char url[128];
-        snprintf(url, sizeof(url), "%s/healthz", cg.url);
-        int ok = ts_http_call("GET", url, NULL, NULL, &h) == 0 && h.status == 200;
-        char *rid = ok ? ts_http_header(&h, "X-Request-Id") : NULL;
-        ts_http_free(&h);
-        int alive = still_running(cg.pid);
-        ok = rid != NULL && alive;
-        free(rid);
-        if (ok)
-            return 0;
-        fprintf(stderr, "cardgate on port %d is not ours (see %s); starting again\n", cg.port,
-                cg.log);
-        if (alive)
-            ts_cardgate_stop(&cg);
-        cg.pid = 0;
-        ts_sim_stop(&sim);
-    }
-    return -1;
-}
-
-/* Runs unchecked, in the runner process: whatever it started is stopped
- * before an assertion fails (the teardown does not run then). */
+/* Runs unchecked, in the runner process. */
 static void env_up(void)
 {
-    const char *admin = getenv("CARDGATE_TEST_PG");
-    ck_assert_msg(admin && *admin,
-                  "CARDGATE_TEST_PG is not set: it must hold the admin conninfo of a throwaway "
-                  "PostgreSQL cluster (tests/run.sh sets it)");
-    db = ts_pg_create_db();
-    ck_assert_msg(db != NULL, "cannot create a database in $CARDGATE_TEST_PG");
-    int rc = ts_cardgate_migrate(db);
-    if (rc != 0)
-        env_down();
-    ck_assert_msg(rc == 0, "cardgate migrate exited %d", rc);
-    if (start_processes() != 0) {
-        char log[sizeof(cg.log)];
-        snprintf(log, sizeof(log), "%s", cg.log);
-        env_down();
-        ck_abort_msg("alipay-sim or cardgate did not start; see %s", log);
-    }
+    char err[512];
+    ck_assert_msg(ts_stack_up(&st, NULL, NULL, err, sizeof(err)) == 0, "%s", err);
 }
 
 /* ------------------------------------------------------------ JSON help */
@@ -237,7 +164,7 @@ static void call(struct resp *r, const char *method, const char *path, const cha
 {
     char url[1024];
     memset(r, 0, sizeof(*r));
-    snprintf(url, sizeof(url), "%s%s", cg.url, path);
+    snprintf(url, sizeof(url), "%s%s", st.cg.url, path);
     ck_assert_msg(ts_http_call(method, url, hdrs, body, &r->h) == 0,
                   "%s %s: no HTTP answer from cardgate", method, path);
     char *rid = ts_http_header(&r->h, "X-Request-Id");
@@ -378,7 +305,7 @@ static void set_str(json_object *o, const char *path, const char *key, const cha
 
 static long sim_calls(const char *serial)
 {
-    long n = ts_sim_calls(&sim, serial);
+    long n = ts_sim_calls(&st.sim, serial);
     ck_assert_msg(n >= 0, "cannot read the simulator's counters");
     return n;
 }
@@ -389,7 +316,7 @@ static void sim_fault(const char *mode, const char *method, const char *target, 
     snprintf(json, sizeof(json),
              "{\"mode\":\"%s\",\"method\":\"%s\",\"out_serial_no\":\"%s\",\"delay_ms\":%ld}", mode,
              method, target, delay_ms);
-    ck_assert_msg(ts_sim_fault(&sim, json) == 0, "the simulator refused fault %s", json);
+    ck_assert_msg(ts_sim_fault(&st.sim, json) == 0, "the simulator refused fault %s", json);
 }
 
 /* The simulator's record of a card: {"biz_card_no","qr_code","bar_code",
@@ -398,7 +325,7 @@ static json_object *sim_card(const char *biz_card_no)
 {
     char url[256];
     struct ts_http h;
-    snprintf(url, sizeof(url), "%s/cards/%s", sim.control, biz_card_no);
+    snprintf(url, sizeof(url), "%s/cards/%s", st.sim.control, biz_card_no);
     ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &h), 0);
     ck_assert_msg(h.status == 200, "the simulator has no card %s", biz_card_no);
     json_object *o = json_tokener_parse(h.body);
@@ -416,7 +343,7 @@ static long sql(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(q, sizeof(q), fmt, ap);
     va_end(ap);
-    return ts_pg_long(db, q);
+    return ts_pg_long(st.db, q);
 }
 
 /* How many tables of the public schema hold needle anywhere in a row. */
@@ -528,12 +455,12 @@ START_TEST(test_open_created)
                          "%%' OR c::text LIKE '%%" MEMBER_NAME "%%'"),
                      0);
     size_t len = 0;
-    char *log = ts_read_file(cg.log, &len);
-    ck_assert_msg(log && len > 0, "cannot read cardgate's log %s", cg.log);
-    ck_assert_msg(!strstr(log, MEMBER_NAME), "member.name in %s", cg.log);
-    ck_assert_msg(!strstr(log, MEMBER_CELL), "member.cell in %s", cg.log);
-    ck_assert_msg(!strstr(log, MEMBER_BIRTH), "member.birth in %s", cg.log);
-    ck_assert_msg(!strstr(log, AUTH_TOKEN), "auth_token unmasked in %s", cg.log);
+    char *log = ts_read_file(st.cg.log, &len);
+    ck_assert_msg(log && len > 0, "cannot read cardgate's log %s", st.cg.log);
+    ck_assert_msg(!strstr(log, MEMBER_NAME), "member.name in %s", st.cg.log);
+    ck_assert_msg(!strstr(log, MEMBER_CELL), "member.cell in %s", st.cg.log);
+    ck_assert_msg(!strstr(log, MEMBER_BIRTH), "member.birth in %s", st.cg.log);
+    ck_assert_msg(!strstr(log, AUTH_TOKEN), "auth_token unmasked in %s", st.cg.log);
     free(log);
     json_object_put(req);
     resp_free(&r);
@@ -783,7 +710,7 @@ struct outcome_case {
 
 static const struct outcome_case outcomes[] = {
     {"code_20001", 0, 422, "ALIPAY_AUTH_FAILED", "20001", "aop.invalid-auth-token"},
-    /* The sim's error_response is unsigned: api.md gives error.alipay only
+    /* The st.sim's error_response is unsigned: api.md gives error.alipay only
      * where the signature held (the codes are in the message). */
     {"error_response", 0, 502, "ALIPAY_REQUEST_REFUSED", NULL, NULL},
     {"code_20000", 0, 502, "ALIPAY_UNAVAILABLE", "20000", NULL},
@@ -803,7 +730,7 @@ START_TEST(test_open_gateway_failures)
     const struct outcome_case *c = &outcomes[_i];
     char serial[64];
     snprintf(serial, sizeof(serial), "gw-%s", c->mode);
-    ck_assert_int_eq(ts_sim_clear_faults(&sim), 0);
+    ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
     sim_fault(c->mode, OPEN_METHOD, serial, c->delay_ms);
 
     struct resp r;
@@ -825,7 +752,7 @@ START_TEST(test_open_gateway_failures)
                          serial),
                      0);
 
-    ck_assert_int_eq(ts_sim_clear_faults(&sim), 0);
+    ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
     json_object *o = open_req(serial);
     set_str(o, "", "auth_token", "composeBfresh00000000000000000000000000000");
     post_obj(&r, o);
@@ -846,7 +773,7 @@ END_TEST
 START_TEST(test_open_rejected_is_final)
 {
     const char *serial = "gw-template";
-    ck_assert_int_eq(ts_sim_clear_faults(&sim), 0);
+    ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
     json_object *o = open_req(serial);
     set_str(o, "", "card_template_id", UNKNOWN_TEMPLATE);
     char *text = jtext(o);
@@ -933,7 +860,7 @@ START_TEST(test_query_gateway_failures)
     char serial[64], path[256];
     snprintf(serial, sizeof(serial), "qgw-%s", c->mode);
     char *biz = open_card(serial, NULL);
-    ck_assert_int_eq(ts_sim_clear_faults(&sim), 0);
+    ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
     sim_fault(c->mode, QUERY_METHOD, biz, c->delay_ms);
     struct resp r;
     snprintf(path, sizeof(path), "/v1/cards/%s", biz);
@@ -945,7 +872,7 @@ START_TEST(test_query_gateway_failures)
         expect_no_alipay(e);
     resp_free(&r);
 
-    ck_assert_int_eq(ts_sim_clear_faults(&sim), 0);
+    ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
     get_v1(&r, path);
     expect_json(&r, 200);
     ck_assert_str_eq(jstr(r.j, "biz_card_no"), biz);
@@ -991,13 +918,13 @@ START_TEST(test_lookup)
     resp_free(&r);
 
     /* Gateway failures as the table says. */
-    ck_assert_int_eq(ts_sim_clear_faults(&sim), 0);
+    ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
     sim_fault("bad_signature", QUERY_METHOD, qr, 0);
     snprintf(path, sizeof(path), "/v1/cards/lookup?code=%s&type=D_QR_CODE", qr);
     get_v1(&r, path);
     expect_no_alipay(expect_error(&r, 502, "ALIPAY_BAD_SIGNATURE", NO_FIELD));
     resp_free(&r);
-    ck_assert_int_eq(ts_sim_clear_faults(&sim), 0);
+    ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
 
     /* Bad parameters never reach the gateway. */
     long total = sim_calls(NULL);
@@ -1180,12 +1107,12 @@ END_TEST
  * report (a crash makes the tests after it fail too; this names the cause). */
 START_TEST(test_no_sanitizer_report)
 {
-    char *text = ts_read_file(cg.log, NULL);
-    ck_assert_msg(text != NULL, "cannot read %s", cg.log);
+    char *text = ts_read_file(st.cg.log, NULL);
+    ck_assert_msg(text != NULL, "cannot read %s", st.cg.log);
     int report = strstr(text, "Sanitizer") || strstr(text, "runtime error:");
     free(text);
-    ck_assert_msg(!report, "cardgate's log has a sanitizer report; see %s", cg.log);
-    ck_assert_msg(kill(cg.pid, 0) == 0, "cardgate is gone; see %s", cg.log);
+    ck_assert_msg(!report, "cardgate's log has a sanitizer report; see %s", st.cg.log);
+    ck_assert_msg(kill(st.cg.pid, 0) == 0, "cardgate is gone; see %s", st.cg.log);
 }
 END_TEST
 

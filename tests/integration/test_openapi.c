@@ -472,9 +472,7 @@ static void vcheck(json_object *v, const char *sp, const char *where, struct ver
 
 /* ============================================= the environment and calls */
 
-static char *db;
-static struct ts_sim sim;
-static struct ts_cardgate cg;
+static struct ts_stack st; /* the database, the simulator and cardgate */
 
 /* Documented (path, method, status) triples and whether an answer was seen,
  * in memory the forked tests share with the runner. */
@@ -500,11 +498,7 @@ static int is_method(const char *k)
 
 static void env_down(void)
 {
-    if (cg.pid > 0)
-        ts_cardgate_stop(&cg);
-    ts_sim_stop(&sim);
-    free(db);
-    db = NULL;
+    ts_stack_down(&st);
 }
 
 /* Unchecked (runs once in the runner): reads the spec, lists its triples,
@@ -536,29 +530,10 @@ static void env_up(void)
     ck_assert(seen != MAP_FAILED);
     memset(seen, 0, MAX_TRIPLES * sizeof(int));
 
-    const char *admin = getenv("CARDGATE_TEST_PG");
-    ck_assert_msg(admin && *admin,
-                  "CARDGATE_TEST_PG is not set: it must hold the admin conninfo of a throwaway "
-                  "PostgreSQL cluster (tests/run.sh sets it)");
-    db = ts_pg_create_db();
-    ck_assert_msg(db != NULL, "cannot create a database in $CARDGATE_TEST_PG");
-    int rc = ts_cardgate_migrate(db);
-    if (rc != 0)
-        env_down();
-    ck_assert_msg(rc == 0, "cardgate migrate exited %d", rc);
     /* The seeds' template, and one of the longest id the contract allows. */
     const char *templates[] = {"--templates", TEMPLATE ",xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL};
-    rc = ts_sim_start(&sim, templates);
-    if (rc != 0)
-        env_down();
-    ck_assert_msg(rc == 0, "alipay-sim did not start");
-    rc = ts_cardgate_start(&cg, db, &sim, NULL);
-    if (rc != 0) {
-        char log[sizeof(cg.log)];
-        snprintf(log, sizeof(log), "%s", cg.log);
-        env_down();
-        ck_abort_msg("cardgate did not start; see %s", log);
-    }
+    char why[512];
+    ck_assert_msg(ts_stack_up(&st, templates, NULL, why, sizeof(why)) == 0, "%s", why);
 }
 
 static const char *const AUTH_JSON[] = {TS_AUTH, TS_JSON, NULL};
@@ -569,9 +544,9 @@ static void api(struct ts_http *r, const char *method, const char *target,
                 const char *const headers[], const char *body)
 {
     char url[2048];
-    snprintf(url, sizeof(url), "%s%s", cg.url, target);
+    snprintf(url, sizeof(url), "%s%s", st.cg.url, target);
     int rc = ts_http_call(method, url, headers, body, r);
-    ck_assert_msg(rc == 0, "%s %s: no HTTP answer (cardgate's log: %s)", method, target, cg.log);
+    ck_assert_msg(rc == 0, "%s %s: no HTTP answer (cardgate's log: %s)", method, target, st.cg.log);
 }
 
 struct growbuf {
@@ -598,7 +573,7 @@ static void api_head(struct ts_http *r, const char *target)
 {
     char url[512];
     struct growbuf h = {0};
-    snprintf(url, sizeof(url), "%s%s", cg.url, target);
+    snprintf(url, sizeof(url), "%s%s", st.cg.url, target);
     memset(r, 0, sizeof(*r));
     CURL *c = curl_easy_init();
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -733,11 +708,11 @@ static char *check_response(const char *what, const char *base, const struct ts_
 static void expect(const struct ts_http *r, const char *tpath, const char *method, int status,
                    const char *code)
 {
-    char what[256], base[600], st[16];
+    char what[256], base[600], status_text[16];
     snprintf(what, sizeof(what), "%s %s -> %ld", method, tpath, r->status);
     ck_assert_msg(r->status == status, "%s: expected %d: %s", what, status, r->body);
-    snprintf(st, sizeof(st), "%d", status);
-    ypath(base, sizeof(base), "paths", tpath, method, "responses", st, NULL);
+    snprintf(status_text, sizeof(status_text), "%d", status);
+    ypath(base, sizeof(base), "paths", tpath, method, "responses", status_text, NULL);
     char *got = check_response(what, base, r, strcmp(method, "head") == 0);
     ck_assert_msg((code == NULL) == (got == NULL) && (!code || strcmp(code, got) == 0),
                   "%s: expected code %s, got %s", what, code ? code : "(none)",
@@ -1211,7 +1186,7 @@ START_TEST(test_open_query_lookup_list)
 
     /* The wallet's dynamic codes, as the simulator issued them. */
     char url[256];
-    snprintf(url, sizeof(url), "%s/cards/%s", sim.control, biz);
+    snprintf(url, sizeof(url), "%s/cards/%s", st.sim.control, biz);
     ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
     ck_assert_int_eq(r.status, 200);
     o = body_json(&r);
@@ -1521,7 +1496,7 @@ static void add_fault(const char *mode, const char *method, const char *key, int
              "{\"mode\":\"%s\",\"method\":\"alipay.marketing.card.%s\",\"out_serial_no\":\"%s\","
              "\"count\":%d,\"delay_ms\":%d}",
              mode, method, key, strcmp(mode, "drop") == 0 ? 2 : 1, delay_ms);
-    ck_assert_msg(ts_sim_fault(&sim, json) == 0, "the simulator refused fault %s", json);
+    ck_assert_msg(ts_sim_fault(&st.sim, json) == 0, "the simulator refused fault %s", json);
 }
 
 START_TEST(test_gateway_outcomes)
@@ -1580,7 +1555,7 @@ static void *async_run(void *arg)
 {
     struct async_call *a = arg;
     char url[512];
-    snprintf(url, sizeof(url), "%s%s", cg.url, a->target);
+    snprintf(url, sizeof(url), "%s%s", st.cg.url, a->target);
     ts_http_call(a->method, url, a->body ? AUTH_JSON : AUTH, a->body, &a->r);
     return NULL;
 }
@@ -1603,7 +1578,7 @@ START_TEST(test_timeouts_and_in_progress)
     /* The open reached the gateway, so its claim is in the ledger. */
     long n = 0;
     for (int i = 0; i < 200 && n < 1; i++) {
-        n = ts_sim_calls(&sim, "oa-slow");
+        n = ts_sim_calls(&st.sim, "oa-slow");
         if (n < 1)
             usleep(20 * 1000);
     }
@@ -1643,7 +1618,7 @@ static int sql(const char *conninfo, const char *stmt)
 static void db_name(char *out, size_t n)
 {
     char *err = NULL;
-    PQconninfoOption *opts = PQconninfoParse(db, &err);
+    PQconninfoOption *opts = PQconninfoParse(st.db, &err);
     ck_assert_msg(opts != NULL, "cannot parse the conninfo: %s", err ? err : "");
     out[0] = '\0';
     for (PQconninfoOption *o = opts; o->keyword; o++)
@@ -1656,11 +1631,11 @@ static void db_name(char *out, size_t n)
 START_TEST(test_schema_behind)
 {
     struct ts_http get, head, after;
-    ck_assert_int_eq(sql(db, "UPDATE schema_migrations SET version = version || '.moved'"), 0);
+    ck_assert_int_eq(sql(st.db, "UPDATE schema_migrations SET version = version || '.moved'"), 0);
     api(&get, "GET", "/readyz", NULL, NULL);
     api_head(&head, "/readyz");
-    int restored = sql(db, "UPDATE schema_migrations SET version = "
-                           "left(version, length(version) - 6) WHERE version LIKE '%.moved'");
+    int restored = sql(st.db, "UPDATE schema_migrations SET version = "
+                              "left(version, length(version) - 6) WHERE version LIKE '%.moved'");
     api(&after, "GET", "/readyz", NULL, NULL);
     ck_assert_int_eq(restored, 0);
     expect(&get, "/readyz", "get", 503, "SCHEMA_BEHIND");
@@ -1696,7 +1671,7 @@ START_TEST(test_database_down)
     open_card(&open, "oa-db-1", TEMPLATE);
     api(&list, "GET", "/v1/cards?user_id=" USER, AUTH, NULL);
     api(&ready, "GET", "/readyz", NULL, NULL);
-    long calls = ts_sim_calls(&sim, "oa-db-1");
+    long calls = ts_sim_calls(&st.sim, "oa-db-1");
     snprintf(stmt, sizeof(stmt), "ALTER DATABASE %s ALLOW_CONNECTIONS true", name);
     ck_assert_int_eq(sql(admin, stmt), 0);
     ck_assert_int_eq(left, 0);

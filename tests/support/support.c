@@ -515,3 +515,42 @@ int ts_run_suite(struct Suite *s)
     curl_global_cleanup();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
+
+int ts_stack_up(struct ts_stack *st, const char *const sim_args[], const char *const env[],
+                char *err, size_t errlen)
+{
+    memset(st, 0, sizeof(*st));
+    const char *admin = getenv("CARDGATE_TEST_PG");
+    if (!admin || !*admin) {
+        snprintf(err, errlen,
+                 "CARDGATE_TEST_PG is not set: it must hold the admin conninfo of a "
+                 "throwaway PostgreSQL cluster (tests/run.sh sets it)");
+        return -1;
+    }
+    st->db = ts_pg_create_db();
+    if (!st->db) {
+        snprintf(err, errlen, "cannot create a database in $CARDGATE_TEST_PG");
+        return -1;
+    }
+    int rc = ts_cardgate_migrate(st->db);
+    if (rc != 0) {
+        snprintf(err, errlen, "cardgate migrate exited %d", rc);
+    } else if (ts_sim_start(&st->sim, sim_args) != 0) {
+        snprintf(err, errlen, "alipay-sim did not start");
+    } else if (ts_cardgate_start(&st->cg, st->db, &st->sim, env) != 0) {
+        snprintf(err, errlen, "cardgate did not start; see %s", st->cg.log);
+    } else {
+        return 0;
+    }
+    ts_stack_down(st);
+    return -1;
+}
+
+int ts_stack_down(struct ts_stack *st)
+{
+    int status = st->cg.pid > 0 ? ts_cardgate_stop(&st->cg) : -1;
+    ts_sim_stop(&st->sim);
+    free(st->db);
+    st->db = NULL;
+    return status;
+}

@@ -113,6 +113,21 @@ void ts_pg_private_destroy(struct ts_pg *pg);
 void ts_http_parallel(int n, const char *method, const char *const urls[],
                       const char *const headers[], const char *body, struct ts_http out[]);
 
+/* What most integration tests stand on: a fresh migrated database, the
+ * simulator (sim_args: extra arguments, may be NULL) and cardgate (env:
+ * extra settings, may be NULL). On failure whatever was started is stopped
+ * and -1 returned with the reason in err. */
+struct ts_stack {
+    char *db;
+    struct ts_sim sim;
+    struct ts_cardgate cg;
+};
+int ts_stack_up(struct ts_stack *st, const char *const sim_args[], const char *const env[],
+                char *err, size_t errlen);
+/* Stops cardgate (returning its exit status as waitpid gives it, -1 when it
+ * was not running) and the simulator, and frees the database name. */
+int ts_stack_down(struct ts_stack *st);
+
 /* Runs a Check suite with libcurl initialised around it (the HTTP helpers
  * need it) and returns the process exit status: 0 when every test passed. */
 struct Suite;
