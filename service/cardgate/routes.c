@@ -81,6 +81,9 @@ void reply_send(struct request *r, int status, const char *content_type, const c
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     evhttp_add_header(h, "Content-Type", content_type);
     evhttp_add_header(h, "X-Request-Id", r->id);
+    /* While draining, keep-alive clients are sent elsewhere. */
+    if (r->w->draining)
+        evhttp_add_header(h, "Connection", "close");
     struct evbuffer *buf = evbuffer_new();
     evbuffer_add(buf, body, strlen(body));
     evhttp_send_reply(r->req, status, NULL, buf);

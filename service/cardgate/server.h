@@ -43,6 +43,7 @@ struct worker {
     struct request *live;   /* those requests, to free them if the drain times out */
     struct record *records; /* final outcomes being written again (recorder.h) */
     long long drain_deadline_ms;
+    int draining; /* answers then close their connection */
 };
 
 /* Creates worker w's loop, listener and clients (in the calling thread, so a

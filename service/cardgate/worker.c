@@ -77,6 +77,7 @@ static void drain_start(evutil_socket_t fd, short what, void *arg)
         evhttp_del_accept_socket(w->http, w->bound);
         w->bound = NULL;
     }
+    w->draining = 1;
     w->drain_deadline_ms = server_now_ms() + w->srv->cfg.drain_timeout_ms;
     struct timeval tick = {0, 20 * 1000};
     w->drain_tick = event_new(w->base, -1, EV_PERSIST, drain_check, w);

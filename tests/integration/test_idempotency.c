@@ -468,6 +468,11 @@ START_TEST(test_sigterm_drains_in_flight)
     usleep(300000);
     pthread_join(th, NULL);
     ck_assert_int_eq(bg.r.status, 201);
+    /* Keep-alive callers are told to go elsewhere. */
+    char *conn = ts_http_header(&bg.r, "Connection");
+    ck_assert_ptr_nonnull(conn);
+    ck_assert_str_eq(conn, "close");
+    free(conn);
     ts_http_free(&bg.r);
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
