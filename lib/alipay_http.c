@@ -30,7 +30,9 @@ struct http_sock {
 
 /* One POST in flight; the easy handle's CURLOPT_PRIVATE. */
 struct http_call {
+    struct alipay_http *h;
     CURL *easy;
+    struct event *deadline; /* our own bound on the whole call (see http_on_deadline) */
     alipay_http_cb cb;
     void *arg;
     char *req_body; /* our copy of the request body; curl reads it in place */
@@ -197,6 +199,8 @@ static size_t http_on_body(char *data, size_t size, size_t nmemb, void *arg)
  * multi handle and from h->calls. */
 static void http_call_free(struct http_call *c)
 {
+    if (c->deadline)
+        event_free(c->deadline);
     if (c->easy)
         curl_easy_cleanup(c->easy);
     free(c->req_body);
@@ -289,6 +293,21 @@ static void http_call_finish(struct alipay_http *h, struct http_call *c, CURLcod
 }
 
 static void http_destroy(struct alipay_http *h);
+
+/* The call's own deadline passed and curl has not ended it: curl before
+ * 8.8 does not time out a transfer still waiting for a connection (all
+ * max_host_connections busy), so the whole-call timeout is enforced here. */
+static void http_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_call *c = arg;
+    struct alipay_http *h = c->h;
+    snprintf(c->errbuf, sizeof(c->errbuf), "no answer within the call's timeout");
+    h->dispatching++;
+    http_call_finish(h, c, CURLE_OPERATION_TIMEDOUT);
+    h->dispatching--;
+    if (h->free_pending && h->dispatching == 0)
+        http_destroy(h);
+}
 
 /* Runs the callbacks of every finished transfer. A callback may post (that
  * only adds a handle; curl's message queue is not disturbed) or free h, in
@@ -403,6 +422,16 @@ int alipay_http_post(struct alipay_http *h, const char *url, const char *body, s
     c->req_body[len] = '\0';
     c->cb = cb;
     c->arg = arg;
+    c->h = h;
+    /* A little later than curl's own timeout, which normally ends it. */
+    long grace_ms = timeout_ms + 200;
+    struct timeval tv = {grace_ms / 1000, (grace_ms % 1000) * 1000};
+    c->deadline = evtimer_new(h->base, http_on_deadline, c);
+    if (!c->deadline || evtimer_add(c->deadline, &tv) != 0) {
+        http_seterr(err, errlen, "alipay_http_post: cannot arm the deadline");
+        http_call_free(c);
+        return -1;
+    }
 
     c->easy = curl_easy_init();
     if (!c->easy) {

@@ -785,6 +785,28 @@ START_TEST(test_max_host_connections_option)
 }
 END_TEST
 
+/* A call queued behind a busy connection (max_host_connections reached)
+ * still ends at its own timeout: curl before 8.8 does not time out calls
+ * waiting for a connection, so the client bounds them itself. */
+START_TEST(test_queued_call_times_out)
+{
+    struct alipay_http_options opt = {.max_host_connections = 1};
+    struct fx f;
+    struct rec busy = {0}, queued = {0};
+
+    fx_start(&f, &opt);
+    fx_post(&f, "/slow", "a=1", 3, CALL_TIMEOUT_MS, &busy);
+    fx_post(&f, "/echo", "a=2", 3, SHORT_TIMEOUT_MS, &queued);
+    ck_assert_int_eq(fx_run_until(&f, &queued.done, 1, WAIT_MS), 1);
+    ck_assert_int_eq(queued.status, ALIPAY_HTTP_TIMEOUT);
+    ck_assert_int_eq(busy.done, 0);
+    ck_assert_uint_eq(alipay_http_in_flight(f.h), 1);
+    rec_free(&queued);
+    rec_free(&busy);
+    fx_stop(&f);
+}
+END_TEST
+
 /* Each link posts the next one from inside its callback. */
 static void post_next(struct rec *r)
 {
@@ -961,6 +983,7 @@ static Suite *alipay_http_suite(void)
     tcase_add_test(tc, test_keepalive_reuses_one_connection);
     tcase_add_test(tc, test_1000_concurrent);
     tcase_add_test(tc, test_max_host_connections_option);
+    tcase_add_test(tc, test_queued_call_times_out);
     tcase_add_test(tc, test_post_from_callback);
     tcase_add_test(tc, test_free_with_calls_in_flight);
     tcase_add_test(tc, test_free_before_loop_runs);
