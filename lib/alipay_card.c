@@ -1,6 +1,8 @@
 /* alipay_card: see alipay_card.h. */
 #include "alipay_card.h"
 
+#include "jsonx.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +70,7 @@ char *alipay_card_query_biz(const char *target_card_no, const char *type, const 
         json_object_object_add(u, "user_uni_id_type", json_object_new_string("UID"));
         json_object_object_add(o, "card_user_info", u);
     }
-    char *s = strdup(
-        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    char *s = jsonx_text(o);
     json_object_put(o);
     return s;
 }

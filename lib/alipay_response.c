@@ -1,6 +1,8 @@
 /* alipay_response: see alipay_response.h. */
 #include "alipay_response.h"
 
+#include "jsonx.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,21 +190,6 @@ static char *decode_json_string(const char *raw, size_t len)
     return s;
 }
 
-static json_object *parse_exact(const char *text, size_t len)
-{
-    json_tokener *tok = json_tokener_new();
-    if (!tok)
-        return NULL;
-    json_object *o = json_tokener_parse_ex(tok, text, (int)len);
-    if (o && (json_tokener_get_error(tok) != json_tokener_success ||
-              json_tokener_get_parse_end(tok) != len)) {
-        json_object_put(o);
-        o = NULL;
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
 static enum alipay_outcome outcome_of_code(const char *code)
 {
     if (!code)
@@ -244,7 +231,7 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
     out->verified = 0;
     out->node = NULL;
     out->code = out->msg = out->sub_code = out->sub_msg = NULL;
-    json_object *whole = parse_exact(body, len);
+    json_object *whole = jsonx_parse(body, len);
     if (!whole || !json_object_is_type(whole, json_type_object)) {
         json_object_put(whole);
         return bad(out, "gateway answer is not a JSON object");
@@ -259,7 +246,7 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
     }
     /* Parse the very bytes that are verified, so what is trusted is what was
      * signed even if the body repeats a key. */
-    json_object *node = parse_exact(node_raw, node_len);
+    json_object *node = jsonx_parse(node_raw, node_len);
     if (!node || !json_object_is_type(node, json_type_object)) {
         json_object_put(node);
         return bad(out, "gateway response node is not a JSON object");

@@ -1,6 +1,7 @@
 /* validate: request validation, biz_content mapping and the idempotency
  * hash. See validate.h for the rules and the decisions behind them. */
 #include "validate.h"
+#include "jsonx.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -288,6 +289,16 @@ static int is_decimal(const char *s, int allow_negative)
             return 0;
     }
     return *s == '\0';
+}
+
+int validate_datetime(const char *s, int with_time)
+{
+    return s && (with_time ? is_datetime(s) : is_date(s)) ? 0 : -1;
+}
+
+int validate_decimal(const char *s, int allow_negative)
+{
+    return s && is_decimal(s, allow_negative) ? 0 : -1;
 }
 
 int validate_user_id(const char *s)
@@ -695,11 +706,8 @@ char *validate_card_open_biz(const struct validate_card_open *req)
     if (json_object_object_get_ex(req->root, "member", &v))
         b_add(&b, biz, "member_ext_info", biz_member(&b, v));
     b_copy(&b, biz, req->root, tail, NULL, NFIELDS(tail));
-    if (!b.failed) {
-        const char *s = json_object_to_json_string_ext(biz, JSON_C_TO_STRING_PLAIN |
-                                                                JSON_C_TO_STRING_NOSLASHESCAPE);
-        out = s ? strdup(s) : NULL;
-    }
+    if (!b.failed)
+        out = jsonx_text(biz);
     json_object_put(biz);
     return out;
 }

@@ -74,6 +74,14 @@ char *validate_card_open_biz(const struct validate_card_open *req);
  * to out. Returns 0, or -1 (root NULL, key empty, OpenSSL failure). */
 int validate_request_hash(json_object *root, const unsigned char *key, size_t keylen, char out[65]);
 
+/* "yyyy-MM-dd HH:mm:ss" (with_time 1) or "yyyy-MM-dd" (0) naming a real
+ * calendar date and time. Returns 0, or -1 (also for NULL). */
+int validate_datetime(const char *s, int with_time);
+
+/* A number with at most 2 decimals ("88", "124.89"); a leading '-' only
+ * when allow_negative. No exponent, no '+'. Returns 0, or -1. */
+int validate_decimal(const char *s, int allow_negative);
+
 /* An Alipay user id: exactly 16 ASCII digits starting with 2088.
  * Returns 0 when s is one, -1 otherwise (also for NULL). */
 int validate_user_id(const char *s);

@@ -1,6 +1,8 @@
 /* control: the /_sim control interface. See control.h. */
 #include "control.h"
 
+#include "jsonx.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -60,7 +62,7 @@ static json_object *body_object(struct evhttp_request *req)
     }
     evbuffer_copyout(in, text, len);
     text[len] = '\0';
-    json_object *o = sim_json_parse(text, len);
+    json_object *o = jsonx_parse(text, len);
     free(text);
     if (!o || !json_object_is_type(o, json_type_object)) {
         json_object_put(o);

@@ -15,6 +15,8 @@
 #include <openssl/rand.h>
 
 #include "alipay_response.h"
+#include "jsonx.h"
+#include "validate.h"
 
 #define METHOD_OPEN "alipay.marketing.card.open"
 #define METHOD_QUERY "alipay.marketing.card.query"
@@ -78,14 +80,13 @@ static void random_digits(struct sim *s, char *out, size_t n)
 }
 
 /* Characters (Unicode code points) in UTF-8 text: the seeds' limits count
- * characters, and "专业" is 2 of them, not 6 bytes. */
+ * characters, and "专业" is 2 of them, not 6 bytes. Text that is not UTF-8
+ * is longer than any limit. */
 static size_t utf8_chars(const char *str)
 {
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)str; *p; p++)
-        if ((*p & 0xC0) != 0x80)
-            n++;
-    return n;
+    int ok;
+    size_t n = validate_utf8_chars(str, &ok);
+    return ok ? n : SIZE_MAX;
 }
 
 static int all_digits(const char *str, size_t n)
@@ -94,95 +95,6 @@ static int all_digits(const char *str, size_t n)
         if (!isdigit((unsigned char)str[i]))
             return 0;
     return 1;
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
-        return 29;
-    return days[m - 1];
-}
-
-/* "yyyy-MM-dd" (with_time 0) or "yyyy-MM-dd HH:mm:ss" (1), a real calendar
- * date and time. Fills *tm when given. Returns 0 or -1. */
-static int parse_datetime(const char *str, int with_time, struct tm *tm)
-{
-    size_t want = with_time ? 19 : 10;
-    if (strlen(str) != want)
-        return -1;
-    static const char shape[] = "dddd-dd-dd dd:dd:dd";
-    for (size_t i = 0; i < want; i++) {
-        if (shape[i] == 'd' ? !isdigit((unsigned char)str[i]) : str[i] != shape[i])
-            return -1;
-    }
-    int y = atoi(str), mo = atoi(str + 5), d = atoi(str + 8);
-    int h = 0, mi = 0, sec = 0;
-    if (with_time) {
-        h = atoi(str + 11);
-        mi = atoi(str + 14);
-        sec = atoi(str + 17);
-    }
-    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 ||
-        sec > 59)
-        return -1;
-    if (tm) {
-        memset(tm, 0, sizeof(*tm));
-        tm->tm_year = y - 1900;
-        tm->tm_mon = mo - 1;
-        tm->tm_mday = d;
-        tm->tm_hour = h;
-        tm->tm_min = mi;
-        tm->tm_sec = sec;
-    }
-    return 0;
-}
-
-/* A number with at most 2 decimals: "88", "124.89", "-3.5". */
-static int is_amount(const char *str)
-{
-    const char *p = str;
-    if (*p == '-')
-        p++;
-    size_t intlen = strspn(p, "0123456789");
-    if (intlen == 0)
-        return 0;
-    p += intlen;
-    if (*p == '\0')
-        return 1;
-    if (*p != '.')
-        return 0;
-    p++;
-    size_t dec = strspn(p, "0123456789");
-    return dec >= 1 && dec <= 2 && p[dec] == '\0';
-}
-
-json_object *sim_json_parse(const char *text, size_t len)
-{
-    json_tokener *tok = json_tokener_new();
-    if (!tok)
-        return NULL;
-    json_object *o = json_tokener_parse_ex(tok, text, (int)len);
-    if (json_tokener_get_error(tok) != json_tokener_success) {
-        json_object_put(o);
-        o = NULL;
-    } else {
-        for (size_t i = json_tokener_get_parse_end(tok); o && i < len; i++) {
-            if (!isspace((unsigned char)text[i])) {
-                json_object_put(o);
-                o = NULL;
-            }
-        }
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
-static char *json_text(json_object *o)
-{
-    const char *t =
-        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    return t ? strdup(t) : NULL;
 }
 
 static void add_str(json_object *o, const char *key, const char *val)
@@ -426,7 +338,7 @@ void sim_call_info_get(const struct alipay_params *p, struct sim_call_info *out)
     if (method)
         out->method = strdup(method);
     const char *biz = alipay_params_get(p, "biz_content");
-    json_object *o = biz ? sim_json_parse(biz, strlen(biz)) : NULL, *v;
+    json_object *o = biz ? jsonx_parse(biz, strlen(biz)) : NULL, *v;
     if (o && json_object_is_type(o, json_type_object)) {
         if (json_object_object_get_ex(o, "out_serial_no", &v) &&
             json_object_is_type(v, json_type_string)) {
@@ -492,7 +404,7 @@ static int node_set(struct sim_node *out, const char *name, json_object *o, int 
         snprintf(out->code, sizeof(out->code), "%s", json_object_get_string(v));
     if (json_object_object_get_ex(o, "sub_code", &v))
         snprintf(out->sub_code, sizeof(out->sub_code), "%s", json_object_get_string(v));
-    out->text = json_text(o);
+    out->text = jsonx_text(o);
     out->sign = sign;
     out->type = type;
     json_object_put(o);
@@ -553,8 +465,8 @@ static int known_method(const char *m)
 /* Is the Beijing-time timestamp within the window around now? */
 static int timestamp_ok(const char *ts)
 {
-    struct tm tm;
-    if (parse_datetime(ts, 1, &tm) < 0)
+    struct tm tm = {0};
+    if (validate_datetime(ts, 1) < 0 || !strptime(ts, "%Y-%m-%d %H:%M:%S", &tm))
         return 0;
     time_t t = timegm(&tm) - BEIJING_OFFSET;
     double d = difftime(t, time(NULL));
@@ -717,7 +629,7 @@ static int get_obj(json_object *obj, const char *path, const char *key, int requ
 
 static int check_datetime(const char *path, const char *str, int with_time, struct check *c)
 {
-    if (str && parse_datetime(str, with_time, NULL) < 0)
+    if (str && validate_datetime(str, with_time) < 0)
         return fail(c, "%s must be a date %s", path,
                     with_time ? "yyyy-MM-dd HH:mm:ss" : "yyyy-MM-dd");
     return 0;
@@ -733,7 +645,7 @@ static int check_user(json_object *u, const char *path, const char **user_id, st
         get_str(u, path, "user_uni_id_type", 1, 32, &type, c) < 0)
         return -1;
     snprintf(p, sizeof(p), "%s.user_uni_id", path);
-    if (strlen(id) != 16 || strncmp(id, "2088", 4) != 0 || !all_digits(id, 16))
+    if (validate_user_id(id) < 0)
         return fail(c, "%s must be an Alipay user id (16 digits starting 2088)", p);
     if (strcmp(type, "UID") != 0)
         return fail(c, "%s.user_uni_id_type must be UID", path);
@@ -824,9 +736,9 @@ static int check_ext(json_object *ext, struct check *c)
     if (check_datetime("card_ext_info.open_date", open_date, 1, c) < 0 ||
         check_datetime("card_ext_info.valid_date", valid_date, 1, c) < 0)
         return -1;
-    if (point && !is_amount(point))
+    if (point && validate_decimal(point, 1) < 0)
         return fail(c, "card_ext_info.point must be a number with at most 2 decimals");
-    if (balance && !is_amount(balance))
+    if (balance && validate_decimal(balance, 1) < 0)
         return fail(c, "card_ext_info.balance must be an amount in yuan with at most 2 decimals");
     if (get_obj(ext, p, "mdcode_info", 0, &md, c) < 0 || (md && check_mdcode(md, c) < 0))
         return -1;
@@ -1074,7 +986,7 @@ int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *ou
     const char *biz_text = alipay_params_get(p, "biz_content");
     if (!biz_text)
         return business_error(out, method, type, "INVALID_PARAMETER", "biz_content is required");
-    json_object *biz = sim_json_parse(biz_text, strlen(biz_text));
+    json_object *biz = jsonx_parse(biz_text, strlen(biz_text));
     if (!biz || !json_object_is_type(biz, json_type_object)) {
         json_object_put(biz);
         return business_error(out, method, type, "INVALID_PARAMETER",

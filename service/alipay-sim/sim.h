@@ -172,10 +172,6 @@ int sim_fault_node(struct sim *s, const struct alipay_params *p, enum sim_fault_
  * normally). Returns a malloc'd body, or NULL. */
 char *sim_render(struct sim *s, const struct sim_node *n, enum sim_fault_mode mode);
 
-/* Parses text[0..len) as one JSON value (whitespace around it allowed,
- * nothing else). Returns a new object the caller puts, or NULL. */
-json_object *sim_json_parse(const char *text, size_t len);
-
 /* ---- cards ---- */
 
 const struct sim_card *sim_card_by_biz(const struct sim *s, const char *biz_card_no);

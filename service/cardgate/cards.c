@@ -13,6 +13,7 @@
 
 #include "alipay_card.h"
 #include "alipay_client.h"
+#include "jsonx.h"
 #include "log.h"
 #include "recorder.h"
 #include "routes.h"
@@ -62,17 +63,8 @@ static json_object *read_json_body(struct request *r)
         reply_error(r, 413, "PAYLOAD_TOO_LARGE", "the body is over 64 KiB", NULL, NULL);
         return NULL;
     }
-    const char *text = (const char *)evbuffer_pullup(in, -1);
-    json_tokener *tok = json_tokener_new();
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *o = len ? json_tokener_parse_ex(tok, text, (int)len) : NULL;
-    int complete = o && json_tokener_get_error(tok) == json_tokener_success;
-    size_t end = complete ? json_tokener_get_parse_end(tok) : 0;
-    while (complete && end < len && strchr(" \t\r\n", text[end]))
-        end++;
-    json_tokener_free(tok);
-    if (!complete || end != len) {
-        json_object_put(o);
+    json_object *o = jsonx_parse((const char *)evbuffer_pullup(in, -1), len);
+    if (!o) {
         reply_error(r, 400, "MALFORMED_JSON", "the body is not one valid JSON document", NULL,
                     NULL);
         return NULL;
@@ -189,7 +181,7 @@ static char *open_success_body(struct request *r, const struct alipay_card_open_
     add_str(o, "open_card_channel_id",
             res->open_card_channel_id ? res->open_card_channel_id : r->open.open_card_channel_id);
     add_str(o, "created_at", now);
-    char *text = json_text(o);
+    char *text = jsonx_text(o);
     json_object_put(o);
     char *enc = evhttp_uriencode(res->card.biz_card_no, -1, 0);
     snprintf(location, 160, "/v1/cards/%s", enc ? enc : "");

@@ -10,6 +10,7 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/rand.h>
 
+#include "jsonx.h"
 #include "log.h"
 #include "recorder.h"
 
@@ -100,15 +101,9 @@ void reply_send(struct request *r, int status, const char *content_type, const c
     request_free(r);
 }
 
-char *json_text(json_object *o)
-{
-    return strdup(
-        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-}
-
 void reply_json(struct request *r, int status, json_object *o)
 {
-    char *text = json_text(o);
+    char *text = jsonx_text(o);
     json_object_put(o);
     reply_send(r, status, "application/json; charset=utf-8", text ? text : "{}");
     free(text);
@@ -136,7 +131,7 @@ char *error_body(const char *code, const char *message, const char *field,
         json_object_object_add(e, "alipay", a);
     }
     json_object_object_add(root, "error", e);
-    char *text = json_text(root);
+    char *text = jsonx_text(root);
     json_object_put(root);
     return text;
 }

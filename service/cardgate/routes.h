@@ -53,8 +53,6 @@ void reply_error(struct request *r, int status, const char *code, const char *me
 /* The envelope as text (for answers that are also stored), malloc'd. */
 char *error_body(const char *code, const char *message, const char *field,
                  const struct alipay_reply *alipay);
-/* Compact JSON text of o, malloc'd; o is not consumed. */
-char *json_text(json_object *o);
 
 void reply_add_header(struct request *r, const char *name, const char *value);
 
