@@ -13,7 +13,7 @@
 
 const struct pg_statement store_statements[] = {
     {"claim",
-     "SELECT verdict, http_status, response_body, attempts "
+     "SELECT verdict, http_status, response_body, attempts, biz_card_no "
      "FROM card_request_claim($1, $2, $3, $4, $5, $6::integer)",
      6},
     {"complete",
@@ -99,6 +99,7 @@ static void on_claim(PGresult *res, int unavailable, const char *error, void *ar
     c.http_status = PQgetisnull(res, 0, 1) ? 0 : atoi(PQgetvalue(res, 0, 1));
     c.body = PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2);
     c.attempts = atoi(PQgetvalue(res, 0, 3));
+    c.biz_card_no = PQgetisnull(res, 0, 4) ? NULL : PQgetvalue(res, 0, 4);
     if (c.verdict == STORE_REPLAY && !c.body) {
         cb(NULL, "stored outcome has no body", uarg);
         return;

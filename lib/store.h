@@ -28,6 +28,7 @@ struct store_claim {
     int http_status;  /* REPLAY */
     const char *body; /* REPLAY; valid during the callback */
     int attempts;
+    const char *biz_card_no; /* REPLAY of a success; valid during the callback */
 };
 
 /* claim NULL: the database could not be reached or failed (error says). */

@@ -83,7 +83,8 @@ CREATE VIEW card_requests_by_state AS
 
 -- Claims (app_id, out_serial_no) for one gateway call, in one round trip.
 -- verdict: 'claimed' (the caller must call the gateway, then complete),
--- 'replay' (a final outcome is stored: http_status/response_body),
+-- 'replay' (a final outcome is stored: http_status/response_body, and the
+-- biz_card_no of a success),
 -- 'mismatch' (the serial number was used for another request),
 -- 'in_progress' (another holder's lock is fresh).
 -- The lock's life is the holder's own (p_stale_ms: its gateway timeout plus a
@@ -93,7 +94,8 @@ CREATE VIEW card_requests_by_state AS
 -- so a racing insert is seen by the UPDATE/SELECT that follow.
 CREATE FUNCTION card_request_claim(p_app_id text, p_serial text, p_hash text, p_caller text,
                                    p_token text, p_stale_ms integer)
-RETURNS TABLE (verdict text, http_status integer, response_body text, attempts integer)
+RETURNS TABLE (verdict text, http_status integer, response_body text, attempts integer,
+               biz_card_no text)
 LANGUAGE plpgsql AS $$
 DECLARE
     r card_requests%ROWTYPE;
@@ -105,7 +107,7 @@ BEGIN
                 now() + make_interval(secs => p_stale_ms / 1000.0))
         ON CONFLICT (app_id, out_serial_no) DO NOTHING;
         IF FOUND THEN
-            RETURN QUERY SELECT 'claimed'::text, NULL::integer, NULL::text, 1;
+            RETURN QUERY SELECT 'claimed'::text, NULL::integer, NULL::text, 1, NULL::text;
             RETURN;
         END IF;
 
@@ -117,7 +119,7 @@ BEGIN
            AND (c.state = 'failed' OR (c.state = 'pending' AND c.lock_expires_at < now()))
         RETURNING c.* INTO r;
         IF FOUND THEN
-            RETURN QUERY SELECT 'claimed'::text, NULL::integer, NULL::text, r.attempts;
+            RETURN QUERY SELECT 'claimed'::text, NULL::integer, NULL::text, r.attempts, NULL::text;
             RETURN;
         END IF;
 
@@ -127,20 +129,21 @@ BEGIN
             CONTINUE;
         END IF;
         IF r.request_hash <> p_hash THEN
-            RETURN QUERY SELECT 'mismatch'::text, NULL::integer, NULL::text, r.attempts;
+            RETURN QUERY SELECT 'mismatch'::text, NULL::integer, NULL::text, r.attempts, NULL::text;
             RETURN;
         END IF;
         IF r.state IN ('succeeded', 'rejected') THEN
-            RETURN QUERY SELECT 'replay'::text, r.http_status, r.response_body, r.attempts;
+            RETURN QUERY SELECT 'replay'::text, r.http_status, r.response_body, r.attempts,
+                                r.biz_card_no;
             RETURN;
         END IF;
         IF r.state = 'pending' THEN
-            RETURN QUERY SELECT 'in_progress'::text, NULL::integer, NULL::text, r.attempts;
+            RETURN QUERY SELECT 'in_progress'::text, NULL::integer, NULL::text, r.attempts, NULL::text;
             RETURN;
         END IF;
         -- 'failed' between our UPDATE and SELECT: try the takeover again.
     END LOOP;
-    RETURN QUERY SELECT 'in_progress'::text, NULL::integer, NULL::text, 0;
+    RETURN QUERY SELECT 'in_progress'::text, NULL::integer, NULL::text, 0, NULL::text;
 END
 $$;
 

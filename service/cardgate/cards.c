@@ -163,16 +163,26 @@ static void open_recorded(int ok, int held, const char *error, void *arg)
     reply_send(r, r->status, JSON_TYPE, r->answer);
 }
 
+/* Location: /v1/cards/{biz_card_no}, for a 201 and its replays. */
+static void add_location(struct request *r, const char *biz_card_no)
+{
+    char *enc = evhttp_uriencode(biz_card_no, -1, 0);
+    char location[160];
+    snprintf(location, sizeof(location), "/v1/cards/%s", enc ? enc : "");
+    reply_add_header(r, "Location", location);
+    free(enc);
+}
+
+/* The 201 body; external_card_no as Alipay returned it, else the caller's. */
 static char *open_success_body(struct request *r, const struct alipay_card_open_result *res,
-                               char location[160])
+                               const char *external_card_no)
 {
     char now[32];
     utc_now(now);
     json_object *o = json_object_new_object();
     add_str(o, "out_serial_no", r->open.out_serial_no);
     add_str(o, "biz_card_no", res->card.biz_card_no);
-    add_str(o, "external_card_no",
-            res->card.external_card_no ? res->card.external_card_no : r->open.external_card_no);
+    add_str(o, "external_card_no", external_card_no);
     add_str(o, "card_template_id", r->open.card_template_id);
     add_str(o, "user_id", r->open.user_id);
     json_object_object_add(o, "card", json_object_get(res->card.json));
@@ -183,9 +193,6 @@ static char *open_success_body(struct request *r, const struct alipay_card_open_
     add_str(o, "created_at", now);
     char *text = jsonx_text(o);
     json_object_put(o);
-    char *enc = evhttp_uriencode(res->card.biz_card_no, -1, 0);
-    snprintf(location, 160, "/v1/cards/%s", enc ? enc : "");
-    free(enc);
     return text;
 }
 
@@ -195,12 +202,15 @@ static void open_answered(struct alipay_reply *rep, void *arg)
     struct server *srv = r->w->srv;
     atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
     struct alipay_card_open_result res;
-    const char *state = "failed";
-    char location[160] = "";
+    const char *state = "failed", *biz_card_no = NULL, *external_card_no = NULL;
     if (rep->outcome == ALIPAY_OK && alipay_card_open_read(rep, &res) == 0) {
+        biz_card_no = res.card.biz_card_no;
+        external_card_no =
+            res.card.external_card_no ? res.card.external_card_no : r->open.external_card_no;
         r->status = 201;
-        r->answer = open_success_body(r, &res, location);
+        r->answer = open_success_body(r, &res, external_card_no);
         state = "succeeded";
+        add_location(r, biz_card_no);
     } else {
         r->answer = gateway_error(rep, 0, &r->status);
         if (rep->outcome == ALIPAY_REJECTED)
@@ -208,8 +218,6 @@ static void open_answered(struct alipay_reply *rep, void *arg)
     }
     metrics_gateway(&srv->metrics, METRICS_METHOD_OPEN, rep->outcome, rep->latency_ms);
     log_gateway(r, ALIPAY_CARD_OPEN, rep);
-    if (location[0])
-        reply_add_header(r, "Location", location);
     struct store_completion c = {
         .app_id = srv->cfg.alipay_app_id,
         .serial = r->open.out_serial_no,
@@ -221,11 +229,8 @@ static void open_answered(struct alipay_reply *rep, void *arg)
         .http_status = r->status,
         .body = r->answer,
         .latency_ms = (long)rep->latency_ms,
-        .biz_card_no = r->status == 201 ? res.card.biz_card_no : NULL,
-        .external_card_no =
-            r->status == 201
-                ? (res.card.external_card_no ? res.card.external_card_no : r->open.external_card_no)
-                : NULL,
+        .biz_card_no = biz_card_no,
+        .external_card_no = external_card_no,
         .user_id = r->open.user_id,
         .template_id = r->open.card_template_id,
     };
@@ -239,17 +244,8 @@ static void open_replay(struct request *r, const struct store_claim *c)
 {
     atomic_fetch_add(&r->w->srv->metrics.idempotent_replays, 1);
     reply_add_header(r, "Idempotent-Replayed", "true");
-    if (c->http_status == 201) {
-        json_object *o = json_tokener_parse(c->body), *no;
-        if (o && json_object_object_get_ex(o, "biz_card_no", &no)) {
-            char *enc = evhttp_uriencode(json_object_get_string(no), -1, 0);
-            char location[160];
-            snprintf(location, sizeof(location), "/v1/cards/%s", enc ? enc : "");
-            reply_add_header(r, "Location", location);
-            free(enc);
-        }
-        json_object_put(o);
-    }
+    if (c->http_status == 201 && c->biz_card_no)
+        add_location(r, c->biz_card_no);
     reply_send(r, c->http_status, JSON_TYPE, c->body);
 }
 
