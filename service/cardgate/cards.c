@@ -81,7 +81,8 @@ static void utc_now(char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void add_str(json_object *o, const char *key, const char *v)
+/* key: v, or key: null when v is NULL (the contract lists these fields always). */
+static void add_nullable(json_object *o, const char *key, const char *v)
 {
     json_object_object_add(o, key, v ? json_object_new_string(v) : NULL);
 }
@@ -180,17 +181,18 @@ static char *open_success_body(struct request *r, const struct alipay_card_open_
     char now[32];
     utc_now(now);
     json_object *o = json_object_new_object();
-    add_str(o, "out_serial_no", r->open.out_serial_no);
-    add_str(o, "biz_card_no", res->card.biz_card_no);
-    add_str(o, "external_card_no", external_card_no);
-    add_str(o, "card_template_id", r->open.card_template_id);
-    add_str(o, "user_id", r->open.user_id);
+    add_nullable(o, "out_serial_no", r->open.out_serial_no);
+    add_nullable(o, "biz_card_no", res->card.biz_card_no);
+    add_nullable(o, "external_card_no", external_card_no);
+    add_nullable(o, "card_template_id", r->open.card_template_id);
+    add_nullable(o, "user_id", r->open.user_id);
     json_object_object_add(o, "card", json_object_get(res->card.json));
-    add_str(o, "open_card_channel",
-            res->open_card_channel ? res->open_card_channel : r->open.open_card_channel);
-    add_str(o, "open_card_channel_id",
-            res->open_card_channel_id ? res->open_card_channel_id : r->open.open_card_channel_id);
-    add_str(o, "created_at", now);
+    add_nullable(o, "open_card_channel",
+                 res->open_card_channel ? res->open_card_channel : r->open.open_card_channel);
+    add_nullable(o, "open_card_channel_id",
+                 res->open_card_channel_id ? res->open_card_channel_id
+                                           : r->open.open_card_channel_id);
+    add_nullable(o, "created_at", now);
     char *text = jsonx_text(o);
     json_object_put(o);
     return text;
@@ -332,9 +334,9 @@ static void query_answered(struct alipay_reply *rep, void *arg)
         return;
     }
     json_object *o = json_object_new_object();
-    add_str(o, "biz_card_no", res.card.biz_card_no);
+    add_nullable(o, "biz_card_no", res.card.biz_card_no);
     json_object_object_add(o, "card", json_object_get(res.card.json));
-    add_str(o, "schema_url", res.schema_url);
+    add_nullable(o, "schema_url", res.schema_url);
     reply_json(r, 200, o);
 }
 
@@ -365,9 +367,9 @@ static int query_params(struct request *r, struct evkeyvalq *q, const char *cons
         int known = 0;
         for (size_t i = 0; allowed[i] && !known; i++)
             known = strcmp(kv->key, allowed[i]) == 0;
-        char msg[200];
-        snprintf(msg, sizeof(msg), "unknown query parameter %.100s", kv->key);
         if (!known) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "unknown query parameter %.100s", kv->key);
             reply_error(r, 400, "INVALID_PARAMETER", msg, kv->key, NULL);
             evhttp_clear_headers(q);
             return -1;

@@ -109,10 +109,8 @@ static int load_keys(struct server *srv, char *err, size_t errlen)
  * reached now is not fatal: /readyz says so until it is back. */
 static int check_schema(struct server *srv, char *err, size_t errlen)
 {
-    char conninfo[4096];
-    snprintf(conninfo, sizeof(conninfo), "%s", srv->cfg.database_url);
     const char *keys[] = {"dbname", "connect_timeout", NULL};
-    const char *vals[] = {conninfo, "5", NULL};
+    const char *vals[] = {srv->cfg.database_url, "5", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(conn) != CONNECTION_OK) {
         char why[512];

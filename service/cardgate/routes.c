@@ -109,7 +109,8 @@ void reply_json(struct request *r, int status, json_object *o)
     free(text);
 }
 
-static void add_str(json_object *o, const char *key, const char *v)
+/* key: v only when v is given (error fields appear only where they apply). */
+static void add_present(json_object *o, const char *key, const char *v)
 {
     if (v)
         json_object_object_add(o, key, json_object_new_string(v));
@@ -119,15 +120,15 @@ char *error_body(const char *code, const char *message, const char *field,
                  const struct alipay_reply *alipay)
 {
     json_object *root = json_object_new_object(), *e = json_object_new_object();
-    add_str(e, "code", code);
-    add_str(e, "message", message);
-    add_str(e, "field", field);
+    add_present(e, "code", code);
+    add_present(e, "message", message);
+    add_present(e, "field", field);
     if (alipay && alipay->code) {
         json_object *a = json_object_new_object();
-        add_str(a, "code", alipay->code);
-        add_str(a, "msg", alipay->msg);
-        add_str(a, "sub_code", alipay->sub_code);
-        add_str(a, "sub_msg", alipay->sub_msg);
+        add_present(a, "code", alipay->code);
+        add_present(a, "msg", alipay->msg);
+        add_present(a, "sub_code", alipay->sub_code);
+        add_present(a, "sub_msg", alipay->sub_msg);
         json_object_object_add(e, "alipay", a);
     }
     json_object_object_add(root, "error", e);
