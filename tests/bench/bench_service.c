@@ -285,25 +285,6 @@ static const char *kind_name(enum kind k)
     return k == OPEN ? "open" : k == REPLAY ? "replay" : "query";
 }
 
-struct growbuf {
-    char *p;
-    size_t n;
-};
-
-static size_t grow_write(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct growbuf *b = arg;
-    size_t len = size * nmemb;
-    char *p = realloc(b->p, b->n + len + 1);
-    if (!p)
-        return 0;
-    memcpy(p + b->n, data, len);
-    b->n += len;
-    p[b->n] = '\0';
-    b->p = p;
-    return len;
-}
-
 struct load;
 
 /* One request slot: an easy handle reused request after request, so the
@@ -311,9 +292,9 @@ struct load;
 struct slot {
     struct load *load;
     CURL *easy;
-    struct growbuf body; /* the answer's body, NUL-terminated */
-    int index;           /* which card the request is about */
-    int active;          /* added to the multi handle */
+    struct ts_buf body; /* the answer's body, NUL-terminated */
+    int index;          /* which card the request is about */
+    int active;         /* added to the multi handle */
 };
 
 /* The load generator: `window` slots on one curl multi handle, and the
@@ -371,7 +352,7 @@ static int load_init(struct load *l, const char *base_url, int window)
         if (!s->easy)
             return -1;
         curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, l->headers);
-        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, grow_write);
+        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, ts_buf_write);
         curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, &s->body);
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
         curl_easy_setopt(s->easy, CURLOPT_TIMEOUT, 60L);

@@ -549,46 +549,10 @@ static void api(struct ts_http *r, const char *method, const char *target,
     ck_assert_msg(rc == 0, "%s %s: no HTTP answer (cardgate's log: %s)", method, target, st.cg.log);
 }
 
-struct growbuf {
-    char *p;
-    size_t n;
-};
-
-static size_t grow(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct growbuf *b = arg;
-    size_t n = size * nmemb;
-    char *p = realloc(b->p, b->n + n + 1);
-    if (!p)
-        return 0;
-    memcpy(p + b->n, data, n);
-    b->p = p;
-    b->n += n;
-    p[b->n] = '\0';
-    return n;
-}
-
-/* A HEAD call (ts_http_call would wait for a body). */
+/* A HEAD call. */
 static void api_head(struct ts_http *r, const char *target)
 {
-    char url[512];
-    struct growbuf h = {0};
-    snprintf(url, sizeof(url), "%s%s", st.cg.url, target);
-    memset(r, 0, sizeof(*r));
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, grow);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_easy_cleanup(c);
-    r->headers = h.p ? h.p : strdup("");
-    r->body = strdup("");
-    ck_assert_msg(rc == CURLE_OK, "HEAD %s: %s", target, curl_easy_strerror(rc));
+    api(r, "HEAD", target, NULL, NULL);
 }
 
 /* =============================================== an answer against the spec */

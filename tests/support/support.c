@@ -132,14 +132,9 @@ int ts_stop(pid_t pid, int sig, int timeout_ms)
     return -1;
 }
 
-struct growbuf {
-    char *p;
-    size_t n;
-};
-
-static size_t grow_write(char *data, size_t size, size_t nmemb, void *arg)
+size_t ts_buf_write(char *data, size_t size, size_t nmemb, void *arg)
 {
-    struct growbuf *b = arg;
+    struct ts_buf *b = arg;
     size_t len = size * nmemb;
     char *p = realloc(b->p, b->n + len + 1);
     if (!p)
@@ -154,7 +149,7 @@ static size_t grow_write(char *data, size_t size, size_t nmemb, void *arg)
 int ts_http_call(const char *method, const char *url, const char *const headers[], const char *body,
                  struct ts_http *out)
 {
-    struct growbuf b = {0}, h = {0};
+    struct ts_buf b = {0}, h = {0};
     struct curl_slist *hl = NULL;
     CURL *c = curl_easy_init();
     memset(out, 0, sizeof(*out));
@@ -164,9 +159,9 @@ int ts_http_call(const char *method, const char *url, const char *const headers[
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, grow_write);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, ts_buf_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, grow_write);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, ts_buf_write);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -175,6 +170,8 @@ int ts_http_call(const char *method, const char *url, const char *const headers[
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
     } else if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L); /* else curl waits for a body */
     }
     CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK)

@@ -29,6 +29,15 @@ int ts_wait_port(int port, int timeout_ms);
  * it, or -1 when it had not exited within timeout_ms (then it is SIGKILLed). */
 int ts_stop(pid_t pid, int sig, int timeout_ms);
 
+/* A growing NUL-terminated buffer, and the libcurl write callback that
+ * appends to it (CURLOPT_WRITEFUNCTION / HEADERFUNCTION, data = the buffer).
+ * The caller frees p. */
+struct ts_buf {
+    char *p;
+    size_t n;
+};
+size_t ts_buf_write(char *data, size_t size, size_t nmemb, void *arg);
+
 /* One blocking HTTP call with libcurl. headers: NULL-terminated "Name: value"
  * strings, or NULL. body may be NULL. Fills out; returns 0, or -1 when no
  * HTTP answer came (then out->status is 0). */
