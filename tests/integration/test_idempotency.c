@@ -5,6 +5,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,19 +89,17 @@ static char *fresh_db(void)
  * every retry replays the same card. */
 START_TEST(test_concurrent_duplicates_one_gateway_call)
 {
-    struct ts_sim sim;
-    struct ts_cardgate cg;
-    char *db = fresh_db();
-    ck_assert_int_eq(ts_sim_start(&sim, NULL), 0);
+    struct ts_stack st;
+    char err[512];
     const char *env[] = {"CARDGATE_ALIPAY_TIMEOUT_MS=20000", NULL};
-    ck_assert_int_eq(ts_cardgate_start(&cg, db, &sim, env), 0);
-    fault(&sim, "delay", "dup-50", 1500);
+    ck_assert_msg(ts_stack_up(&st, NULL, env, err, sizeof(err)) == 0, "%s", err);
+    fault(&st.sim, "delay", "dup-50", 1500);
 
     enum { N = 50 };
     struct ts_http out[N];
     const char *urls[N];
     char url[128];
-    snprintf(url, sizeof(url), "%s/v1/cards", cg.url);
+    snprintf(url, sizeof(url), "%s/v1/cards", st.cg.url);
     for (int i = 0; i < N; i++)
         urls[i] = url;
     char *body = open_body("dup-50");
@@ -126,7 +125,7 @@ START_TEST(test_concurrent_duplicates_one_gateway_call)
     }
     ck_assert_int_eq(created, 1);
     ck_assert_int_eq(in_progress, N - 1);
-    ck_assert_int_eq(ts_sim_calls(&sim, "dup-50"), 1);
+    ck_assert_int_eq(ts_sim_calls(&st.sim, "dup-50"), 1);
 
     /* Everyone who retries now gets the stored card. */
     for (int i = 0; i < N; i++)
@@ -143,14 +142,12 @@ START_TEST(test_concurrent_duplicates_one_gateway_call)
         free(replayed);
         ts_http_free(&out[i]);
     }
-    ck_assert_int_eq(ts_sim_calls(&sim, "dup-50"), 1);
+    ck_assert_int_eq(ts_sim_calls(&st.sim, "dup-50"), 1);
     ck_assert_int_eq(
-        sql_long(db, "SELECT count(*) FROM cards WHERE out_serial_no = '%s'", "dup-50"), 1);
+        sql_long(st.db, "SELECT count(*) FROM cards WHERE out_serial_no = '%s'", "dup-50"), 1);
     free(card);
     free(body);
-    ck_assert_int_eq(ts_cardgate_stop(&cg), 0);
-    ts_sim_stop(&sim);
-    free(db);
+    ck_assert_int_eq(ts_stack_down(&st), 0);
 }
 END_TEST
 
@@ -158,12 +155,14 @@ struct bg_post {
     const struct ts_cardgate *cg;
     const char *serial;
     struct ts_http r;
+    atomic_int done; /* set once r holds the answer */
 };
 
 static void *post_in_background(void *arg)
 {
     struct bg_post *p = arg;
     post_open(p->cg, p->serial, &p->r);
+    atomic_store(&p->done, 1);
     return NULL;
 }
 
@@ -189,7 +188,7 @@ START_TEST(test_killed_holder_taken_over)
     ck_assert_int_eq(ts_cardgate_start(&cg, db, &sim, NULL), 0);
     fault(&sim, "delay", "killed-1", 60000);
 
-    struct bg_post bg = {&cg, "killed-1", {0}};
+    struct bg_post bg = {.cg = &cg, .serial = "killed-1"};
     pthread_t th;
     pthread_create(&th, NULL, post_in_background, &bg);
     ck_assert_int_eq(wait_for_calls(&sim, "killed-1", 1, 15000), 0);
@@ -328,7 +327,7 @@ START_TEST(test_opened_card_recorded_after_database_returns)
     const char *env[] = {"CARDGATE_ALIPAY_TIMEOUT_MS=20000", NULL};
     ck_assert_int_eq(ts_cardgate_start(&cg, db, &sim, env), 0);
     fault(&sim, "delay", "late-db", 2000);
-    struct bg_post bg = {&cg, "late-db", {0}};
+    struct bg_post bg = {.cg = &cg, .serial = "late-db"};
     pthread_t th;
     pthread_create(&th, NULL, post_in_background, &bg);
     ck_assert_int_eq(wait_for_calls(&sim, "late-db", 1, 15000), 0);
@@ -451,21 +450,26 @@ END_TEST
 /* SIGTERM while a call is in flight: the call completes, then exit 0. */
 START_TEST(test_sigterm_drains_in_flight)
 {
-    struct ts_sim sim;
-    struct ts_cardgate cg;
-    char *db = fresh_db();
-    ck_assert_int_eq(ts_sim_start(&sim, NULL), 0);
+    struct ts_stack st;
+    char err[512];
     const char *env[] = {"CARDGATE_ALIPAY_TIMEOUT_MS=20000", NULL};
-    ck_assert_int_eq(ts_cardgate_start(&cg, db, &sim, env), 0);
-    fault(&sim, "delay", "drain-1", 1500);
-    struct bg_post bg = {&cg, "drain-1", {0}};
+    ck_assert_msg(ts_stack_up(&st, NULL, env, err, sizeof(err)) == 0, "%s", err);
+    fault(&st.sim, "delay", "drain-1", 3000);
+    struct bg_post bg = {.cg = &st.cg, .serial = "drain-1"};
     pthread_t th;
     pthread_create(&th, NULL, post_in_background, &bg);
-    ck_assert_int_eq(wait_for_calls(&sim, "drain-1", 1, 15000), 0);
-    pid_t pid = cg.pid;
+    ck_assert_int_eq(wait_for_calls(&st.sim, "drain-1", 1, 15000), 0);
+    pid_t pid = st.cg.pid;
     kill(pid, SIGTERM);
-    /* New connections are refused while it drains. */
-    usleep(300000);
+    /* New connections are refused while it drains (the call is still held). */
+    int refused = 0;
+    for (int i = 0; i < 250 && !refused; i++) {
+        refused = ts_wait_port(st.cg.port, 1) < 0;
+        if (!refused)
+            usleep(20000);
+    }
+    ck_assert_msg(refused && !atomic_load(&bg.done),
+                  "cardgate still accepted connections while the held call was draining");
     pthread_join(th, NULL);
     ck_assert_int_eq(bg.r.status, 201);
     /* Keep-alive callers are told to go elsewhere. */
@@ -478,15 +482,14 @@ START_TEST(test_sigterm_drains_in_flight)
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFEXITED(status));
     ck_assert_int_eq(WEXITSTATUS(status), 0);
-    cg.pid = 0;
+    st.cg.pid = 0;
     ck_assert_int_eq(
-        sql_long(db,
+        sql_long(st.db,
                  "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s' AND state = "
                  "'succeeded'",
                  "drain-1"),
         1);
-    ts_sim_stop(&sim);
-    free(db);
+    ts_stack_down(&st);
 }
 END_TEST
 
