@@ -2,6 +2,7 @@
 # so that `cardgate migrate` needs nothing beside the binary.
 set(content "/* Generated from the migrations folder by cmake/embed.cmake. Do not edit. */\n")
 string(APPEND content "#include \"migrate.h\"\n\nconst struct migration migrations[] = {\n")
+string(REPLACE "|" ";" FILES "${FILES}")
 set(count 0)
 foreach(f IN LISTS FILES)
   get_filename_component(name ${f} NAME)

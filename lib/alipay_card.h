@@ -10,6 +10,8 @@
 
 #define ALIPAY_CARD_OPEN "alipay.marketing.card.open"
 #define ALIPAY_CARD_QUERY "alipay.marketing.card.query"
+#define ALIPAY_CARD_UPDATE "alipay.marketing.card.update"
+#define ALIPAY_CARD_DELETE "alipay.marketing.card.delete"
 
 /* card_info as Alipay returned it. Every pointer borrows from the reply's
  * node and lives as long as it; absent fields are NULL. */
@@ -39,6 +41,23 @@ int alipay_card_query_read(struct alipay_reply *r, struct alipay_card_query_resu
  * (BIZ_CARD | D_QR_CODE | D_BAR_CODE) and, when user_id is non-NULL,
  * card_user_info. Compact JSON, malloc'd; the caller frees. */
 char *alipay_card_query_biz(const char *target_card_no, const char *type, const char *user_id);
+
+/* card.delete's biz_content: out_serial_no, target_card_no (BIZ_CARD) and
+ * reason_code. Compact JSON, malloc'd; the caller frees. */
+char *alipay_card_delete_biz(const char *out_serial_no, const char *biz_card_no,
+                             const char *reason_code);
+
+/* The biz_serial_no of a successful (ALIPAY_OK) delete reply, borrowed
+ * from the reply; NULL when the answer lacks it (then the reply is turned
+ * into ALIPAY_BAD_SIGNATURE, "unparseable answer", as for card_info). */
+const char *alipay_card_delete_read(struct alipay_reply *r);
+
+/* Whether card_info (as card.query answers it) already shows what an
+ * update sets: 1 when at least one field of `wanted` (the update's card
+ * object) is in card_info and every such field has the same value (points
+ * and balances compared as numbers, "120" = "120.00"; objects and lists as
+ * JSON); 0 otherwise, also when card_info shows none of them. */
+int alipay_card_info_shows(json_object *card_info, json_object *wanted);
 
 /* 1 when the reply is Alipay's "no such card" (40004 CARD_NOT_EXIT). */
 int alipay_card_not_found(const struct alipay_reply *r);

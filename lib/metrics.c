@@ -8,10 +8,11 @@
 
 static const double bucket_ms[METRICS_BUCKETS] = {5,   10,   25,   50,   100,   250,
                                                   500, 1000, 2500, 5000, 10000, 30000};
-static const char *const route_names[METRICS_ROUTES] = {"open",    "query",  "lookup",  "list",
-                                                        "healthz", "readyz", "metrics", "other"};
-static const char *const method_names[METRICS_METHODS] = {"alipay.marketing.card.open",
-                                                          "alipay.marketing.card.query"};
+static const char *const route_names[METRICS_ROUTES] = {
+    "open", "query", "lookup", "list", "update", "delete", "healthz", "readyz", "metrics", "other"};
+static const char *const method_names[METRICS_METHODS] = {
+    "alipay.marketing.card.open", "alipay.marketing.card.query", "alipay.marketing.card.update",
+    "alipay.marketing.card.delete"};
 
 void metrics_init(struct metrics *m)
 {

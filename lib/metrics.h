@@ -14,6 +14,8 @@ enum metrics_route {
     METRICS_ROUTE_QUERY,  /* GET /v1/cards/{biz_card_no} */
     METRICS_ROUTE_LOOKUP, /* GET /v1/cards/lookup */
     METRICS_ROUTE_LIST,   /* GET /v1/cards */
+    METRICS_ROUTE_UPDATE, /* PATCH /v1/cards/{biz_card_no} */
+    METRICS_ROUTE_DELETE, /* DELETE /v1/cards/{biz_card_no} */
     METRICS_ROUTE_HEALTHZ,
     METRICS_ROUTE_READYZ,
     METRICS_ROUTE_METRICS,
@@ -21,7 +23,13 @@ enum metrics_route {
     METRICS_ROUTES
 };
 
-enum metrics_method { METRICS_METHOD_OPEN, METRICS_METHOD_QUERY, METRICS_METHODS };
+enum metrics_method {
+    METRICS_METHOD_OPEN,
+    METRICS_METHOD_QUERY,
+    METRICS_METHOD_UPDATE,
+    METRICS_METHOD_DELETE,
+    METRICS_METHODS
+};
 
 #define METRICS_OUTCOMES (ALIPAY_TIMEOUT + 1)
 #define METRICS_BUCKETS 12

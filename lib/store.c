@@ -13,12 +13,12 @@
 
 const struct pg_statement store_statements[] = {
     {"claim",
-     "SELECT verdict, http_status, response_body, attempts, biz_card_no "
-     "FROM card_request_claim($1, $2, $3, $4, $5, $6::integer)",
-     6},
+     "SELECT verdict, http_status, response_body, attempts, biz_card_no, prior "
+     "FROM card_request_claim_op($1, $2, $3, $4, $5, $6::integer, $7, $8, $9::timestamp, $10)",
+     10},
     {"complete",
-     "SELECT card_request_complete($1, $2, $3, $4, $5, $6, $7, $8::integer, $9, $10::integer, "
-     "$11, $12, $13, $14)",
+     "SELECT card_request_finish($1, $2, $3, $4, $5, $6, $7, $8::integer, $9, $10::integer, "
+     "$11, $12, $13, coalesce($14::jsonb, '{}'::jsonb))",
      14},
     {"record_call",
      "INSERT INTO gateway_calls (app_id, method, out_serial_no, outcome, alipay_code, "
@@ -87,19 +87,25 @@ static void on_claim(PGresult *res, int unavailable, const char *error, void *ar
         return;
     }
     struct store_claim c = {0};
+    static const struct {
+        const char *name;
+        enum store_verdict verdict;
+    } verdicts[] = {
+        {"claimed", STORE_CLAIMED},   {"replay", STORE_REPLAY},
+        {"mismatch", STORE_MISMATCH}, {"no_card", STORE_NO_CARD},
+        {"deleted", STORE_DELETED},   {"stale", STORE_STALE},
+        {"busy", STORE_BUSY},         {"external_taken", STORE_EXTERNAL_TAKEN},
+    };
     const char *v = PQgetvalue(res, 0, 0);
-    if (strcmp(v, "claimed") == 0)
-        c.verdict = STORE_CLAIMED;
-    else if (strcmp(v, "replay") == 0)
-        c.verdict = STORE_REPLAY;
-    else if (strcmp(v, "mismatch") == 0)
-        c.verdict = STORE_MISMATCH;
-    else
-        c.verdict = STORE_IN_PROGRESS;
+    c.verdict = STORE_IN_PROGRESS;
+    for (size_t i = 0; i < sizeof(verdicts) / sizeof(verdicts[0]); i++)
+        if (strcmp(v, verdicts[i].name) == 0)
+            c.verdict = verdicts[i].verdict;
     c.http_status = PQgetisnull(res, 0, 1) ? 0 : atoi(PQgetvalue(res, 0, 1));
     c.body = PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2);
     c.attempts = atoi(PQgetvalue(res, 0, 3));
     c.biz_card_no = PQgetisnull(res, 0, 4) ? NULL : PQgetvalue(res, 0, 4);
+    c.prior = PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5);
     if (c.verdict == STORE_REPLAY && !c.body) {
         cb(NULL, "stored outcome has no body", uarg);
         return;
@@ -107,13 +113,15 @@ static void on_claim(PGresult *res, int unavailable, const char *error, void *ar
     cb(&c, NULL, uarg);
 }
 
-int store_claim(struct pg_pool *pool, const char *app_id, const char *serial, const char *hash,
-                const char *caller, const char *token, long stale_ms, store_claim_cb cb, void *arg)
+int store_claim(struct pg_pool *pool, const struct store_claim_args *a, store_claim_cb cb,
+                void *arg)
 {
     char stale[32];
-    snprintf(stale, sizeof(stale), "%ld", stale_ms);
-    const char *values[] = {app_id, serial, hash, caller, token, stale};
-    return exec_or_free(pool, "claim", 6, values, on_claim, pending_new((void (*)(void))cb, arg));
+    snprintf(stale, sizeof(stale), "%ld", a->stale_ms);
+    const char *values[] = {
+        a->app_id, a->serial,    a->hash,        a->caller,     a->token,
+        stale,     a->operation, a->biz_card_no, a->occur_time, a->external_card_no};
+    return exec_or_free(pool, "claim", 10, values, on_claim, pending_new((void (*)(void))cb, arg));
 }
 
 /* --- complete ------------------------------------------------------------ */
@@ -137,10 +145,9 @@ int store_complete(struct pg_pool *pool, const struct store_completion *c, store
     char status[16], latency[32];
     snprintf(status, sizeof(status), "%d", c->http_status);
     snprintf(latency, sizeof(latency), "%ld", c->latency_ms);
-    const char *values[] = {c->app_id,  c->serial,     c->token,       c->state,
-                            c->outcome, c->code,       c->sub_code,    status,
-                            c->body,    latency,       c->biz_card_no, c->external_card_no,
-                            c->user_id, c->template_id};
+    const char *values[] = {c->app_id, c->serial,    c->token,       c->state, c->outcome,
+                            c->code,   c->sub_code,  status,         c->body,  latency,
+                            c->method, c->operation, c->biz_card_no, c->card};
     return exec_or_free(pool, "complete", 14, values, on_complete,
                         pending_new((void (*)(void))cb, arg));
 }

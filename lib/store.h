@@ -2,7 +2,7 @@
  * (claim a request before calling the gateway, complete it after), the card
  * mappings, the record of gateway calls, and the schema check.
  *
- * The claim and the completion are plpgsql functions (migrations/001) so
+ * The claim and the completion are plpgsql functions (migrations/002) so
  * each is one round trip and one transaction. Every call here is
  * asynchronous: the callback runs later from the worker's loop, once. */
 #ifndef CARDGATE_STORE_H
@@ -21,6 +21,23 @@ enum store_verdict {
     STORE_REPLAY,      /* a final outcome is stored: http_status + body */
     STORE_MISMATCH,    /* the out_serial_no belongs to another request */
     STORE_IN_PROGRESS, /* another holder's lock is fresh */
+    /* A change of a card (store_claim_args.biz_card_no given) only: */
+    STORE_NO_CARD,        /* cardgate has no card with that number */
+    STORE_DELETED,        /* the card was deleted */
+    STORE_STALE,          /* occur_time is older than the newest accepted update */
+    STORE_BUSY,           /* another change of the card is in flight */
+    STORE_EXTERNAL_TAKEN, /* the new external_card_no belongs to another live card */
+};
+
+/* What to claim. Strings are copied before store_claim returns. */
+struct store_claim_args {
+    const char *app_id, *serial, *hash, *caller, *token;
+    long stale_ms;         /* a pending lock older than this is taken over */
+    const char *operation; /* open | update | delete | activate */
+    /* For a change of a card (NULL for an open): the card, the update's
+     * occur_time ("yyyy-MM-dd HH:mm:ss", NULL for a delete) and the new
+     * external_card_no the update sets (NULL when it sets none). */
+    const char *biz_card_no, *occur_time, *external_card_no;
 };
 
 struct store_claim {
@@ -29,16 +46,19 @@ struct store_claim {
     const char *body; /* REPLAY; valid during the callback */
     int attempts;
     const char *biz_card_no; /* REPLAY of a success; valid during the callback */
+    /* CLAIMED: how the previous attempt of this serial ended: NULL (first
+     * attempt), an outcome class name, or "abandoned" (its holder died).
+     * STALE: the occur_time of the newest accepted update. */
+    const char *prior;
 };
 
 /* claim NULL: the database could not be reached or failed (error says). */
 typedef void (*store_claim_cb)(const struct store_claim *claim, const char *error, void *arg);
 
-/* Claims (app_id, out_serial_no) under `token`; a pending lock older than
- * stale_ms is taken over. Returns 0, or -1 (no callback) when the pool's
- * queue is full. */
-int store_claim(struct pg_pool *p, const char *app_id, const char *serial, const char *hash,
-                const char *caller, const char *token, long stale_ms, store_claim_cb cb, void *arg);
+/* Claims (app_id, out_serial_no) under `token` (and, for a change of a
+ * card, the card's lock), in one round trip. Returns 0, or -1 (no
+ * callback) when the pool's queue is full. */
+int store_claim(struct pg_pool *p, const struct store_claim_args *a, store_claim_cb cb, void *arg);
 
 struct store_completion {
     const char *app_id, *serial, *token;
@@ -48,14 +68,19 @@ struct store_completion {
     int http_status;
     const char *body;
     long latency_ms;
-    const char *biz_card_no, *external_card_no, *user_id, *template_id;
+    const char *method;    /* the gateway call to record; NULL: none was made */
+    const char *operation; /* as claimed */
+    const char *biz_card_no;
+    const char *card; /* JSON object: what a success changes in cards (see
+                       * card_request_finish in migrations/002); NULL: {} */
 };
 
 /* ok: 1 when recorded; held: 0 when our lock had been taken over. */
 typedef void (*store_done_cb)(int ok, int held, const char *error, void *arg);
 
-/* Records a claimed request's outcome (and the card, on success). The
- * strings are copied before this returns. */
+/* Records a claimed request's outcome (and the card's change, on success),
+ * releasing the request's and the card's locks. The strings are copied
+ * before this returns. */
 int store_complete(struct pg_pool *p, const struct store_completion *c, store_done_cb cb,
                    void *arg);
 

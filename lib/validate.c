@@ -27,6 +27,8 @@ enum vkind {
     VK_MDCODE,
     VK_MEMBER,
     VK_TEXT_LIST,
+    VK_CARD_UPDATE, /* the update's card: no dates, at least one field */
+    VK_FIXED,       /* a field Alipay lets no update change: refused when present */
 };
 
 struct vfield {
@@ -56,6 +58,28 @@ static const struct vfield card_fields[] = {
     {"external_card_no", VK_TEXT, 64, 0},
     {"open_date", VK_DATETIME, 0, 1},
     {"valid_date", VK_DATETIME, 0, 1},
+    {"level", VK_TEXT, 64, 0},
+    {"point", VK_POINT, 64, 0},
+    {"balance", VK_BALANCE, 64, 0},
+    {"template_id", VK_TEXT, 32, 0},
+    {"mdcode_info", VK_MDCODE, 0, 0},
+    {"front_text_list", VK_TEXT_LIST, 0, 0},
+    {"front_image_id", VK_TEXT, 1024, 0},
+};
+
+/* PATCH /v1/cards/{biz_card_no}: the update takes the open's card, but
+ * Alipay does not let an update change the card's dates. */
+static const struct vfield update_fields[] = {
+    {"out_serial_no", VK_TEXT, 64, 1},
+    {"occur_time", VK_DATETIME, 0, 1},
+    {"card", VK_CARD_UPDATE, 0, 1},
+    {"changed_point", VK_POINT, 64, 0},
+};
+
+static const struct vfield card_update_fields[] = {
+    {"external_card_no", VK_TEXT, 64, 0},
+    {"open_date", VK_FIXED, 0, 0},
+    {"valid_date", VK_FIXED, 0, 0},
     {"level", VK_TEXT, 64, 0},
     {"point", VK_POINT, 64, 0},
     {"balance", VK_BALANCE, 64, 0},
@@ -495,6 +519,17 @@ static int check_value(json_object *v, const char *path, const struct vfield *f,
         return check_text_list(v, path, err);
     case VK_TIME_STAMP:
         return check_time_stamp(v, path, err);
+    case VK_CARD_UPDATE:
+        if (check_object(v, path, card_update_fields, NFIELDS(card_update_fields), err) != 0)
+            return -1;
+        if (json_object_object_length(v) > 0)
+            return 0;
+        set_err(err, path, "%s must set at least one field", path);
+        return -1;
+    case VK_FIXED:
+        set_err(err, path, "%s cannot be changed by an update (Alipay keeps the card's dates)",
+                path);
+        return -1;
     default:
         return check_string(v, path, f, err);
     }
@@ -573,6 +608,27 @@ int validate_card_open(json_object *root, struct validate_card_open *out,
     out->external_card_no = get_str(json_object_object_get(root, "card"), "external_card_no");
     out->open_card_channel = get_str(root, "open_card_channel");
     out->open_card_channel_id = get_str(root, "open_card_channel_id");
+    return 0;
+}
+
+int validate_card_update(json_object *root, struct validate_card_update *out,
+                         struct validate_error *err)
+{
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (err)
+        err->field[0] = err->message[0] = '\0';
+    if (check_object(root, "", update_fields, NFIELDS(update_fields), err) != 0)
+        return -1;
+    if (!out)
+        return 0;
+    json_object *card = json_object_object_get(root, "card");
+    out->root = root;
+    out->card = card;
+    out->out_serial_no = get_str(root, "out_serial_no");
+    out->occur_time = get_str(root, "occur_time");
+    out->changed_point = get_str(root, "changed_point");
+    out->external_card_no = get_str(card, "external_card_no");
     return 0;
 }
 
@@ -710,6 +766,48 @@ char *validate_card_open_biz(const struct validate_card_open *req)
         out = jsonx_text(biz);
     json_object_put(biz);
     return out;
+}
+
+char *validate_card_update_biz(const struct validate_card_update *req, const char *biz_card_no)
+{
+    struct builder b = {0};
+    json_object *biz, *msg;
+    char *out = NULL;
+
+    if (!req || !req->root || !biz_card_no)
+        return NULL;
+    biz = b_object(&b);
+    if (!biz)
+        return NULL;
+    b_add(&b, biz, "target_card_no", json_object_new_string(biz_card_no));
+    b_add(&b, biz, "target_card_no_type", json_object_new_string("BIZ_CARD"));
+    b_add(&b, biz, "occur_time", json_object_new_string(req->occur_time));
+    b_add(&b, biz, "card_info", biz_card(&b, req->card));
+    if (req->changed_point) {
+        msg = b_object(&b);
+        if (msg)
+            b_add(&b, msg, "changed_point", json_object_new_string(req->changed_point));
+        b_add(&b, biz, "merchant_card_msg_info", msg);
+    }
+    if (!b.failed)
+        out = jsonx_text(biz);
+    json_object_put(biz);
+    return out;
+}
+
+int validate_reason_code(const char *s)
+{
+    return s && (strcmp(s, "USER_UNBUND") == 0 || strcmp(s, "CANCEL") == 0 ||
+                 strcmp(s, "PRESENT") == 0)
+               ? 0
+               : -1;
+}
+
+int validate_text(const char *s, size_t max_chars)
+{
+    int ok;
+    size_t n = s ? validate_utf8_chars(s, &ok) : 0;
+    return s && ok && n >= 1 && n <= max_chars && !has_control(s) ? 0 : -1;
 }
 
 /* ---- idempotency hash ---- */

@@ -58,6 +58,39 @@ struct validate_card_open {
 int validate_card_open(json_object *root, struct validate_card_open *out,
                        struct validate_error *err);
 
+/* The validated PATCH /v1/cards/{biz_card_no} body; pointers borrow from
+ * root as for validate_card_open. */
+struct validate_card_update {
+    json_object *root;
+    json_object *card; /* the card object: at least one field, no dates */
+    const char *out_serial_no, *occur_time;
+    const char *changed_point;    /* NULL when absent */
+    const char *external_card_no; /* card.external_card_no, NULL when absent */
+};
+
+/* Validates an update body: out_serial_no (1-64), occur_time
+ * (yyyy-MM-dd HH:mm:ss), card (the open's card fields and rules, but
+ * open_date and valid_date are refused by name: Alipay does not let an
+ * update change them; at least one field), changed_point (optional, a
+ * number with at most 2 decimals, may be negative). Returns 0 or -1 with
+ * err, as validate_card_open. */
+int validate_card_update(json_object *root, struct validate_card_update *out,
+                         struct validate_error *err);
+
+/* alipay.marketing.card.update's biz_content for an accepted update of
+ * biz_card_no: target_card_no, target_card_no_type BIZ_CARD, occur_time,
+ * card_info (the card's fields in the seed's order), and
+ * merchant_card_msg_info.changed_point when given. malloc'd; NULL when out
+ * of memory. */
+char *validate_card_update_biz(const struct validate_card_update *req, const char *biz_card_no);
+
+/* card.delete's reason_code: USER_UNBUND, CANCEL or PRESENT. 0 or -1. */
+int validate_reason_code(const char *s);
+
+/* Text of 1 to max_chars characters: valid UTF-8, no control characters.
+ * 0 or -1 (also for NULL). */
+int validate_text(const char *s, size_t max_chars);
+
 /* The biz_content of alipay.marketing.card.open for a request that
  * validate_card_open accepted: compact JSON, keys in the seed's order,
  * member.gender spelled "gende", auth tokens left out (they are public

@@ -1,315 +1,349 @@
-/* cards: the /v1/cards handlers — open (with the idempotency ledger), query,
- * the POS lookup, and listing the card mappings. */
+/* cards: the /v1/cards resource — open, update and delete (each through the
+ * ledger: ledger.h), query, the POS lookup, and listing the card mappings. */
+#include "cards.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include <event2/buffer.h>
 #include <event2/http.h>
-#include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
-#include <openssl/rand.h>
+#include <sys/queue.h>
 
 #include "alipay_card.h"
 #include "alipay_client.h"
+#include "handler.h"
 #include "jsonx.h"
 #include "log.h"
-#include "recorder.h"
-#include "routes.h"
 #include "store.h"
+#include "validate.h"
 
-#define JSON_TYPE "application/json; charset=utf-8"
-
-static const char *input_header(struct request *r, const char *name)
+/* Takes o (a new object) and returns its compact text, malloc'd. */
+static char *text_of(json_object *o)
 {
-    return evhttp_find_header(evhttp_request_get_input_headers(r->req), name);
-}
-
-static void database_unavailable(struct request *r, const char *error)
-{
-    struct server *srv = r->w->srv;
-    atomic_fetch_add(&srv->metrics.db_errors, 1);
-    log_write(&srv->log, LOG_WARN, "database unavailable", "request_id", r->id, "error", error,
-              NULL);
-    reply_error(r, 503, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later", NULL,
-                NULL);
-}
-
-/* "application/json" with optional parameters (charset=utf-8). */
-static int is_json_type(const char *ct)
-{
-    if (!ct)
-        return 0;
-    while (*ct == ' ')
-        ct++;
-    size_t n = strlen("application/json");
-    return strncasecmp(ct, "application/json", n) == 0 &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
-}
-
-/* Reads and parses the JSON body; answers the error itself and returns
- * NULL when it cannot. */
-static json_object *read_json_body(struct request *r)
-{
-    if (!is_json_type(input_header(r, "Content-Type"))) {
-        reply_error(r, 415, "UNSUPPORTED_MEDIA_TYPE",
-                    "Content-Type must be application/json; charset=utf-8", NULL, NULL);
-        return NULL;
-    }
-    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
-    size_t len = evbuffer_get_length(in);
-    if (len > API_MAX_BODY) {
-        reply_error(r, 413, "PAYLOAD_TOO_LARGE", "the body is over 64 KiB", NULL, NULL);
-        return NULL;
-    }
-    json_object *o = jsonx_parse((const char *)evbuffer_pullup(in, -1), len);
-    if (!o) {
-        reply_error(r, 400, "MALFORMED_JSON", "the body is not one valid JSON document", NULL,
-                    NULL);
-        return NULL;
-    }
-    return o;
-}
-
-static void utc_now(char out[32])
-{
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-/* key: v, or key: null when v is NULL (the contract lists these fields always). */
-static void add_nullable(json_object *o, const char *key, const char *v)
-{
-    json_object_object_add(o, key, v ? json_object_new_string(v) : NULL);
-}
-
-/* The contract's answer for a gateway outcome other than success. Sets
- * *status and returns the body (malloc'd). */
-static char *gateway_error(const struct alipay_reply *rep, int is_query, int *status)
-{
-    const char *code, *msg;
-    /* Alipay's codes go to the caller only where the signature held. */
-    const struct alipay_reply *a = rep->verified ? rep : NULL;
-    switch (rep->outcome) {
-    case ALIPAY_REJECTED:
-        if (is_query && alipay_card_not_found(rep)) {
-            *status = 404, code = "CARD_NOT_FOUND", msg = "Alipay has no such card";
-        } else {
-            *status = 422, code = "ALIPAY_REJECTED", msg = "Alipay refused the request";
-        }
-        break;
-    case ALIPAY_AUTH_FAILED:
-        *status = 422, code = "ALIPAY_AUTH_FAILED",
-        msg = "Alipay refused the user's or the provider's token; retry with a fresh token";
-        break;
-    case ALIPAY_REFUSED:
-        *status = 502, code = "ALIPAY_REQUEST_REFUSED",
-        msg = "the gateway refused our request (configuration or signing)";
-        break;
-    case ALIPAY_UNAVAILABLE:
-        *status = 502, code = "ALIPAY_UNAVAILABLE", msg = "the Alipay gateway is unavailable";
-        break;
-    case ALIPAY_TIMEOUT:
-        *status = 504, code = "ALIPAY_TIMEOUT", msg = "the Alipay gateway did not answer in time";
-        a = NULL;
-        break;
-    case ALIPAY_BAD_SIGNATURE:
-    case ALIPAY_OK:
-    default:
-        *status = 502, code = "ALIPAY_BAD_SIGNATURE",
-        msg = "the gateway's answer could not be verified; its content is not trusted";
-        a = NULL;
-        break;
-    }
-    char message[384];
-    snprintf(message, sizeof(message), "%s (%s)", msg, rep->detail);
-    return error_body(code, message, NULL, a);
-}
-
-static void log_gateway(struct request *r, const char *method, const struct alipay_reply *rep)
-{
-    char ms[32];
-    snprintf(ms, sizeof(ms), "%.1f", rep->latency_ms);
-    log_write(&r->w->srv->log, rep->outcome == ALIPAY_OK ? LOG_DEBUG : LOG_WARN, "gateway call",
-              "request_id", r->id, "method", method, "outcome", alipay_outcome_name(rep->outcome),
-              "code", rep->code, "sub_code", rep->sub_code, "detail", rep->detail, "latency_ms", ms,
-              NULL);
-}
-
-/* --- POST /v1/cards ------------------------------------------------------ */
-
-static void open_recorded(int ok, int held, const char *error, void *arg)
-{
-    struct request *r = arg;
-    struct record *rec = r->record;
-    r->record = NULL;
-    if (ok) {
-        recorder_drop(rec);
-        if (!held)
-            log_write(&r->w->srv->log, LOG_WARN, "outcome not taken: the request was taken over",
-                      "request_id", r->id, "out_serial_no", r->open.out_serial_no, NULL);
-    } else if (rec) {
-        /* A card Alipay opened, or its final refusal, must reach the
-         * ledger: the caller hears the truth now and the write goes on. */
-        recorder_start(rec);
-    } else {
-        /* A non-final outcome: the lock runs out and a retry goes on. */
-        log_write(&r->w->srv->log, LOG_WARN, "outcome not recorded", "request_id", r->id, "error",
-                  error, NULL);
-    }
-    reply_send(r, r->status, JSON_TYPE, r->answer);
-}
-
-/* Location: /v1/cards/{biz_card_no}, for a 201 and its replays. */
-static void add_location(struct request *r, const char *biz_card_no)
-{
-    char *enc = evhttp_uriencode(biz_card_no, -1, 0);
-    char location[160];
-    snprintf(location, sizeof(location), "/v1/cards/%s", enc ? enc : "");
-    reply_add_header(r, "Location", location);
-    free(enc);
-}
-
-/* The 201 body; external_card_no as Alipay returned it, else the caller's. */
-static char *open_success_body(struct request *r, const struct alipay_card_open_result *res,
-                               const char *external_card_no)
-{
-    char now[32];
-    utc_now(now);
-    json_object *o = json_object_new_object();
-    add_nullable(o, "out_serial_no", r->open.out_serial_no);
-    add_nullable(o, "biz_card_no", res->card.biz_card_no);
-    add_nullable(o, "external_card_no", external_card_no);
-    add_nullable(o, "card_template_id", r->open.card_template_id);
-    add_nullable(o, "user_id", r->open.user_id);
-    json_object_object_add(o, "card", json_object_get(res->card.json));
-    add_nullable(o, "open_card_channel",
-                 res->open_card_channel ? res->open_card_channel : r->open.open_card_channel);
-    add_nullable(o, "open_card_channel_id",
-                 res->open_card_channel_id ? res->open_card_channel_id
-                                           : r->open.open_card_channel_id);
-    add_nullable(o, "created_at", now);
     char *text = jsonx_text(o);
     json_object_put(o);
     return text;
 }
 
-static void open_answered(struct alipay_reply *rep, void *arg)
+/* A string field of o, or NULL. */
+static const char *str_of(json_object *o, const char *key)
 {
-    struct request *r = arg;
+    json_object *v;
+    if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* Copies o's string fields named in keys (NULL-terminated) into to. */
+static void copy_strings(json_object *to, json_object *o, const char *const keys[])
+{
+    for (size_t i = 0; keys[i]; i++) {
+        const char *v = str_of(o, keys[i]);
+        if (v)
+            json_object_object_add(to, keys[i], json_object_new_string(v));
+    }
+}
+
+/* The request hash of `what` (the body, or what stands for it) for a
+ * change of card biz_card_no: the card is part of the request's meaning, so
+ * one out_serial_no used for two cards is a reuse. Returns 0 or -1. */
+static int change_hash(struct request *r, const char *operation, const char *biz_card_no,
+                       json_object *what, char out[65])
+{
     struct server *srv = r->w->srv;
-    atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "biz_card_no", json_object_new_string(biz_card_no));
+    json_object_object_add(o, operation, json_object_get(what));
+    int rc = validate_request_hash(o, srv->hash_key, sizeof(srv->hash_key), out);
+    json_object_put(o);
+    return rc;
+}
+
+/* A path's card number: 1 to 32 printable ASCII characters. Answers 400
+ * and returns -1 otherwise. */
+static int path_card_no(struct request *r)
+{
+    struct validate_error verr;
+    if (validate_card_no(r->param, &verr, "biz_card_no") == 0)
+        return 0;
+    reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field, NULL);
+    return -1;
+}
+
+/* --- POST /v1/cards ------------------------------------------------------ */
+
+static char *open_biz(struct request *r)
+{
+    return validate_card_open_biz(r->data);
+}
+
+/* The 201 body; external_card_no as Alipay returned it, else the caller's. */
+static int open_success(struct request *r, struct alipay_reply *rep, struct ledger_success *out)
+{
+    const struct validate_card_open *req = r->data;
     struct alipay_card_open_result res;
-    const char *state = "failed", *biz_card_no = NULL, *external_card_no = NULL;
-    if (rep->outcome == ALIPAY_OK && alipay_card_open_read(rep, &res) == 0) {
-        biz_card_no = res.card.biz_card_no;
-        external_card_no =
-            res.card.external_card_no ? res.card.external_card_no : r->open.external_card_no;
-        r->status = 201;
-        r->answer = open_success_body(r, &res, external_card_no);
-        state = "succeeded";
-        add_location(r, biz_card_no);
-    } else {
-        r->answer = gateway_error(rep, 0, &r->status);
-        if (rep->outcome == ALIPAY_REJECTED)
-            state = "rejected";
-    }
-    metrics_gateway(&srv->metrics, METRICS_METHOD_OPEN, rep->outcome, rep->latency_ms);
-    log_gateway(r, ALIPAY_CARD_OPEN, rep);
-    struct store_completion c = {
-        .app_id = srv->cfg.alipay_app_id,
-        .serial = r->open.out_serial_no,
-        .token = r->token,
-        .state = state,
-        .outcome = alipay_outcome_name(rep->outcome),
-        .code = rep->code,
-        .sub_code = rep->sub_code,
-        .http_status = r->status,
-        .body = r->answer,
-        .latency_ms = (long)rep->latency_ms,
-        .biz_card_no = biz_card_no,
-        .external_card_no = external_card_no,
-        .user_id = r->open.user_id,
-        .template_id = r->open.card_template_id,
-    };
-    if (strcmp(state, "failed") != 0)
-        r->record = recorder_keep(r->w, &c, r->id);
-    if (store_complete(r->w->pg, &c, open_recorded, r) < 0)
-        open_recorded(0, 0, "database queue full", r);
+    if (!rep || alipay_card_open_read(rep, &res) < 0)
+        return -1;
+    const char *external_card_no =
+        res.card.external_card_no ? res.card.external_card_no : req->external_card_no;
+    char now[32];
+    handler_utc_now(now);
+    json_object *o = json_object_new_object();
+    handler_add_nullable(o, "out_serial_no", req->out_serial_no);
+    handler_add_nullable(o, "biz_card_no", res.card.biz_card_no);
+    handler_add_nullable(o, "external_card_no", external_card_no);
+    handler_add_nullable(o, "card_template_id", req->card_template_id);
+    handler_add_nullable(o, "user_id", req->user_id);
+    json_object_object_add(o, "card", json_object_get(res.card.json));
+    handler_add_nullable(o, "open_card_channel",
+                         res.open_card_channel ? res.open_card_channel : req->open_card_channel);
+    handler_add_nullable(o, "open_card_channel_id",
+                         res.open_card_channel_id ? res.open_card_channel_id
+                                                  : req->open_card_channel_id);
+    handler_add_nullable(o, "created_at", now);
+
+    /* What cards keeps: the mapping, and the values Alipay accepted. */
+    static const char *const kept[] = {"level", "point", "balance", NULL};
+    json_object *card = json_object_new_object();
+    handler_add_nullable(card, "external_card_no", external_card_no);
+    handler_add_nullable(card, "user_id", req->user_id);
+    handler_add_nullable(card, "card_template_id", req->card_template_id);
+    copy_strings(card, res.card.json, kept);
+
+    out->status = 201;
+    out->body = text_of(o);
+    out->biz_card_no = strdup(res.card.biz_card_no);
+    out->card = text_of(card);
+    return 0;
 }
 
-static void open_replay(struct request *r, const struct store_claim *c)
-{
-    atomic_fetch_add(&r->w->srv->metrics.idempotent_replays, 1);
-    reply_add_header(r, "Idempotent-Replayed", "true");
-    if (c->http_status == 201 && c->biz_card_no)
-        add_location(r, c->biz_card_no);
-    reply_send(r, c->http_status, JSON_TYPE, c->body);
-}
+static const struct ledger_op open_op = {
+    .operation = "open",
+    .method = ALIPAY_CARD_OPEN,
+    .metric = METRICS_METHOD_OPEN,
+    .location = 1,
+    .biz = open_biz,
+    .success = open_success,
+};
 
-static void open_claimed(const struct store_claim *c, const char *error, void *arg)
-{
-    struct request *r = arg;
-    if (!c)
-        return database_unavailable(r, error);
-    switch (c->verdict) {
-    case STORE_REPLAY:
-        return open_replay(r, c);
-    case STORE_MISMATCH:
-        return reply_error(r, 422, "OUT_SERIAL_NO_REUSED",
-                           "this out_serial_no was already used for a different request",
-                           "out_serial_no", NULL);
-    case STORE_IN_PROGRESS:
-        reply_add_header(r, "Retry-After", "1");
-        return reply_error(r, 409, "REQUEST_IN_PROGRESS",
-                           "a request with this out_serial_no is in progress; retry later",
-                           "out_serial_no", NULL);
-    case STORE_CLAIMED:
-        break;
-    }
-    char err[256];
-    char *biz = validate_card_open_biz(&r->open);
-    int rc = biz ? alipay_client_call(r->w->alipay, ALIPAY_CARD_OPEN, biz, r->open.auth_token,
-                                      r->open.app_auth_token, open_answered, r, err, sizeof(err))
-                 : -1;
-    free(biz);
-    if (rc == 0) {
-        atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
-        return;
-    }
-    /* Nothing was sent: release the claim as a failure so a retry may go. */
-    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
-    snprintf(none.detail, sizeof(none.detail), "request not sent: %.200s",
-             biz ? err : "out of memory");
-    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
-    open_answered(&none, r);
-}
-
-void cards_open(struct request *r)
+static void cards_open(struct request *r)
 {
     struct server *srv = r->w->srv;
     struct validate_error verr;
-    json_object *body = read_json_body(r); /* on NULL it has answered, and r is gone */
+    struct validate_card_open *req = calloc(1, sizeof(*req));
+    if (!req)
+        return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+    r->data = req;
+    r->free_data = free;
+    json_object *body = handler_json_body(r); /* on NULL it has answered, and r is gone */
     if (!body)
         return;
     r->body = body;
-    if (validate_card_open(r->body, &r->open, &verr) < 0)
+    if (validate_card_open(r->body, req, &verr) < 0)
         return reply_error(r, 400, "INVALID_PARAMETER", verr.message,
                            verr.field[0] ? verr.field : NULL, NULL);
-    if (validate_request_hash(r->body, srv->hash_key, sizeof(srv->hash_key), r->hash) < 0)
+    char hash[65];
+    if (validate_request_hash(r->body, srv->hash_key, sizeof(srv->hash_key), hash) < 0)
         return reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
-    unsigned char raw[16];
-    RAND_bytes(raw, sizeof(raw));
-    for (size_t i = 0; i < sizeof(raw); i++)
-        sprintf(r->token + 2 * i, "%02x", raw[i]);
-    long stale = srv->cfg.alipay_timeout_ms + srv->cfg.lock_margin_ms;
-    if (store_claim(r->w->pg, srv->cfg.alipay_app_id, r->open.out_serial_no, r->hash, r->caller,
-                    r->token, stale, open_claimed, r) < 0)
-        database_unavailable(r, "database queue full");
+    struct ledger_key key = {
+        .serial = req->out_serial_no,
+        .hash = hash,
+        .auth_token = req->auth_token,
+        .app_auth_token = req->app_auth_token,
+    };
+    ledger_run(r, &open_op, &key);
+}
+
+/* --- PATCH /v1/cards/{biz_card_no} --------------------------------------- */
+
+static char *update_biz(struct request *r)
+{
+    return validate_card_update_biz(r->data, r->param);
+}
+
+static int update_success(struct request *r, struct alipay_reply *rep, struct ledger_success *out)
+{
+    const struct validate_card_update *req = r->data;
+    (void)rep; /* card.update answers nothing beyond its code */
+    char now[32];
+    handler_utc_now(now);
+    json_object *o = json_object_new_object();
+    handler_add_nullable(o, "biz_card_no", r->param);
+    handler_add_nullable(o, "out_serial_no", req->out_serial_no);
+    handler_add_nullable(o, "occur_time", req->occur_time);
+    json_object_object_add(o, "card", json_object_get(req->card));
+    handler_add_nullable(o, "updated_at", now);
+
+    static const char *const kept[] = {"external_card_no", "level", "point", "balance", NULL};
+    json_object *card = json_object_new_object();
+    handler_add_nullable(card, "occur_time", req->occur_time);
+    copy_strings(card, req->card, kept);
+
+    out->status = 200;
+    out->body = text_of(o);
+    out->biz_card_no = strdup(r->param);
+    out->card = text_of(card);
+    return out->body && out->biz_card_no && out->card ? 0 : -1;
+}
+
+/* The previous attempt may have reached Alipay: look at the card first, and
+ * send the update again only when the card does not show it yet, so that a
+ * member never gets the same "+20 points" message twice. */
+static void update_verified(struct alipay_reply *rep, void *arg)
+{
+    struct request *r = arg;
+    struct server *srv = r->w->srv;
+    const struct validate_card_update *req = r->data;
+    atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
+    struct alipay_card_query_result res;
+    int ok = rep->outcome == ALIPAY_OK && alipay_card_query_read(rep, &res) == 0;
+    metrics_gateway(&srv->metrics, METRICS_METHOD_QUERY, rep->outcome, rep->latency_ms);
+    handler_log_gateway(r, ALIPAY_CARD_QUERY, rep);
+    store_record_call(r->w->pg, srv->cfg.alipay_app_id, ALIPAY_CARD_QUERY, NULL,
+                      alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
+                      (long)rep->latency_ms);
+    if (ok && alipay_card_info_shows(res.card.json, req->card))
+        return ledger_succeed_unsent(r, rep);
+    /* Not applied, or no such card (the update's own answer will say so). */
+    if (ok || alipay_card_not_found(rep))
+        return ledger_send(r);
+    ledger_fail(r, rep);
+}
+
+static void update_verify(struct request *r)
+{
+    char err[256];
+    char *biz = alipay_card_query_biz(r->param, "BIZ_CARD", NULL);
+    int rc = biz ? alipay_client_call(r->w->alipay, ALIPAY_CARD_QUERY, biz, NULL, NULL,
+                                      update_verified, r, err, sizeof(err))
+                 : -1;
+    free(biz);
+    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
+    if (rc == 0)
+        return;
+    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
+    snprintf(none.detail, sizeof(none.detail), "query not sent: %.200s",
+             biz ? err : "out of memory");
+    update_verified(&none, r);
+}
+
+static const struct ledger_op update_op = {
+    .operation = "update",
+    .method = ALIPAY_CARD_UPDATE,
+    .metric = METRICS_METHOD_UPDATE,
+    .card_not_found_404 = 1,
+    .biz = update_biz,
+    .success = update_success,
+    .verify = update_verify,
+};
+
+static void cards_update(struct request *r)
+{
+    struct validate_error verr;
+    struct validate_card_update *req = calloc(1, sizeof(*req));
+    if (!req)
+        return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+    r->data = req;
+    r->free_data = free;
+    if (path_card_no(r) < 0)
+        return;
+    json_object *body = handler_json_body(r); /* on NULL r is gone */
+    if (!body)
+        return;
+    r->body = body;
+    if (validate_card_update(r->body, req, &verr) < 0)
+        return reply_error(r, 400, "INVALID_PARAMETER", verr.message,
+                           verr.field[0] ? verr.field : NULL, NULL);
+    char hash[65];
+    if (change_hash(r, "update", r->param, r->body, hash) < 0)
+        return reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+    struct ledger_key key = {
+        .serial = req->out_serial_no,
+        .hash = hash,
+        .biz_card_no = r->param,
+        .occur_time = req->occur_time,
+        .external_card_no = req->external_card_no,
+    };
+    ledger_run(r, &update_op, &key);
+}
+
+/* --- DELETE /v1/cards/{biz_card_no}?out_serial_no=…&reason_code=… -------- */
+
+/* The delete's parameters, in r->body as {"out_serial_no","reason_code"}:
+ * that object is also what the request hash covers. */
+static char *delete_biz(struct request *r)
+{
+    return alipay_card_delete_biz(str_of(r->body, "out_serial_no"), r->param,
+                                  str_of(r->body, "reason_code"));
+}
+
+static int delete_success(struct request *r, struct alipay_reply *rep, struct ledger_success *out)
+{
+    const char *biz_serial_no = rep ? alipay_card_delete_read(rep) : NULL;
+    if (!biz_serial_no)
+        return -1;
+    char now[32];
+    handler_utc_now(now);
+    json_object *o = json_object_new_object();
+    handler_add_nullable(o, "biz_card_no", r->param);
+    handler_add_nullable(o, "out_serial_no", str_of(r->body, "out_serial_no"));
+    handler_add_nullable(o, "reason_code", str_of(r->body, "reason_code"));
+    handler_add_nullable(o, "biz_serial_no", biz_serial_no);
+    handler_add_nullable(o, "deleted_at", now);
+    json_object *card = json_object_new_object();
+    handler_add_nullable(card, "reason_code", str_of(r->body, "reason_code"));
+    out->status = 200;
+    out->body = text_of(o);
+    out->biz_card_no = strdup(r->param);
+    out->card = text_of(card);
+    return out->body && out->biz_card_no && out->card ? 0 : -1;
+}
+
+/* Alipay dedups a delete on its out_serial_no: a retry is simply sent
+ * again, so no verify. */
+static const struct ledger_op delete_op = {
+    .operation = "delete",
+    .method = ALIPAY_CARD_DELETE,
+    .metric = METRICS_METHOD_DELETE,
+    .card_not_found_404 = 1,
+    .biz = delete_biz,
+    .success = delete_success,
+};
+
+static void cards_delete(struct request *r)
+{
+    static const char *const allowed[] = {"out_serial_no", "reason_code", NULL};
+    struct evkeyvalq q;
+    if (path_card_no(r) < 0 || handler_query_params(r, &q, allowed) < 0)
+        return;
+    const char *serial = evhttp_find_header(&q, "out_serial_no");
+    const char *reason = evhttp_find_header(&q, "reason_code");
+    if (validate_text(serial, 32) < 0) {
+        evhttp_clear_headers(&q);
+        return reply_error(r, 400, "INVALID_PARAMETER",
+                           "out_serial_no is required: 1 to 32 characters, no control characters",
+                           "out_serial_no", NULL);
+    }
+    if (validate_reason_code(reason) < 0) {
+        evhttp_clear_headers(&q);
+        return reply_error(r, 400, "INVALID_PARAMETER",
+                           "reason_code is required: USER_UNBUND, CANCEL or PRESENT", "reason_code",
+                           NULL);
+    }
+    r->body = json_object_new_object();
+    json_object_object_add(r->body, "out_serial_no", json_object_new_string(serial));
+    json_object_object_add(r->body, "reason_code", json_object_new_string(reason));
+    evhttp_clear_headers(&q);
+    char hash[65];
+    if (change_hash(r, "delete", r->param, r->body, hash) < 0)
+        return reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+    struct ledger_key key = {
+        .serial = str_of(r->body, "out_serial_no"),
+        .hash = hash,
+        .biz_card_no = r->param,
+    };
+    ledger_run(r, &delete_op, &key);
 }
 
 /* --- GET /v1/cards/{biz_card_no} and /v1/cards/lookup -------------------- */
@@ -322,21 +356,21 @@ static void query_answered(struct alipay_reply *rep, void *arg)
     struct alipay_card_query_result res;
     int ok = rep->outcome == ALIPAY_OK && alipay_card_query_read(rep, &res) == 0;
     metrics_gateway(&srv->metrics, METRICS_METHOD_QUERY, rep->outcome, rep->latency_ms);
-    log_gateway(r, ALIPAY_CARD_QUERY, rep);
+    handler_log_gateway(r, ALIPAY_CARD_QUERY, rep);
     store_record_call(r->w->pg, srv->cfg.alipay_app_id, ALIPAY_CARD_QUERY, NULL,
                       alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
                       (long)rep->latency_ms);
     if (!ok) {
         int status;
-        char *body = gateway_error(rep, 1, &status);
+        char *body = ledger_gateway_error(rep, 1, &status);
         reply_send(r, status, JSON_TYPE, body);
         free(body);
         return;
     }
     json_object *o = json_object_new_object();
-    add_nullable(o, "biz_card_no", res.card.biz_card_no);
+    handler_add_nullable(o, "biz_card_no", res.card.biz_card_no);
     json_object_object_add(o, "card", json_object_get(res.card.json));
-    add_nullable(o, "schema_url", res.schema_url);
+    handler_add_nullable(o, "schema_url", res.schema_url);
     reply_json(r, 200, o);
 }
 
@@ -353,31 +387,6 @@ static void query_call(struct request *r, const char *type)
     atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
 }
 
-/* Parses the query string into q and refuses parameters other than the
- * `allowed` ones (NULL-terminated). Answers the error itself. */
-static int query_params(struct request *r, struct evkeyvalq *q, const char *const allowed[])
-{
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
-    TAILQ_INIT(q);
-    if (query && evhttp_parse_query_str(query, q) < 0) {
-        reply_error(r, 400, "INVALID_PARAMETER", "the query string cannot be parsed", NULL, NULL);
-        return -1;
-    }
-    for (struct evkeyval *kv = TAILQ_FIRST(q); kv; kv = TAILQ_NEXT(kv, next)) {
-        int known = 0;
-        for (size_t i = 0; allowed[i] && !known; i++)
-            known = strcmp(kv->key, allowed[i]) == 0;
-        if (!known) {
-            char msg[200];
-            snprintf(msg, sizeof(msg), "unknown query parameter %.100s", kv->key);
-            reply_error(r, 400, "INVALID_PARAMETER", msg, kv->key, NULL);
-            evhttp_clear_headers(q);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int take_user_id(struct request *r, const char *user_id)
 {
     if (!user_id)
@@ -391,12 +400,13 @@ static int take_user_id(struct request *r, const char *user_id)
     return 0;
 }
 
-void cards_query(struct request *r, const char *biz_card_no)
+static void cards_query(struct request *r)
 {
+    const char *biz_card_no = r->param;
     static const char *const allowed[] = {"user_id", NULL};
     struct evkeyvalq q;
     struct validate_error verr;
-    if (query_params(r, &q, allowed) < 0)
+    if (handler_query_params(r, &q, allowed) < 0)
         return;
     if (validate_card_no(biz_card_no, &verr, "biz_card_no") < 0) {
         evhttp_clear_headers(&q);
@@ -410,12 +420,12 @@ void cards_query(struct request *r, const char *biz_card_no)
     query_call(r, "BIZ_CARD");
 }
 
-void cards_lookup(struct request *r)
+static void cards_lookup(struct request *r)
 {
     static const char *const allowed[] = {"code", "type", NULL};
     struct evkeyvalq q;
     struct validate_error verr;
-    if (query_params(r, &q, allowed) < 0)
+    if (handler_query_params(r, &q, allowed) < 0)
         return;
     const char *code = evhttp_find_header(&q, "code");
     const char *type = evhttp_find_header(&q, "type");
@@ -442,7 +452,7 @@ static void cards_listed(json_object *cards, int unavailable, const char *error,
     struct request *r = arg;
     if (!cards) {
         if (unavailable)
-            return database_unavailable(r, error);
+            return handler_database_unavailable(r, error);
         log_write(&r->w->srv->log, LOG_ERROR, "card list failed", "request_id", r->id, "error",
                   error, NULL);
         return reply_error(r, 500, "INTERNAL", "the card list query failed", NULL, NULL);
@@ -452,11 +462,11 @@ static void cards_listed(json_object *cards, int unavailable, const char *error,
     reply_json(r, 200, o);
 }
 
-void cards_list(struct request *r)
+static void cards_list(struct request *r)
 {
     static const char *const allowed[] = {"external_card_no", "user_id", "out_serial_no", NULL};
     struct evkeyvalq q;
-    if (query_params(r, &q, allowed) < 0)
+    if (handler_query_params(r, &q, allowed) < 0)
         return;
     int n = 0;
     enum store_card_filter by = STORE_BY_USER_ID;
@@ -481,9 +491,23 @@ void cards_list(struct request *r)
         char *v = strdup(value);
         evhttp_clear_headers(&q);
         if (store_cards_list(r->w->pg, r->w->srv->cfg.alipay_app_id, by, v, cards_listed, r) < 0)
-            database_unavailable(r, "database queue full");
+            handler_database_unavailable(r, "database queue full");
         free(v);
         return;
     }
     evhttp_clear_headers(&q);
+}
+
+void cards_register(struct route_table *t)
+{
+    routes_add(t, EVHTTP_REQ_POST, "/v1/cards", METRICS_ROUTE_OPEN, ROUTE_BEARER, cards_open);
+    routes_add(t, EVHTTP_REQ_GET, "/v1/cards", METRICS_ROUTE_LIST, ROUTE_BEARER, cards_list);
+    /* Before "{}", which would take "lookup" for a card number. */
+    routes_add(t, EVHTTP_REQ_GET, "/v1/cards/lookup", METRICS_ROUTE_LOOKUP, ROUTE_BEARER,
+               cards_lookup);
+    routes_add(t, EVHTTP_REQ_GET, "/v1/cards/{}", METRICS_ROUTE_QUERY, ROUTE_BEARER, cards_query);
+    routes_add(t, EVHTTP_REQ_PATCH, "/v1/cards/{}", METRICS_ROUTE_UPDATE, ROUTE_BEARER,
+               cards_update);
+    routes_add(t, EVHTTP_REQ_DELETE, "/v1/cards/{}", METRICS_ROUTE_DELETE, ROUTE_BEARER,
+               cards_delete);
 }

@@ -13,7 +13,10 @@
 #include <string.h>
 
 #include "alipay_key.h"
+#include "cards.h"
 #include "migrate.h"
+#include "ops.h"
+#include "routes.h"
 #include "server.h"
 
 static const char usage[] =
@@ -211,6 +214,12 @@ int main(int argc, char **argv)
     srv.log.json = srv.cfg.log_json;
     srv.log.out = stderr;
     metrics_init(&srv.metrics);
+    /* Every handler file registers its routes; read-only from here on. */
+    struct route_table routes;
+    routes_init(&routes);
+    cards_register(&routes);
+    ops_register(&routes);
+    srv.routes = &routes;
 
     int rc;
     if (strcmp(command, "migrate") == 0) {

@@ -1,10 +1,10 @@
 /* ops: /healthz, /readyz and /metrics. */
 #include <stdlib.h>
 
-#include "routes.h"
+#include "ops.h"
 #include "store.h"
 
-void ops_healthz(struct request *r)
+static void ops_healthz(struct request *r)
 {
     reply_json(r, 200, json_tokener_parse("{\"status\":\"ok\"}"));
 }
@@ -22,15 +22,30 @@ static void ready_checked(int current, const char *error, void *arg)
                 NULL, NULL);
 }
 
-void ops_readyz(struct request *r)
+static void ops_readyz(struct request *r)
 {
     if (store_schema_check(r->w->pg, ready_checked, r) < 0)
         ready_checked(-1, "database queue full", r);
 }
 
-void ops_metrics(struct request *r)
+static void ops_metrics(struct request *r)
 {
     char *text = metrics_render(&r->w->srv->metrics);
     reply_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", text ? text : "");
     free(text);
+}
+
+void ops_register(struct route_table *t)
+{
+    static const struct {
+        const char *path;
+        enum metrics_route metric;
+        route_handler handler;
+    } ops[] = {{"/healthz", METRICS_ROUTE_HEALTHZ, ops_healthz},
+               {"/readyz", METRICS_ROUTE_READYZ, ops_readyz},
+               {"/metrics", METRICS_ROUTE_METRICS, ops_metrics}};
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        routes_add(t, EVHTTP_REQ_GET, ops[i].path, ops[i].metric, ROUTE_PUBLIC, ops[i].handler);
+        routes_add(t, EVHTTP_REQ_HEAD, ops[i].path, ops[i].metric, ROUTE_PUBLIC, ops[i].handler);
+    }
 }

@@ -88,12 +88,11 @@ struct record *recorder_keep(struct worker *w, const struct store_completion *c,
     rec->delay_ms = RETRY_FIRST_MS;
     rec->request_id = dup_or_null(request_id);
     rec->c = *c;
-    const char **fields[] = {&rec->c.app_id,      &rec->c.serial,
-                             &rec->c.token,       &rec->c.state,
-                             &rec->c.outcome,     &rec->c.code,
-                             &rec->c.sub_code,    &rec->c.body,
-                             &rec->c.biz_card_no, &rec->c.external_card_no,
-                             &rec->c.user_id,     &rec->c.template_id};
+    const char **fields[] = {&rec->c.app_id,  &rec->c.serial,    &rec->c.token,       &rec->c.state,
+                             &rec->c.outcome, &rec->c.code,      &rec->c.sub_code,    &rec->c.body,
+                             &rec->c.method,  &rec->c.operation, &rec->c.biz_card_no, &rec->c.card};
+    _Static_assert(sizeof(fields) / sizeof(*fields) <= sizeof(rec->s) / sizeof(*rec->s),
+                   "every string of the completion has its owned copy");
     for (size_t i = 0; i < sizeof(fields) / sizeof(*fields); i++) {
         rec->s[i] = dup_or_null(*fields[i]);
         *fields[i] = rec->s[i];

@@ -12,7 +12,6 @@
 
 #include "jsonx.h"
 #include "log.h"
-#include "recorder.h"
 
 static void live_add(struct worker *w, struct request *r)
 {
@@ -37,10 +36,12 @@ static void request_free(struct request *r)
     atomic_fetch_sub(&w->srv->metrics.requests_in_flight, 1);
     if (r->body)
         json_object_put(r->body);
+    free(r->param);
     free(r->target);
     free(r->user_id);
-    free(r->answer);
-    recorder_lost(r->record); /* only set when shutting down mid-write */
+    if (r->free_data)
+        r->free_data(r->data);
+    ledger_call_free(&r->ledger);
     free(r);
 }
 
@@ -96,7 +97,7 @@ void reply_send(struct request *r, int status, const char *content_type, const c
         snprintf(ms, sizeof(ms), "%lld", server_now_ms() - r->start_ms);
         log_write(&srv->log, LOG_INFO, "request", "request_id", r->id, "route",
                   metrics_route_name(r->route), "status", st, "duration_ms", ms, "caller",
-                  r->caller, "out_serial_no", r->open.out_serial_no, NULL);
+                  r->caller, "out_serial_no", r->ledger.serial, NULL);
     }
     request_free(r);
 }
@@ -168,40 +169,110 @@ static int authenticate(struct request *r)
     return 0;
 }
 
-static void method_not_allowed(struct request *r, const char *allow)
+/* --- the route table ----------------------------------------------------- */
+
+void routes_init(struct route_table *t)
 {
+    memset(t, 0, sizeof(*t));
+}
+
+int routes_add(struct route_table *t, enum evhttp_cmd_type method, const char *pattern,
+               enum metrics_route metric, enum route_access access, route_handler handler)
+{
+    if (t->n >= ROUTES_MAX)
+        return -1;
+    t->routes[t->n++] = (struct route){method, pattern, metric, access, handler};
+    return 0;
+}
+
+/* Does path match pattern? On a match, *param points at the raw text of
+ * the "{}" segment (length *plen), or is NULL when the pattern has none. */
+static int pattern_match(const char *pattern, const char *path, const char **param, size_t *plen)
+{
+    *param = NULL;
+    *plen = 0;
+    while (*pattern && *path) {
+        if (strncmp(pattern, "{}", 2) == 0) {
+            size_t n = strcspn(path, "/");
+            if (n == 0)
+                return 0;
+            *param = path, *plen = n;
+            pattern += 2, path += n;
+        } else if (*pattern++ != *path++) {
+            return 0;
+        }
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    default:
+        return "OPTIONS";
+    }
+}
+
+/* 405 with Allow: every method registered for pattern. */
+static void method_not_allowed(struct request *r, const struct route_table *t, const char *pattern)
+{
+    char allow[128] = "";
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->routes[i].pattern, pattern) != 0)
+            continue;
+        if (allow[0])
+            strcat(allow, ", ");
+        strcat(allow, method_name(t->routes[i].method));
+    }
     reply_add_header(r, "Allow", allow);
     reply_error(r, 405, "METHOD_NOT_ALLOWED", "method not allowed on this path", NULL, NULL);
 }
 
-static void dispatch_v1(struct request *r, enum evhttp_cmd_type cmd, const char *path)
+/* The first pattern that matches the path names the resource; the method
+ * then picks its route, or gets 405. */
+static void dispatch(struct request *r, enum evhttp_cmd_type cmd, const char *path)
 {
-    const char *rest = path + strlen("/v1/cards");
-    if (strcmp(rest, "") == 0) {
-        r->route = cmd == EVHTTP_REQ_POST ? METRICS_ROUTE_OPEN : METRICS_ROUTE_LIST;
-        if (cmd != EVHTTP_REQ_POST && cmd != EVHTTP_REQ_GET)
-            return method_not_allowed(r, "GET, POST");
-        if (authenticate(r) < 0)
-            return;
-        return cmd == EVHTTP_REQ_POST ? cards_open(r) : cards_list(r);
-    }
-    if (rest[0] != '/' || rest[1] == '\0' || strchr(rest + 1, '/')) {
-        r->route = METRICS_ROUTE_OTHER;
+    const struct route_table *t = r->w->srv->routes;
+    const struct route *resource = NULL, *route = NULL;
+    const char *param = NULL;
+    size_t plen = 0;
+    for (size_t i = 0; i < t->n && !resource; i++)
+        if (pattern_match(t->routes[i].pattern, path, &param, &plen))
+            resource = &t->routes[i];
+    if (!resource)
         return reply_error(r, 404, "NOT_FOUND", "no such resource", NULL, NULL);
-    }
-    int lookup = strcmp(rest + 1, "lookup") == 0;
-    r->route = lookup ? METRICS_ROUTE_LOOKUP : METRICS_ROUTE_QUERY;
-    if (cmd != EVHTTP_REQ_GET)
-        return method_not_allowed(r, "GET");
-    if (authenticate(r) < 0)
+    for (size_t i = 0; i < t->n && !route; i++)
+        if (t->routes[i].method == cmd && strcmp(t->routes[i].pattern, resource->pattern) == 0)
+            route = &t->routes[i];
+    r->route = route ? route->metric : resource->metric;
+    if (!route)
+        return method_not_allowed(r, t, resource->pattern);
+    if (route->access == ROUTE_BEARER && authenticate(r) < 0)
         return;
-    if (lookup)
-        return cards_lookup(r);
-    size_t len = 0;
-    char *card = evhttp_uridecode(rest + 1, 0, &len);
-    /* An encoded NUL would cut the number short: refuse it whole. */
-    cards_query(r, card && strlen(card) == len ? card : "");
-    free(card);
+    if (param) {
+        size_t len = 0;
+        char *raw = strndup(param, plen);
+        r->param = raw ? evhttp_uridecode(raw, 0, &len) : NULL;
+        free(raw);
+        /* An encoded NUL would cut the value short: refuse it whole. */
+        if (r->param && strlen(r->param) != len)
+            r->param[0] = '\0';
+        if (!r->param)
+            return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+    }
+    route->handler(r);
 }
 
 void routes_dispatch(struct evhttp_request *req, void *arg)
@@ -221,21 +292,7 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
 
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     if (!path)
         return reply_error(r, 400, "INVALID_PARAMETER", "bad request target", NULL, NULL);
-    if (strcmp(path, "/v1/cards") == 0 || strncmp(path, "/v1/cards/", 10) == 0)
-        return dispatch_v1(r, cmd, path);
-    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-        strcmp(path, "/metrics") == 0) {
-        r->route = path[1] == 'h'   ? METRICS_ROUTE_HEALTHZ
-                   : path[1] == 'r' ? METRICS_ROUTE_READYZ
-                                    : METRICS_ROUTE_METRICS;
-        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD)
-            return method_not_allowed(r, "GET, HEAD");
-        if (r->route == METRICS_ROUTE_HEALTHZ)
-            return ops_healthz(r);
-        return r->route == METRICS_ROUTE_READYZ ? ops_readyz(r) : ops_metrics(r);
-    }
-    reply_error(r, 404, "NOT_FOUND", "no such resource", NULL, NULL);
+    dispatch(r, evhttp_request_get_command(req), path);
 }

@@ -1,6 +1,11 @@
 /* routes: the HTTP side of a worker — one struct request per call, the
- * dispatch by method and path, authentication, request ids, and the replies
- * (every error in the contract's JSON envelope). */
+ * route table that the handler files register into, the dispatch by path
+ * and method, authentication, request ids, and the replies (every error in
+ * the contract's JSON envelope).
+ *
+ * The table is filled once in main, before any worker starts, by each
+ * handler file's *_register function, and is read-only afterwards: routes.c
+ * knows no handler by name. */
 #ifndef CARDGATE_ROUTES_H
 #define CARDGATE_ROUTES_H
 
@@ -8,9 +13,9 @@
 #include <json-c/json.h>
 
 #include "alipay_response.h"
+#include "ledger.h"
 #include "metrics.h"
 #include "server.h"
-#include "validate.h"
 
 /* The API's body limit; evhttp's own hard limit is above it so that the 413
  * comes in the JSON envelope. */
@@ -27,16 +32,44 @@ struct request {
     const char *caller; /* the API key's name, borrowed from the config */
     long long start_ms;
     /* what the handlers carry across their asynchronous steps */
-    json_object *body;
-    struct validate_card_open open;
-    char token[33];
-    char hash[65];
-    char *target; /* card number or dynamic code being queried */
+    json_object *body; /* the parsed request body, or what stands for it */
+    char *param;       /* the path's {} segment, decoded; NULL when none */
+    char *target;      /* card number or dynamic code being queried */
     char *user_id;
-    int status;            /* an answer waiting for the ledger */
-    struct record *record; /* a final outcome kept until the ledger has it */
-    char *answer;
+    void *data; /* the handler's own state, freed with free_data */
+    void (*free_data)(void *);
+    struct ledger_call ledger; /* for the endpoints that go through the ledger */
 };
+
+/* A handler; r->param holds the path's {} segment when the route has one. */
+typedef void (*route_handler)(struct request *r);
+
+enum route_access { ROUTE_PUBLIC, ROUTE_BEARER };
+
+/* One (HTTP method, path pattern) pair. A pattern is a path whose segments
+ * are literals or "{}", which matches one non-empty segment (handed to the
+ * handler decoded, in r->param). */
+struct route {
+    enum evhttp_cmd_type method;
+    const char *pattern;
+    enum metrics_route metric;
+    enum route_access access;
+    route_handler handler;
+};
+
+#define ROUTES_MAX 32
+
+struct route_table {
+    struct route routes[ROUTES_MAX];
+    size_t n;
+};
+
+void routes_init(struct route_table *t);
+/* Adds a route. Patterns are matched in the order they were first added,
+ * so a literal segment ("/v1/cards/lookup") must come before the "{}" it
+ * would also match. Returns 0, or -1 when the table is full. */
+int routes_add(struct route_table *t, enum evhttp_cmd_type method, const char *pattern,
+               enum metrics_route metric, enum route_access access, route_handler handler);
 
 void routes_dispatch(struct evhttp_request *req, void *arg);
 
@@ -55,14 +88,5 @@ char *error_body(const char *code, const char *message, const char *field,
                  const struct alipay_reply *alipay);
 
 void reply_add_header(struct request *r, const char *name, const char *value);
-
-/* Handlers (cards.c, ops.c). */
-void cards_open(struct request *r);
-void cards_query(struct request *r, const char *biz_card_no);
-void cards_lookup(struct request *r);
-void cards_list(struct request *r);
-void ops_healthz(struct request *r);
-void ops_readyz(struct request *r);
-void ops_metrics(struct request *r);
 
 #endif

@@ -16,6 +16,8 @@
 #include "log.h"
 #include "metrics.h"
 
+struct route_table;
+
 struct server {
     struct config cfg;
     struct log log;
@@ -23,6 +25,7 @@ struct server {
     EVP_PKEY *alipay_key;       /* Alipay's public key */
     unsigned char hash_key[32]; /* keys the request hashes: derived from the app key */
     struct metrics metrics;
+    const struct route_table *routes; /* filled by main before the workers start */
     int nworkers;
     struct worker *workers;
 };

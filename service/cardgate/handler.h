@@ -1,0 +1,44 @@
+/* handler: what the handler files share — reading a JSON body and a query
+ * string with the contract's errors, the 503 for a database that does not
+ * answer, and small pieces of the answers. Each function that can answer
+ * says so; once it has answered, the request is gone. */
+#ifndef CARDGATE_HANDLER_H
+#define CARDGATE_HANDLER_H
+
+#include <event2/keyvalq_struct.h>
+#include <json-c/json.h>
+
+#include "alipay_response.h"
+#include "routes.h"
+
+#define JSON_TYPE "application/json; charset=utf-8"
+
+/* Reads and parses the JSON body (415, 413, 400 MALFORMED_JSON otherwise);
+ * answers the error itself and returns NULL when it cannot. The caller owns
+ * the result. */
+json_object *handler_json_body(struct request *r);
+
+/* Parses the query string into q and refuses parameters other than the
+ * `allowed` ones (NULL-terminated). Returns 0 (the caller clears q with
+ * evhttp_clear_headers), or -1 after answering 400. */
+int handler_query_params(struct request *r, struct evkeyvalq *q, const char *const allowed[]);
+
+/* 503 DATABASE_UNAVAILABLE, counted and logged with `error`. */
+void handler_database_unavailable(struct request *r, const char *error);
+
+/* Now in UTC as "yyyy-MM-ddTHH:mm:ssZ". */
+void handler_utc_now(char out[32]);
+
+/* key: v, or key: null when v is NULL (the contract lists these fields always). */
+void handler_add_nullable(json_object *o, const char *key, const char *v);
+
+/* Location: /v1/cards/{biz_card_no}. */
+void handler_add_location(struct request *r, const char *biz_card_no);
+
+/* One log line for a gateway call (warn unless it succeeded). */
+void handler_log_gateway(struct request *r, const char *method, const struct alipay_reply *rep);
+
+/* A 16-hex-byte random token (32 hex digits and a NUL). */
+void handler_random_token(char out[33]);
+
+#endif

@@ -1,0 +1,304 @@
+/* ledger: see ledger.h. */
+#include "ledger.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alipay_card.h"
+#include "alipay_client.h"
+#include "handler.h"
+#include "log.h"
+#include "recorder.h"
+#include "routes.h"
+#include "store.h"
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+void ledger_call_free(struct ledger_call *c)
+{
+    char **owned[] = {&c->serial,           &c->hash,       &c->biz_card_no,    &c->occur_time,
+                      &c->external_card_no, &c->auth_token, &c->app_auth_token, &c->answer};
+    for (size_t i = 0; i < sizeof(owned) / sizeof(*owned); i++) {
+        free(*owned[i]);
+        *owned[i] = NULL;
+    }
+    recorder_lost(c->record); /* only set when shutting down mid-write */
+    c->record = NULL;
+}
+
+char *ledger_gateway_error(const struct alipay_reply *rep, int card_not_found_404, int *status)
+{
+    const char *code, *msg;
+    /* Alipay's codes go to the caller only where the signature held. */
+    const struct alipay_reply *a = rep->verified ? rep : NULL;
+    switch (rep->outcome) {
+    case ALIPAY_REJECTED:
+        if (card_not_found_404 && alipay_card_not_found(rep)) {
+            *status = 404, code = "CARD_NOT_FOUND", msg = "Alipay has no such card";
+        } else {
+            *status = 422, code = "ALIPAY_REJECTED", msg = "Alipay refused the request";
+        }
+        break;
+    case ALIPAY_AUTH_FAILED:
+        *status = 422, code = "ALIPAY_AUTH_FAILED",
+        msg = "Alipay refused the user's or the provider's token; retry with a fresh token";
+        break;
+    case ALIPAY_REFUSED:
+        *status = 502, code = "ALIPAY_REQUEST_REFUSED",
+        msg = "the gateway refused our request (configuration or signing)";
+        break;
+    case ALIPAY_UNAVAILABLE:
+        *status = 502, code = "ALIPAY_UNAVAILABLE", msg = "the Alipay gateway is unavailable";
+        break;
+    case ALIPAY_TIMEOUT:
+        *status = 504, code = "ALIPAY_TIMEOUT", msg = "the Alipay gateway did not answer in time";
+        a = NULL;
+        break;
+    case ALIPAY_BAD_SIGNATURE:
+    case ALIPAY_OK:
+    default:
+        *status = 502, code = "ALIPAY_BAD_SIGNATURE",
+        msg = "the gateway's answer could not be verified; its content is not trusted";
+        a = NULL;
+        break;
+    }
+    char message[384];
+    snprintf(message, sizeof(message), "%s (%s)", msg, rep->detail);
+    return error_body(code, message, NULL, a);
+}
+
+/* --- the end: the outcome in the ledger, then the answer ---------------- */
+
+static void recorded(int ok, int held, const char *error, void *arg)
+{
+    struct request *r = arg;
+    struct ledger_call *c = &r->ledger;
+    struct record *rec = c->record;
+    c->record = NULL;
+    if (ok) {
+        recorder_drop(rec);
+        if (!held)
+            log_write(&r->w->srv->log, LOG_WARN, "outcome not taken: the request was taken over",
+                      "request_id", r->id, "out_serial_no", c->serial, NULL);
+    } else if (rec) {
+        /* A change Alipay made, or its final refusal, must reach the
+         * ledger: the caller hears the truth now and the write goes on. */
+        recorder_start(rec);
+    } else {
+        /* A non-final outcome: the lock runs out and a retry goes on. */
+        log_write(&r->w->srv->log, LOG_WARN, "outcome not recorded", "request_id", r->id,
+                  "out_serial_no", c->serial, "error", error, NULL);
+    }
+    reply_send(r, c->status, JSON_TYPE, c->answer ? c->answer : "{}");
+}
+
+/* Records state for the call (method: the gateway call made, NULL when
+ * none was) and answers c->status / c->answer once the ledger has it. */
+static void finish(struct request *r, const char *state, const struct alipay_reply *rep,
+                   const char *method, const char *biz_card_no, const char *card)
+{
+    struct server *srv = r->w->srv;
+    struct ledger_call *c = &r->ledger;
+    struct store_completion done = {
+        .app_id = srv->cfg.alipay_app_id,
+        .serial = c->serial,
+        .token = c->token,
+        .state = state,
+        .outcome = alipay_outcome_name(rep->outcome),
+        .code = rep->code,
+        .sub_code = rep->sub_code,
+        .http_status = c->status,
+        .body = c->answer,
+        .latency_ms = (long)rep->latency_ms,
+        .method = method,
+        .operation = c->op->operation,
+        .biz_card_no = biz_card_no ? biz_card_no : c->biz_card_no,
+        .card = card,
+    };
+    if (strcmp(state, "failed") != 0)
+        c->record = recorder_keep(r->w, &done, r->id);
+    if (store_complete(r->w->pg, &done, recorded, r) < 0)
+        recorded(0, 0, "database queue full", r);
+}
+
+static void finish_success(struct request *r, const struct alipay_reply *rep, const char *method,
+                           struct ledger_success *s)
+{
+    struct ledger_call *c = &r->ledger;
+    c->status = s->status;
+    c->answer = s->body;
+    if (c->op->location && s->biz_card_no)
+        handler_add_location(r, s->biz_card_no);
+    finish(r, "succeeded", rep, method, s->biz_card_no, s->card);
+    free(s->biz_card_no);
+    free(s->card);
+}
+
+static void finish_failure(struct request *r, const struct alipay_reply *rep, const char *method)
+{
+    struct ledger_call *c = &r->ledger;
+    c->answer = ledger_gateway_error(rep, c->op->card_not_found_404, &c->status);
+    finish(r, rep->outcome == ALIPAY_REJECTED ? "rejected" : "failed", rep, method, NULL, NULL);
+}
+
+/* --- the gateway call --------------------------------------------------- */
+
+static void answered(struct alipay_reply *rep, void *arg)
+{
+    struct request *r = arg;
+    struct server *srv = r->w->srv;
+    const struct ledger_op *op = r->ledger.op;
+    atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
+    struct ledger_success s = {0};
+    int ok = rep->outcome == ALIPAY_OK && op->success(r, rep, &s) == 0;
+    metrics_gateway(&srv->metrics, op->metric, rep->outcome, rep->latency_ms);
+    handler_log_gateway(r, op->method, rep);
+    if (ok)
+        finish_success(r, rep, op->method, &s);
+    else
+        finish_failure(r, rep, op->method);
+}
+
+void ledger_send(struct request *r)
+{
+    struct ledger_call *c = &r->ledger;
+    char err[256];
+    char *biz = c->op->biz(r);
+    int rc = biz ? alipay_client_call(r->w->alipay, c->op->method, biz, c->auth_token,
+                                      c->app_auth_token, answered, r, err, sizeof(err))
+                 : -1;
+    free(biz);
+    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
+    if (rc == 0)
+        return;
+    /* Nothing was sent: release the claim as a failure so a retry may go. */
+    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
+    snprintf(none.detail, sizeof(none.detail), "request not sent: %.200s",
+             biz ? err : "out of memory");
+    answered(&none, r);
+}
+
+void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen)
+{
+    struct ledger_success s = {0};
+    if (r->ledger.op->success(r, NULL, &s) < 0) {
+        struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
+        snprintf(none.detail, sizeof(none.detail), "out of memory");
+        return finish_failure(r, &none, NULL);
+    }
+    log_write(&r->w->srv->log, LOG_INFO, "change found already made at Alipay: not sent again",
+              "request_id", r->id, "out_serial_no", r->ledger.serial, "biz_card_no",
+              r->ledger.biz_card_no, NULL);
+    finish_success(r, seen, NULL, &s);
+}
+
+void ledger_fail(struct request *r, struct alipay_reply *rep)
+{
+    finish_failure(r, rep, NULL);
+}
+
+/* --- the claim ---------------------------------------------------------- */
+
+static void replay(struct request *r, const struct store_claim *cl)
+{
+    atomic_fetch_add(&r->w->srv->metrics.idempotent_replays, 1);
+    reply_add_header(r, "Idempotent-Replayed", "true");
+    if (r->ledger.op->location && cl->http_status == 201 && cl->biz_card_no)
+        handler_add_location(r, cl->biz_card_no);
+    reply_send(r, cl->http_status, JSON_TYPE, cl->body);
+}
+
+/* Did the previous attempt end without knowing whether Alipay acted? Then
+ * a change that Alipay does not dedup may already be made. */
+static int prior_unknown(const char *prior)
+{
+    static const char *const unknown[] = {"abandoned", "timeout", "unavailable", "bad_signature"};
+    for (size_t i = 0; prior && i < sizeof(unknown) / sizeof(*unknown); i++)
+        if (strcmp(prior, unknown[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void claimed(const struct store_claim *cl, const char *error, void *arg)
+{
+    struct request *r = arg;
+    struct ledger_call *c = &r->ledger;
+    char msg[256];
+    if (!cl)
+        return handler_database_unavailable(r, error);
+    switch (cl->verdict) {
+    case STORE_REPLAY:
+        return replay(r, cl);
+    case STORE_MISMATCH:
+        return reply_error(r, 422, "OUT_SERIAL_NO_REUSED",
+                           "this out_serial_no was already used for a different request",
+                           "out_serial_no", NULL);
+    case STORE_IN_PROGRESS:
+        reply_add_header(r, "Retry-After", "1");
+        return reply_error(r, 409, "REQUEST_IN_PROGRESS",
+                           "a request with this out_serial_no is in progress; retry later",
+                           "out_serial_no", NULL);
+    case STORE_NO_CARD:
+        return reply_error(r, 404, "CARD_NOT_FOUND",
+                           "cardgate has no card with this biz_card_no for this app", NULL, NULL);
+    case STORE_DELETED:
+        return reply_error(r, 410, "CARD_DELETED",
+                           "this card was deleted; it cannot be changed or deleted again", NULL,
+                           NULL);
+    case STORE_STALE:
+        snprintf(msg, sizeof(msg),
+                 "occur_time is older than the last update Alipay accepted for this card (%s); "
+                 "it is not sent",
+                 cl->prior ? cl->prior : "?");
+        return reply_error(r, 409, "STALE_UPDATE", msg, "occur_time", NULL);
+    case STORE_BUSY:
+        reply_add_header(r, "Retry-After", "1");
+        return reply_error(r, 409, "CARD_BUSY",
+                           "another change of this card is in flight; retry later", NULL, NULL);
+    case STORE_EXTERNAL_TAKEN:
+        return reply_error(r, 409, "EXTERNAL_CARD_NO_TAKEN",
+                           "card.external_card_no already belongs to another live card",
+                           "card.external_card_no", NULL);
+    case STORE_CLAIMED:
+        break;
+    }
+    if (c->op->verify && prior_unknown(cl->prior))
+        c->op->verify(r);
+    else
+        ledger_send(r);
+}
+
+void ledger_run(struct request *r, const struct ledger_op *op, const struct ledger_key *key)
+{
+    struct server *srv = r->w->srv;
+    struct ledger_call *c = &r->ledger;
+    c->op = op;
+    c->serial = dup_or_null(key->serial);
+    c->hash = dup_or_null(key->hash);
+    c->biz_card_no = dup_or_null(key->biz_card_no);
+    c->occur_time = dup_or_null(key->occur_time);
+    c->external_card_no = dup_or_null(key->external_card_no);
+    c->auth_token = dup_or_null(key->auth_token);
+    c->app_auth_token = dup_or_null(key->app_auth_token);
+    if (!c->serial || !c->hash)
+        return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+    handler_random_token(c->token);
+    struct store_claim_args a = {
+        .app_id = srv->cfg.alipay_app_id,
+        .serial = c->serial,
+        .hash = c->hash,
+        .caller = r->caller,
+        .token = c->token,
+        .stale_ms = srv->cfg.alipay_timeout_ms + srv->cfg.lock_margin_ms,
+        .operation = op->operation,
+        .biz_card_no = c->biz_card_no,
+        .occur_time = c->occur_time,
+        .external_card_no = c->external_card_no,
+    };
+    if (store_claim(r->w->pg, &a, claimed, r) < 0)
+        handler_database_unavailable(r, "database queue full");
+}

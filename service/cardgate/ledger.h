@@ -1,0 +1,90 @@
+/* ledger: the one way every endpoint that acts at Alipay runs —
+ *
+ *   claim the out_serial_no (and, for a change of a card, the card) in the
+ *   PostgreSQL ledger → [verify, for a retry after an unknown outcome] →
+ *   call the gateway → record the outcome (again and again if the database
+ *   blinks: recorder.h) → answer, and replay that answer to later retries.
+ *
+ * An endpoint describes itself once in a struct ledger_op (its operation,
+ * Alipay method, how to build biz_content and how to read a success) and
+ * hands each request to ledger_run. The answers for the ledger's verdicts
+ * (replay, 422 OUT_SERIAL_NO_REUSED, 409 REQUEST_IN_PROGRESS, 404, 410,
+ * 409 STALE_UPDATE, 409 CARD_BUSY) and for the gateway's outcomes (the
+ * contract's table) are made here, the same for every endpoint. */
+#ifndef CARDGATE_LEDGER_H
+#define CARDGATE_LEDGER_H
+
+#include "alipay_response.h"
+#include "metrics.h"
+
+struct request;
+struct record;
+
+/* What a success turns into. All three strings are malloc'd and owned by
+ * the ledger call once success() returns. */
+struct ledger_success {
+    int status;        /* 201 or 200 */
+    char *body;        /* the answer (stored for replay) */
+    char *biz_card_no; /* the card, for the ledger, cards and Location */
+    char *card;        /* JSON: what the success changes in `cards` (store.h) */
+};
+
+struct ledger_op {
+    const char *operation; /* open | update | delete: card_requests.operation */
+    const char *method;    /* the Alipay method */
+    enum metrics_method metric;
+    int card_not_found_404; /* CARD_NOT_EXIT answers 404 CARD_NOT_FOUND (else 422) */
+    int location;           /* a success carries Location: /v1/cards/{biz_card_no} */
+    /* biz_content for the call, malloc'd; NULL when out of memory. */
+    char *(*biz)(struct request *r);
+    /* Reads a success (rep->outcome ALIPAY_OK), or builds one without an
+     * answer (rep NULL: verify found the change already made). Returns 0,
+     * or -1 when the answer cannot be used: rep->outcome is then set to
+     * ALIPAY_BAD_SIGNATURE and the call counts as a failure. */
+    int (*success)(struct request *r, struct alipay_reply *rep, struct ledger_success *out);
+    /* Optional. Called instead of sending when the previous attempt of this
+     * out_serial_no ended without a known outcome; it must end in exactly
+     * one of ledger_send, ledger_succeed_unsent or ledger_fail. */
+    void (*verify)(struct request *r);
+};
+
+/* A request's ledger state; lives in struct request, freed with it. */
+struct ledger_call {
+    const struct ledger_op *op;
+    char *serial, *hash, *biz_card_no, *occur_time, *external_card_no;
+    char *auth_token, *app_auth_token;
+    char token[33]; /* this holder's lock token */
+    int status;     /* the answer waiting for the ledger write */
+    char *answer;
+    struct record *record; /* a final outcome kept until the ledger has it */
+};
+
+/* The key of one ledger call; every string is copied. biz_card_no,
+ * occur_time and external_card_no only for a change of a card. */
+struct ledger_key {
+    const char *serial, *hash;
+    const char *biz_card_no, *occur_time, *external_card_no;
+    const char *auth_token, *app_auth_token; /* public parameters of the call */
+};
+
+/* Runs op for r: claim, then the gateway, then the answer. r is answered
+ * (and freed) whatever happens. */
+void ledger_run(struct request *r, const struct ledger_op *op, const struct ledger_key *key);
+
+/* The steps a verify may end in. */
+void ledger_send(struct request *r);
+/* The change is already made at Alipay (found by verify with the reply
+ * `seen`): recorded as succeeded without calling the op's method. */
+void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen);
+/* The attempt fails with rep's outcome (not final unless rep says). */
+void ledger_fail(struct request *r, struct alipay_reply *rep);
+
+/* Frees what a ledger call owns (the request is going away). */
+void ledger_call_free(struct ledger_call *c);
+
+/* The contract's answer for a gateway outcome other than success: sets
+ * *status and returns the error body, malloc'd. card_not_found_404: a
+ * CARD_NOT_EXIT refusal is 404 CARD_NOT_FOUND. */
+char *ledger_gateway_error(const struct alipay_reply *rep, int card_not_found_404, int *status);
+
+#endif
