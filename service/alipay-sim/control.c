@@ -264,7 +264,7 @@ static void route_cards(struct sim *s, struct evhttp_request *req, const char *r
     if (*rest == '\0') {
         json_object *list = json_object_new_array();
         for (const struct sim_card *c = s->cards; c; c = c->next)
-            json_object_array_add(list, sim_card_json(c));
+            json_object_array_add(list, sim_card_json(s, c));
         json_object *o = json_object_new_object();
         json_object_object_add(o, "cards", list);
         send_json(req, 200, o);
@@ -274,7 +274,7 @@ static void route_cards(struct sim *s, struct evhttp_request *req, const char *r
     if (!c)
         send_error(req, 404, "no such card");
     else
-        send_json(req, 200, sim_card_json(c));
+        send_json(req, 200, sim_card_json(s, c));
 }
 
 /* POST /_sim/templates {"template_id"}, GET /_sim/templates */

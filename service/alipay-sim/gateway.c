@@ -190,13 +190,15 @@ static void pending_free(struct sim_pending *pd)
 
 /* The delay is over: answer. If the client went away meanwhile, libevent
  * has detached the request from its connection and evhttp_send_reply only
- * frees it. */
+ * frees it; the work is done all the same, and only now is the call no
+ * longer in flight. */
 static void pending_fire(evutil_socket_t fd, short what, void *arg)
 {
     struct sim_pending *pd = arg;
     struct sim *s = pd->s;
     pending_unlink(s, pd);
     answer(s, pd->req, &pd->params, &pd->info, pd->mode, &pd->start);
+    sim_in_flight_leave(s, &pd->info);
     pending_free(pd);
 }
 
@@ -247,6 +249,7 @@ void gateway_handle(struct sim *s, struct evhttp_request *req)
     int bad = read_params(req, &p);
     sim_call_info_get(&p, &ci);
     sim_count_call(s, &ci); /* on arrival, whatever happens next */
+    sim_in_flight_enter(s, &ci);
     if (bad < 0) {
         log_call(req_path(req), &ci, SIM_FAULT_NONE, 400, NULL, NULL, &start);
         send_text(req, 400, "Bad Request", "text/plain; charset=utf-8",
@@ -256,6 +259,9 @@ void gateway_handle(struct sim *s, struct evhttp_request *req)
         if (delay_ms <= 0 || delay_answer(s, req, &p, &ci, mode, delay_ms, &start) < 0)
             answer(s, req, &p, &ci, mode, &start);
     }
+    /* Answered (or dropped) by now, unless delay_answer took ci over: then
+     * ci is empty and this does nothing. */
+    sim_in_flight_leave(s, &ci);
     alipay_params_free(&p);
     sim_call_info_free(&ci);
 }
@@ -272,6 +278,7 @@ void gateway_shutdown(struct sim *s)
         pending_unlink(s, pd);
         send_text(pd->req, 503, "Service Unavailable", "text/plain; charset=utf-8",
                   "alipay-sim: shutting down\n");
+        sim_in_flight_leave(s, &pd->info);
         pending_free(pd);
     }
 }

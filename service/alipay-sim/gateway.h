@@ -1,7 +1,9 @@
 /* gateway: the HTTP side of the simulated gateway endpoint (any path ending
  * in gateway.do). It decodes the parameters from the URL query and the form
- * body, counts the call, applies the first matching fault rule (delaying the
- * answer on a timer when the rule says so) and sends what sim.c answers. */
+ * body, counts the call (and, for card.update/.delete, keeps it "in flight"
+ * for its card until the answer is sent, dropped or cut by shutdown),
+ * applies the first matching fault rule (delaying the answer on a timer
+ * when the rule says so) and sends what sim.c answers. */
 #ifndef ALIPAY_SIM_GATEWAY_H
 #define ALIPAY_SIM_GATEWAY_H
 

@@ -20,6 +20,8 @@
 
 #define METHOD_OPEN "alipay.marketing.card.open"
 #define METHOD_QUERY "alipay.marketing.card.query"
+#define METHOD_UPDATE "alipay.marketing.card.update"
+#define METHOD_DELETE "alipay.marketing.card.delete"
 
 /* Seconds east of UTC of the time Alipay's timestamps are written in. */
 #define BEIJING_OFFSET (8 * 3600)
@@ -110,12 +112,13 @@ static int make_indexes(struct sim *s)
     s->by_biz = lh_kchar_table_new(64, NULL);
     s->by_qr = lh_kchar_table_new(64, NULL);
     s->by_bar = lh_kchar_table_new(64, NULL);
-    return (s->by_serial && s->by_biz && s->by_qr && s->by_bar) ? 0 : -1;
+    s->by_delete = lh_kchar_table_new(64, NULL);
+    return (s->by_serial && s->by_biz && s->by_qr && s->by_bar && s->by_delete) ? 0 : -1;
 }
 
 static void free_indexes(struct sim *s)
 {
-    struct lh_table **t[] = {&s->by_serial, &s->by_biz, &s->by_qr, &s->by_bar};
+    struct lh_table **t[] = {&s->by_serial, &s->by_biz, &s->by_qr, &s->by_bar, &s->by_delete};
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         if (*t[i])
             lh_table_free(*t[i]);
@@ -133,6 +136,9 @@ static void card_free(struct sim_card *c)
     free(c->bar_code);
     free(c->open_card_channel);
     free(c->open_card_channel_id);
+    free(c->delete_reason);
+    free(c->delete_serial_no);
+    free(c->biz_serial_no);
     json_object_put(c->card_info);
     free(c);
 }
@@ -151,10 +157,16 @@ static int reset_counters(struct sim *s)
 {
     json_object_put(s->calls_methods);
     json_object_put(s->calls_serials);
+    json_object_put(s->in_flight);
+    json_object_put(s->in_flight_max);
     s->calls_total = 0;
     s->calls_methods = json_object_new_object();
     s->calls_serials = json_object_new_object();
-    return (s->calls_methods && s->calls_serials) ? 0 : -1;
+    s->in_flight = json_object_new_object();
+    s->in_flight_max = json_object_new_object();
+    /* Delayed calls that arrived before now must not leave the new counts. */
+    s->in_flight_gen++;
+    return (s->calls_methods && s->calls_serials && s->in_flight && s->in_flight_max) ? 0 : -1;
 }
 
 static void seed_rng(struct sim *s)
@@ -222,6 +234,8 @@ void sim_free(struct sim *s)
     json_object_put(s->templates);
     json_object_put(s->calls_methods);
     json_object_put(s->calls_serials);
+    json_object_put(s->in_flight);
+    json_object_put(s->in_flight_max);
     EVP_PKEY_free(s->app_public);
     EVP_PKEY_free(s->alipay_private);
     free(s->app_id);
@@ -339,15 +353,20 @@ void sim_call_info_get(const struct alipay_params *p, struct sim_call_info *out)
         out->method = strdup(method);
     const char *biz = alipay_params_get(p, "biz_content");
     json_object *o = biz ? jsonx_parse(biz, strlen(biz)) : NULL, *v;
-    if (o && json_object_is_type(o, json_type_object)) {
-        if (json_object_object_get_ex(o, "out_serial_no", &v) &&
-            json_object_is_type(v, json_type_string)) {
-            out->out_serial_no = strdup(json_object_get_string(v));
-            out->counted_serial = 1;
-        } else if (json_object_object_get_ex(o, "target_card_no", &v) &&
-                   json_object_is_type(v, json_type_string)) {
-            out->out_serial_no = strdup(json_object_get_string(v));
-        }
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        return;
+    }
+    if (json_object_object_get_ex(o, "target_card_no", &v) &&
+        json_object_is_type(v, json_type_string))
+        out->target_card_no = strdup(json_object_get_string(v));
+    if (json_object_object_get_ex(o, "out_serial_no", &v) &&
+        json_object_is_type(v, json_type_string)) {
+        out->out_serial_no = strdup(json_object_get_string(v));
+        out->counted_serial = 1;
+    } else if (out->target_card_no) {
+        /* query and update have no serial: fault rules match their card. */
+        out->out_serial_no = strdup(out->target_card_no);
     }
     json_object_put(o);
 }
@@ -356,6 +375,7 @@ void sim_call_info_free(struct sim_call_info *ci)
 {
     free(ci->method);
     free(ci->out_serial_no);
+    free(ci->target_card_no);
     memset(ci, 0, sizeof(*ci));
 }
 
@@ -381,6 +401,57 @@ long sim_calls_for_serial(const struct sim *s, const char *out_serial_no)
 {
     json_object *v;
     if (json_object_object_get_ex(s->calls_serials, out_serial_no, &v))
+        return (long)json_object_get_int64(v);
+    return 0;
+}
+
+/* Only the calls that change a card count: two of them at once for one card
+ * is what a client must avoid (the later may be applied first). */
+static int changes_card(const char *method)
+{
+    return method && (strcmp(method, METHOD_UPDATE) == 0 || strcmp(method, METHOD_DELETE) == 0);
+}
+
+void sim_in_flight_enter(struct sim *s, struct sim_call_info *ci)
+{
+    const char *no = ci->target_card_no;
+    json_object *v;
+    int64_t now = 1;
+    if (ci->in_flight || !no || !changes_card(ci->method))
+        return;
+    if (json_object_object_get_ex(s->in_flight, no, &v)) {
+        now = json_object_get_int64(v) + 1;
+        json_object_set_int64(v, now);
+    } else {
+        json_object_object_add(s->in_flight, no, json_object_new_int64(now));
+    }
+    if (now > sim_max_in_flight(s, no))
+        json_object_object_add(s->in_flight_max, no, json_object_new_int64(now));
+    ci->in_flight = 1;
+    ci->in_flight_gen = s->in_flight_gen;
+}
+
+void sim_in_flight_leave(struct sim *s, struct sim_call_info *ci)
+{
+    json_object *v;
+    if (!ci->in_flight)
+        return;
+    ci->in_flight = 0;
+    /* Counted before a reset: the reset's fresh counts never included it. */
+    if (ci->in_flight_gen != s->in_flight_gen ||
+        !json_object_object_get_ex(s->in_flight, ci->target_card_no, &v))
+        return;
+    int64_t now = json_object_get_int64(v) - 1;
+    if (now <= 0)
+        json_object_object_del(s->in_flight, ci->target_card_no);
+    else
+        json_object_set_int64(v, now);
+}
+
+long sim_max_in_flight(const struct sim *s, const char *target_card_no)
+{
+    json_object *v;
+    if (json_object_object_get_ex(s->in_flight_max, target_card_no, &v))
         return (long)json_object_get_int64(v);
     return 0;
 }
@@ -459,7 +530,8 @@ static int business_error(struct sim_node *out, const char *method, enum alipay_
 
 static int known_method(const char *m)
 {
-    return strcmp(m, METHOD_OPEN) == 0 || strcmp(m, METHOD_QUERY) == 0;
+    return strcmp(m, METHOD_OPEN) == 0 || strcmp(m, METHOD_QUERY) == 0 ||
+           strcmp(m, METHOD_UPDATE) == 0 || strcmp(m, METHOD_DELETE) == 0;
 }
 
 /* Is the Beijing-time timestamp within the window around now? */
@@ -653,13 +725,16 @@ static int check_user(json_object *u, const char *path, const char **user_id, st
     return 0;
 }
 
-static int check_mdcode(json_object *md, struct check *c)
+/* parent.mdcode_info (MdCodeInfoDTO); parent is card_ext_info or card_info. */
+static int check_mdcode(json_object *md, const char *parent, struct check *c)
 {
     static const char *const keys[] = {"code_status", "code_value", "expire_time", "time_stamp",
                                        NULL};
-    const char *path = "card_ext_info.mdcode_info";
+    char path[64], expire_path[80];
     const char *status, *value, *expire;
     json_object *ts;
+    snprintf(path, sizeof(path), "%s.mdcode_info", parent);
+    snprintf(expire_path, sizeof(expire_path), "%s.expire_time", path);
     if (only_keys(md, path, keys, c) < 0 ||
         get_str(md, path, "code_status", 1, 14, &status, c) < 0 ||
         get_str(md, path, "code_value", 0, 128, &value, c) < 0 ||
@@ -672,7 +747,7 @@ static int check_mdcode(json_object *md, struct check *c)
         return fail(c, "%s.code_value is required when code_status is SUCCESS", path);
     if (strcmp(status, "SUCCESS") == 0 && (!expire || !*expire))
         return fail(c, "%s.expire_time is required when code_status is SUCCESS", path);
-    if (check_datetime("card_ext_info.mdcode_info.expire_time", expire, 1, c) < 0)
+    if (check_datetime(expire_path, expire, 1, c) < 0)
         return -1;
     if (!json_object_object_get_ex(md, "time_stamp", &ts) || ts == NULL)
         return fail(c, "%s.time_stamp is required", path);
@@ -689,19 +764,20 @@ static int check_mdcode(json_object *md, struct check *c)
     return 0;
 }
 
-static int check_front_text(json_object *list, struct check *c)
+/* parent.front_text_list (CardFrontTextDTO[]). */
+static int check_front_text(json_object *list, const char *parent, struct check *c)
 {
     static const char *const keys[] = {"label", "value", NULL};
     if (!json_object_is_type(list, json_type_array))
-        return fail(c, "card_ext_info.front_text_list must be an array");
+        return fail(c, "%s.front_text_list must be an array", parent);
     size_t n = json_object_array_length(list);
     if (n > 4)
-        return fail(c, "card_ext_info.front_text_list has more than 4 rows");
+        return fail(c, "%s.front_text_list has more than 4 rows", parent);
     for (size_t i = 0; i < n; i++) {
         json_object *row = json_object_array_get_idx(list, i);
         char path[64];
         const char *label, *value;
-        snprintf(path, sizeof(path), "card_ext_info.front_text_list[%zu]", i);
+        snprintf(path, sizeof(path), "%s.front_text_list[%zu]", parent, i);
         if (!json_object_is_type(row, json_type_object))
             return fail(c, "%s must be an object", path);
         if (only_keys(row, path, keys, c) < 0 || get_str(row, path, "label", 0, 4, &label, c) < 0 ||
@@ -711,8 +787,10 @@ static int check_front_text(json_object *list, struct check *c)
     return 0;
 }
 
-/* card_ext_info (MerchantCard) as the open call's request carries it. */
-static int check_ext(json_object *ext, struct check *c)
+/* A MerchantCard as a request carries it: the open's card_ext_info (p),
+ * where open_date and valid_date are required (dates 1), or the update's
+ * card_info, where they are optional (dates 0) since the card has them. */
+static int check_ext(json_object *ext, const char *p, int dates, struct check *c)
 {
     static const char *const keys[] = {"biz_card_no",    "external_card_no",
                                        "open_date",      "valid_date",
@@ -720,30 +798,32 @@ static int check_ext(json_object *ext, struct check *c)
                                        "balance",        "template_id",
                                        "mdcode_info",    "front_text_list",
                                        "front_image_id", NULL};
-    const char *p = "card_ext_info";
     const char *s, *open_date, *valid_date, *point, *balance;
+    char open_path[48], valid_path[48];
     json_object *md, *list;
     if (only_keys(ext, p, keys, c) < 0 || get_str(ext, p, "biz_card_no", 0, 32, &s, c) < 0 ||
         get_str(ext, p, "external_card_no", 0, 64, &s, c) < 0 ||
-        get_str(ext, p, "open_date", 1, 32, &open_date, c) < 0 ||
-        get_str(ext, p, "valid_date", 1, 32, &valid_date, c) < 0 ||
+        get_str(ext, p, "open_date", dates, 32, &open_date, c) < 0 ||
+        get_str(ext, p, "valid_date", dates, 32, &valid_date, c) < 0 ||
         get_str(ext, p, "level", 0, 64, &s, c) < 0 ||
         get_str(ext, p, "point", 0, 64, &point, c) < 0 ||
         get_str(ext, p, "balance", 0, 64, &balance, c) < 0 ||
         get_str(ext, p, "template_id", 0, 32, &s, c) < 0 ||
         get_str(ext, p, "front_image_id", 0, 1024, &s, c) < 0)
         return -1;
-    if (check_datetime("card_ext_info.open_date", open_date, 1, c) < 0 ||
-        check_datetime("card_ext_info.valid_date", valid_date, 1, c) < 0)
+    snprintf(open_path, sizeof(open_path), "%s.open_date", p);
+    snprintf(valid_path, sizeof(valid_path), "%s.valid_date", p);
+    if (check_datetime(open_path, open_date, 1, c) < 0 ||
+        check_datetime(valid_path, valid_date, 1, c) < 0)
         return -1;
     if (point && validate_decimal(point, 1) < 0)
-        return fail(c, "card_ext_info.point must be a number with at most 2 decimals");
+        return fail(c, "%s.point must be a number with at most 2 decimals", p);
     if (balance && validate_decimal(balance, 1) < 0)
-        return fail(c, "card_ext_info.balance must be an amount in yuan with at most 2 decimals");
-    if (get_obj(ext, p, "mdcode_info", 0, &md, c) < 0 || (md && check_mdcode(md, c) < 0))
+        return fail(c, "%s.balance must be an amount in yuan with at most 2 decimals", p);
+    if (get_obj(ext, p, "mdcode_info", 0, &md, c) < 0 || (md && check_mdcode(md, p, c) < 0))
         return -1;
     if (json_object_object_get_ex(ext, "front_text_list", &list) && list &&
-        check_front_text(list, c) < 0)
+        check_front_text(list, p, c) < 0)
         return -1;
     return 0;
 }
@@ -780,7 +860,8 @@ static int check_open(json_object *biz, struct open_req *r, struct check *c)
         get_str(biz, "", "card_template_id", 1, 32, &r->template_id, c) < 0 ||
         get_obj(biz, "", "card_user_info", 1, &user, c) < 0 ||
         check_user(user, "card_user_info", &r->user_id, c) < 0 ||
-        get_obj(biz, "", "card_ext_info", 1, &r->ext, c) < 0 || check_ext(r->ext, c) < 0 ||
+        get_obj(biz, "", "card_ext_info", 1, &r->ext, c) < 0 ||
+        check_ext(r->ext, "card_ext_info", 1, c) < 0 ||
         get_obj(biz, "", "member_ext_info", 0, &r->member, c) < 0 ||
         (r->member && check_member(r->member, c) < 0) ||
         get_str(biz, "", "open_card_channel", 0, 64, &r->channel, c) < 0 ||
@@ -789,7 +870,94 @@ static int check_open(json_object *biz, struct open_req *r, struct check *c)
     return 0;
 }
 
+/* target_card_no with target_card_no_type BIZ_CARD: update and delete act
+ * on Alipay's card number only (the dynamic codes are for looking up). */
+static int check_biz_card_target(json_object *biz, const char **no, struct check *c)
+{
+    const char *type;
+    if (get_str(biz, "", "target_card_no", 1, 32, no, c) < 0 ||
+        get_str(biz, "", "target_card_no_type", 1, 64, &type, c) < 0)
+        return -1;
+    if (strcmp(type, "BIZ_CARD") != 0)
+        return fail(c, "target_card_no_type must be BIZ_CARD");
+    return 0;
+}
+
+/* merchant_card_msg_info{changed_point}: the change Alipay tells the member
+ * about ("+20 points"); negative for a redemption. */
+static int check_msg_info(json_object *m, const char **changed_point, struct check *c)
+{
+    static const char *const keys[] = {"changed_point", NULL};
+    const char *p = "merchant_card_msg_info";
+    if (only_keys(m, p, keys, c) < 0 || get_str(m, p, "changed_point", 0, 64, changed_point, c) < 0)
+        return -1;
+    if (*changed_point && validate_decimal(*changed_point, 1) < 0)
+        return fail(c, "%s.changed_point must be a number with at most 2 decimals", p);
+    return 0;
+}
+
+/* What an update call asks for, borrowed from its parsed biz_content. */
+struct update_req {
+    const char *card_no, *occur_time;
+    const char *changed_point; /* NULL: no points message */
+    json_object *card_info;
+};
+
+static int check_update(json_object *biz, struct update_req *r, struct check *c)
+{
+    static const char *const keys[] = {"target_card_no",
+                                       "target_card_no_type",
+                                       "occur_time",
+                                       "card_info",
+                                       "merchant_card_msg_info",
+                                       "ext_info",
+                                       NULL};
+    const char *ext;
+    json_object *msg;
+    memset(r, 0, sizeof(*r));
+    if (only_keys(biz, "", keys, c) < 0 || check_biz_card_target(biz, &r->card_no, c) < 0 ||
+        get_str(biz, "", "occur_time", 1, 32, &r->occur_time, c) < 0 ||
+        check_datetime("occur_time", r->occur_time, 1, c) < 0 ||
+        get_obj(biz, "", "card_info", 1, &r->card_info, c) < 0 ||
+        check_ext(r->card_info, "card_info", 0, c) < 0 ||
+        get_obj(biz, "", "merchant_card_msg_info", 0, &msg, c) < 0 ||
+        (msg && check_msg_info(msg, &r->changed_point, c) < 0) ||
+        get_str(biz, "", "ext_info", 0, 1024, &ext, c) < 0)
+        return -1;
+    return 0;
+}
+
+/* What a delete call asks for, borrowed from its parsed biz_content. */
+struct delete_req {
+    const char *out_serial_no, *card_no, *reason_code;
+};
+
+static int check_delete(json_object *biz, struct delete_req *r, struct check *c)
+{
+    static const char *const keys[] = {"out_serial_no", "target_card_no", "target_card_no_type",
+                                       "reason_code",   "ext_info",       NULL};
+    const char *ext, *why;
+    memset(r, 0, sizeof(*r));
+    if (only_keys(biz, "", keys, c) < 0 ||
+        get_str(biz, "", "out_serial_no", 1, 32, &r->out_serial_no, c) < 0 ||
+        check_biz_card_target(biz, &r->card_no, c) < 0 ||
+        get_str(biz, "", "reason_code", 1, 32, &r->reason_code, c) < 0 ||
+        get_str(biz, "", "ext_info", 0, 1024, &ext, c) < 0)
+        return -1;
+    why = r->reason_code;
+    if (strcmp(why, "USER_UNBUND") != 0 && strcmp(why, "CANCEL") != 0 &&
+        strcmp(why, "PRESENT") != 0)
+        return fail(c, "reason_code must be USER_UNBUND, CANCEL or PRESENT");
+    return 0;
+}
+
 /* ------------------------------------------------------------------- cards */
+
+/* card_info's fields after biz_card_no, in the seeds' order. */
+static const char *const card_fields[] = {
+    "external_card_no", "open_date",   "valid_date",  "level",           "point",
+    "balance",          "template_id", "mdcode_info", "front_text_list", "front_image_id"};
+#define NCARD_FIELDS (sizeof(card_fields) / sizeof(card_fields[0]))
 
 static void copy_field(json_object *to, json_object *from, const char *key)
 {
@@ -801,25 +969,57 @@ static void copy_field(json_object *to, json_object *from, const char *key)
 }
 
 /* card_info as Alipay answers it: card_ext_info's fields plus biz_card_no,
- * in the seeds' order. */
+ * in the seeds' order; template_id is the card_template_id unless given. */
 static json_object *make_card_info(const char *biz_card_no, const struct open_req *r)
 {
-    static const char *const before[] = {
-        "external_card_no", "open_date", "valid_date", "level", "point", "balance"};
     json_object *ci = json_object_new_object(), *v;
     if (!ci)
         return NULL;
     add_str(ci, "biz_card_no", biz_card_no);
-    for (size_t i = 0; i < sizeof(before) / sizeof(before[0]); i++)
-        copy_field(ci, r->ext, before[i]);
-    if (json_object_object_get_ex(r->ext, "template_id", &v) && v)
-        copy_field(ci, r->ext, "template_id");
-    else
-        add_str(ci, "template_id", r->template_id);
-    copy_field(ci, r->ext, "mdcode_info");
-    copy_field(ci, r->ext, "front_text_list");
-    copy_field(ci, r->ext, "front_image_id");
+    for (size_t i = 0; i < NCARD_FIELDS; i++) {
+        const char *k = card_fields[i];
+        if (strcmp(k, "template_id") == 0 && !(json_object_object_get_ex(r->ext, k, &v) && v))
+            add_str(ci, k, r->template_id);
+        else
+            copy_field(ci, r->ext, k);
+    }
     return ci;
+}
+
+/* card_info after an update: each field the update gives replaces the
+ * card's (mdcode_info and front_text_list whole), rebuilt in the seeds'
+ * order so a query answers alike whatever was updated. biz_card_no is the
+ * card's own, whatever the update says. */
+static json_object *merge_card_info(json_object *card, json_object *upd)
+{
+    json_object *ci = json_object_new_object(), *v;
+    if (!ci)
+        return NULL;
+    copy_field(ci, card, "biz_card_no");
+    for (size_t i = 0; i < NCARD_FIELDS; i++) {
+        const char *k = card_fields[i];
+        copy_field(ci, json_object_object_get_ex(upd, k, &v) && v ? upd : card, k);
+    }
+    return ci;
+}
+
+/* open_date and valid_date are fixed at the open (the open seed: "cannot
+ * be modified"): an update may repeat them, not change them. */
+static int check_fixed_dates(const struct sim_card *card, json_object *upd, struct check *c)
+{
+    static const char *const fixed[] = {"open_date", "valid_date"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        json_object *v, *had;
+        if (!json_object_object_get_ex(upd, fixed[i], &v) || v == NULL)
+            continue;
+        const char *was = json_object_object_get_ex(card->card_info, fixed[i], &had) && had
+                              ? json_object_get_string(had)
+                              : "";
+        if (strcmp(was, json_object_get_string(v)) != 0)
+            return fail(c, "card_info.%s cannot be changed by an update (the card's is '%s')",
+                        fixed[i], was);
+    }
+    return 0;
 }
 
 static char *dup_or_null(const char *s)
@@ -871,6 +1071,29 @@ static void card_store(struct sim *s, struct sim_card *c)
     lh_table_insert(s->by_bar, c->bar_code, c);
 }
 
+/* Marks c deleted for r and gives the delete its biz_serial_no: the run's
+ * 12 digits and 12 of sequence, so numbers do not repeat across restarts
+ * and never look like a card number (20 digits). Returns 0 or -1. */
+static int card_delete(struct sim *s, struct sim_card *c, const struct delete_req *r)
+{
+    char no[40];
+    snprintf(no, sizeof(no), "%s%012" PRIu64, s->instance,
+             (uint64_t)(++s->delete_seq % 1000000000000ULL));
+    c->delete_reason = strdup(r->reason_code);
+    c->delete_serial_no = strdup(r->out_serial_no);
+    c->biz_serial_no = strdup(no);
+    if (!c->delete_reason || !c->delete_serial_no || !c->biz_serial_no) {
+        free(c->delete_reason);
+        free(c->delete_serial_no);
+        free(c->biz_serial_no);
+        c->delete_reason = c->delete_serial_no = c->biz_serial_no = NULL;
+        return -1;
+    }
+    c->deleted = 1;
+    lh_table_insert(s->by_delete, c->delete_serial_no, c);
+    return 0;
+}
+
 static struct sim_card *lookup(struct lh_table *t, const char *key)
 {
     void *v = NULL;
@@ -884,7 +1107,12 @@ const struct sim_card *sim_card_by_biz(const struct sim *s, const char *biz_card
     return lookup(s->by_biz, biz_card_no);
 }
 
-json_object *sim_card_json(const struct sim_card *c)
+static json_object *string_or_null(const char *s)
+{
+    return s ? json_object_new_string(s) : NULL;
+}
+
+json_object *sim_card_json(const struct sim *s, const struct sim_card *c)
 {
     json_object *o = json_object_new_object();
     add_str(o, "biz_card_no", c->biz_card_no);
@@ -894,10 +1122,26 @@ json_object *sim_card_json(const struct sim_card *c)
     add_str(o, "bar_code", c->bar_code);
     add_str(o, "card_template_id", c->template_id);
     json_object_object_add(o, "card_info", json_object_get(c->card_info));
+    add_str(o, "status", c->deleted ? "deleted" : "active");
+    json_object_object_add(o, "delete_reason", string_or_null(c->delete_reason));
+    json_object_object_add(o, "biz_serial_no", string_or_null(c->biz_serial_no));
+    json_object_object_add(o, "updates", json_object_new_int64(c->updates));
+    json_object_object_add(o, "points_messages", json_object_new_int64(c->points_messages));
+    json_object_object_add(o, "max_in_flight",
+                           json_object_new_int64(sim_max_in_flight(s, c->biz_card_no)));
     return o;
 }
 
 /* ----------------------------------------------------------------- methods */
+
+/* A signed success node of method made of o (which it puts). */
+static int method_success(struct sim_node *out, const char *method, enum alipay_sign_type type,
+                          json_object *o)
+{
+    char name[128];
+    node_name_for(method, name, sizeof(name));
+    return node_set(out, name, o, 1, type);
+}
 
 static int answer_open(struct sim_node *out, const char *method, enum alipay_sign_type type,
                        const struct sim_card *c)
@@ -908,9 +1152,7 @@ static int answer_open(struct sim_node *out, const char *method, enum alipay_sig
         add_str(o, "open_card_channel", c->open_card_channel);
     if (c->open_card_channel_id)
         add_str(o, "open_card_channel_id", c->open_card_channel_id);
-    char name[128];
-    node_name_for(method, name, sizeof(name));
-    return node_set(out, name, o, 1, type);
+    return method_success(out, method, type, o);
 }
 
 static int do_open(struct sim *s, json_object *biz, const char *method, enum alipay_sign_type type,
@@ -960,8 +1202,9 @@ static int do_query(struct sim *s, json_object *biz, const char *method, enum al
         return business_error(out, method, type, "INVALID_PARAMETER",
                               "target_card_no_type must be BIZ_CARD, D_QR_CODE or D_BAR_CODE");
     const struct sim_card *card = lookup(index, no);
-    /* card_user_info, when given, is one more condition of the query. */
-    if (!card || (user_id && strcmp(user_id, card->user_id) != 0))
+    /* card_user_info, when given, is one more condition of the query. A
+     * deleted card is gone for Alipay, by its number and by its codes. */
+    if (!card || card->deleted || (user_id && strcmp(user_id, card->user_id) != 0))
         return business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
 
     char url[128];
@@ -970,9 +1213,63 @@ static int do_query(struct sim *s, json_object *biz, const char *method, enum al
     json_object *o = code_object("10000", "Success", NULL, NULL);
     json_object_object_add(o, "card_info", json_object_get(card->card_info));
     add_str(o, "schema_url", url);
-    char name[128];
-    node_name_for(method, name, sizeof(name));
-    return node_set(out, name, o, 1, type);
+    return method_success(out, method, type, o);
+}
+
+static int do_update(struct sim *s, json_object *biz, const char *method,
+                     enum alipay_sign_type type, struct sim_node *out)
+{
+    struct update_req r;
+    struct check c;
+    if (check_update(biz, &r, &c) < 0)
+        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+    struct sim_card *card = lookup(s->by_biz, r.card_no);
+    if (!card || card->deleted)
+        return business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
+    if (check_fixed_dates(card, r.card_info, &c) < 0)
+        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+    json_object *merged = merge_card_info(card->card_info, r.card_info);
+    if (!merged)
+        return -1;
+    json_object_put(card->card_info);
+    card->card_info = merged;
+    card->updates++;
+    if (r.changed_point)
+        card->points_messages++; /* Alipay would now tell the member */
+    json_object *o = code_object("10000", "Success", NULL, NULL);
+    add_str(o, "result_code", "SUCCESS");
+    return method_success(out, method, type, o);
+}
+
+static int answer_delete(struct sim_node *out, const char *method, enum alipay_sign_type type,
+                         const struct sim_card *c)
+{
+    json_object *o = code_object("10000", "Success", NULL, NULL);
+    add_str(o, "biz_serial_no", c->biz_serial_no);
+    return method_success(out, method, type, o);
+}
+
+static int do_delete(struct sim *s, json_object *biz, const char *method,
+                     enum alipay_sign_type type, struct sim_node *out)
+{
+    struct delete_req r;
+    struct check c;
+    if (check_delete(biz, &r, &c) < 0)
+        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+    /* Alipay dedups on out_serial_no: the retry of a delete whose answer
+     * was lost gets that answer again, though the card is gone by now. */
+    struct sim_card *card = lookup(s->by_delete, r.out_serial_no);
+    if (card && strcmp(card->biz_card_no, r.card_no) != 0)
+        return business_error(out, method, type, "INVALID_PARAMETER",
+                              "out_serial_no was already used to delete another card");
+    if (card)
+        return answer_delete(out, method, type, card);
+    card = lookup(s->by_biz, r.card_no);
+    if (!card || card->deleted)
+        return business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
+    if (card_delete(s, card, &r) < 0)
+        return -1;
+    return answer_delete(out, method, type, card);
 }
 
 int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *out)
@@ -994,6 +1291,10 @@ int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *ou
     }
     if (strcmp(method, METHOD_OPEN) == 0)
         r = do_open(s, biz, method, type, out);
+    else if (strcmp(method, METHOD_UPDATE) == 0)
+        r = do_update(s, biz, method, type, out);
+    else if (strcmp(method, METHOD_DELETE) == 0)
+        r = do_delete(s, biz, method, type, out);
     else
         r = do_query(s, biz, method, type, out);
     json_object_put(biz);

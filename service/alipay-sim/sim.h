@@ -3,8 +3,9 @@
  *
  * Everything the simulator knows lives in one struct sim that main owns and
  * hands to every callback: the keys, the known card templates, the opened
- * cards (in memory only), the fault rules and the call counters. This module
- * does no I/O: it turns the parameters of one gateway call into the answer
+ * cards (in memory only, deleted ones included), the fault rules and the
+ * call counters. This module does no I/O: it turns the parameters of one
+ * gateway call (card.open, .query, .update or .delete) into the answer
  * node, and the HTTP side (gateway.c, control.c) puts it on the wire. */
 #ifndef ALIPAY_SIM_SIM_H
 #define ALIPAY_SIM_SIM_H
@@ -62,6 +63,15 @@ struct sim_card {
     char *open_card_channel; /* NULL when not given */
     char *open_card_channel_id;
     json_object *card_info; /* what open and query answer as card_info */
+
+    /* What card.update and card.delete did to it. A deleted card stays in
+     * memory (and in /_sim/cards) but the gateway no longer knows it. */
+    int deleted;
+    char *delete_reason;    /* the delete's reason_code; NULL while active */
+    char *delete_serial_no; /* the delete's out_serial_no (Alipay dedups on it) */
+    char *biz_serial_no;    /* what the delete answered; NULL while active */
+    long updates;           /* accepted card.update calls */
+    long points_messages;   /* ...of which gave merchant_card_msg_info.changed_point */
 };
 
 struct sim_pending; /* a delayed gateway answer, owned by gateway.c */
@@ -76,10 +86,12 @@ struct sim {
 
     struct sim_card *cards, *cards_tail; /* in opening order */
     size_t ncards;
-    struct lh_table *by_serial, *by_biz, *by_qr, *by_bar; /* keys borrowed from cards */
+    /* Keys borrowed from cards. by_delete: the out_serial_no of each delete. */
+    struct lh_table *by_serial, *by_biz, *by_qr, *by_bar, *by_delete;
     uint64_t card_seq;
-    uint64_t rng;      /* xorshift state for the random digits of codes */
-    char instance[13]; /* 12 random digits: card numbers differ between runs */
+    uint64_t delete_seq; /* numbers the deletes' biz_serial_no */
+    uint64_t rng;        /* xorshift state for the random digits of codes */
+    char instance[13];   /* 12 random digits: card numbers differ between runs */
 
     struct sim_fault *faults; /* in the order they were added */
     long next_fault_id;
@@ -87,6 +99,13 @@ struct sim {
     long calls_total;
     json_object *calls_methods; /* method -> count */
     json_object *calls_serials; /* out_serial_no -> count */
+
+    /* Concurrency evidence: card.update/.delete calls per target_card_no
+     * between arrival and answer, now and the most ever seen. A reset starts
+     * a new generation, so calls that arrived before it leave no trace. */
+    json_object *in_flight;     /* target_card_no -> calls now */
+    json_object *in_flight_max; /* target_card_no -> most at once */
+    unsigned long in_flight_gen;
 
     /* The HTTP side's state (gateway.c): delayed answers still to send. */
     struct event_base *base;
@@ -106,7 +125,7 @@ void sim_free(struct sim *s);
 int sim_template_add(struct sim *s, const char *template_id);
 int sim_template_known(const struct sim *s, const char *template_id);
 
-/* Forgets faults, counters and cards (templates stay). */
+/* Forgets faults, counters (in-flight ones too) and cards (templates stay). */
 void sim_reset(struct sim *s);
 
 /* ---- faults ---- */
@@ -131,10 +150,14 @@ int sim_fault_take(struct sim *s, const char *method, const char *out_serial_no,
 /* The key facts of one gateway call, for counting, fault matching and the
  * log. Strings are owned by the struct; free with sim_call_info_free. */
 struct sim_call_info {
-    char *method;        /* NULL when absent */
-    char *out_serial_no; /* biz_content's out_serial_no, or for a query its
-                          * target_card_no; NULL when absent */
-    int counted_serial;  /* 1 when out_serial_no came from out_serial_no */
+    char *method;                /* NULL when absent */
+    char *out_serial_no;         /* biz_content's out_serial_no (open, delete), or
+                                  * without one its target_card_no (query, update);
+                                  * NULL when absent */
+    int counted_serial;          /* 1 when out_serial_no came from out_serial_no */
+    char *target_card_no;        /* biz_content's target_card_no, or NULL */
+    int in_flight;               /* 1 while counted in s->in_flight */
+    unsigned long in_flight_gen; /* the generation it was counted in */
 };
 void sim_call_info_get(const struct alipay_params *p, struct sim_call_info *out);
 void sim_call_info_free(struct sim_call_info *ci);
@@ -143,6 +166,16 @@ void sim_call_info_free(struct sim_call_info *ci);
 void sim_count_call(struct sim *s, const struct sim_call_info *ci);
 /* The count for one out_serial_no (0 when never seen). */
 long sim_calls_for_serial(const struct sim *s, const char *out_serial_no);
+
+/* A card.update or card.delete call with a target_card_no counts as in
+ * flight from sim_in_flight_enter (on arrival) to sim_in_flight_leave (its
+ * answer sent, dropped or cut short); other calls are not counted. Both may
+ * be called for any call and leave is a no-op when it was not counted. */
+void sim_in_flight_enter(struct sim *s, struct sim_call_info *ci);
+void sim_in_flight_leave(struct sim *s, struct sim_call_info *ci);
+/* The most card.update/.delete calls for target_card_no ever in flight at
+ * once since the last reset (0 when none came). */
+long sim_max_in_flight(const struct sim *s, const char *target_card_no);
 
 /* ---- answers ---- */
 
@@ -158,8 +191,8 @@ struct sim_node {
 void sim_node_free(struct sim_node *n);
 
 /* Handles one gateway call: checks the public parameters and the signature,
- * then the method (opening a card, or looking one up). Fills out; returns 0,
- * or -1 only when out of memory. */
+ * then the method (opening, looking up, updating or deleting a card). Fills
+ * out; returns 0, or -1 only when out of memory. */
 int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *out);
 
 /* The answer a fault mode stands for, without doing any work: the signed
@@ -174,9 +207,12 @@ char *sim_render(struct sim *s, const struct sim_node *n, enum sim_fault_mode mo
 
 /* ---- cards ---- */
 
+/* The card with this number, deleted or not (NULL when none). */
 const struct sim_card *sim_card_by_biz(const struct sim *s, const char *biz_card_no);
 /* {"biz_card_no","out_serial_no","user_id","qr_code","bar_code",
- *  "card_template_id","card_info"}; a new object the caller puts. */
-json_object *sim_card_json(const struct sim_card *c);
+ *  "card_template_id","card_info","status","delete_reason","biz_serial_no",
+ *  "updates","points_messages","max_in_flight"}; a new object the caller
+ * puts. */
+json_object *sim_card_json(const struct sim *s, const struct sim_card *c);
 
 #endif

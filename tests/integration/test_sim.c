@@ -1,5 +1,6 @@
 /* alipay-sim, the real binary over plain HTTP: requests signed with the
- * app's key (tests/vectors/keys) open and query cards, the answers verify
+ * app's key (tests/vectors/keys) open, query, update and delete cards, and
+ * show how many changes of a card were in flight at once; the answers verify
  * with the simulated Alipay public key, refusals come the way alipay.md and
  * the seeds say, every fault mode shows, and the counters count.
  *
@@ -8,6 +9,7 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,8 @@
 
 #define OPEN "alipay.marketing.card.open"
 #define QUERY "alipay.marketing.card.query"
+#define UPDATE "alipay.marketing.card.update"
+#define DELETE "alipay.marketing.card.delete"
 #define APP_ID "2014072300007148"
 #define TEMPLATE "20170308000000000058101000300045" /* the seeds' template */
 #define USER "2088302463082075"                     /* the seeds' user */
@@ -157,9 +161,12 @@ static void append(char **buf, size_t *len, const char *s)
     *len += n;
 }
 
-/* Signs the call like a client does and posts it: public parameters in the
- * URL query, biz_content in the form body. Returns ts_http_call's result. */
-static int gw_call(const struct call *c, struct ts_http *out)
+static const char *const form_hdr[] = {
+    "Content-Type: application/x-www-form-urlencoded;charset=utf-8", NULL};
+
+/* Signs the call like a client does: public parameters in the URL query
+ * (*url_out), biz_content in the form body (*body_out); both malloc'd. */
+static void gw_build(const struct call *c, char **url_out, char **body_out)
 {
     struct alipay_params p;
     char ts[20], err[256];
@@ -211,14 +218,21 @@ static int gw_call(const struct call *c, struct ts_http *out)
         free(v);
         free(biz);
     }
-    const char *const hdr[] = {"Content-Type: application/x-www-form-urlencoded;charset=utf-8",
-                               NULL};
-    int rc = ts_http_call("POST", url, hdr, body, out);
-    free(url);
-    free(body);
     free(sign);
     free(content);
     alipay_params_free(&p);
+    *url_out = url;
+    *body_out = body;
+}
+
+/* Signs the call and posts it. Returns ts_http_call's result. */
+static int gw_call(const struct call *c, struct ts_http *out)
+{
+    char *url, *body;
+    gw_build(c, &url, &body);
+    int rc = ts_http_call("POST", url, form_hdr, body, out);
+    free(url);
+    free(body);
     return rc;
 }
 
@@ -302,10 +316,11 @@ static void query(const char *no, const char *type, const char *user, struct ali
     call_judged(&c, rep);
 }
 
-/* The open answer's business failure: its sub_code and sub_msg. */
-static void expect_open_rejected(const char *biz, const char *sub_code, const char *msg_part)
+/* A business failure of method: its sub_code and (a part of) its sub_msg. */
+static void expect_rejected(const char *method, const char *biz, const char *sub_code,
+                            const char *msg_part)
 {
-    struct call c = {.method = OPEN, .biz = biz};
+    struct call c = {.method = method, .biz = biz};
     struct alipay_reply rep;
     call_judged(&c, &rep);
     ck_assert_msg(rep.outcome == ALIPAY_REJECTED, "%s: %s", biz, rep.detail);
@@ -315,6 +330,122 @@ static void expect_open_rejected(const char *biz, const char *sub_code, const ch
         ck_assert_msg(rep.sub_msg && strstr(rep.sub_msg, msg_part), "sub_msg '%s' lacks '%s'",
                       rep.sub_msg, msg_part);
     alipay_reply_free(&rep);
+}
+
+static void expect_open_rejected(const char *biz, const char *sub_code, const char *msg_part)
+{
+    expect_rejected(OPEN, biz, sub_code, msg_part);
+}
+
+/* printf into a malloc'd string. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static char *
+fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    int n = vsnprintf(NULL, 0, f, ap);
+    va_end(ap);
+    char *out = malloc((size_t)n + 1);
+    va_start(ap, f);
+    vsnprintf(out, (size_t)n + 1, f, ap);
+    va_end(ap);
+    return out;
+}
+
+/* card.update's biz_content (the SDK's AlipayMarketingCardUpdateModel);
+ * changed_point NULL leaves merchant_card_msg_info out. */
+static char *update_biz(const char *no, const char *card_info, const char *changed_point)
+{
+    char msg[128] = "";
+    if (changed_point)
+        snprintf(msg, sizeof(msg), ",\"merchant_card_msg_info\":{\"changed_point\":\"%s\"}",
+                 changed_point);
+    return fmt("{\"target_card_no\":\"%s\",\"target_card_no_type\":\"BIZ_CARD\","
+               "\"occur_time\":\"2026-11-30 10:15:00\",\"card_info\":%s%s}",
+               no, card_info, msg);
+}
+
+static void update(const char *no, const char *card_info, const char *changed_point,
+                   struct alipay_reply *rep)
+{
+    char *biz = update_biz(no, card_info, changed_point);
+    struct call c = {.method = UPDATE, .biz = biz};
+    call_judged(&c, rep);
+    free(biz);
+}
+
+static char *delete_biz(const char *no, const char *serial, const char *reason)
+{
+    return fmt("{\"out_serial_no\":\"%s\",\"target_card_no\":\"%s\","
+               "\"target_card_no_type\":\"BIZ_CARD\",\"reason_code\":\"%s\"}",
+               serial, no, reason);
+}
+
+static void delete_card(const char *no, const char *serial, const char *reason,
+                        struct alipay_reply *rep)
+{
+    char *biz = delete_biz(no, serial, reason);
+    struct call c = {.method = DELETE, .biz = biz};
+    call_judged(&c, rep);
+    free(biz);
+}
+
+/* GET /_sim/cards/{no} (caller puts). */
+static json_object *card_state(const char *no)
+{
+    char route[128];
+    long status;
+    snprintf(route, sizeof(route), "/cards/%s", no);
+    json_object *o = control("GET", route, NULL, &status);
+    ck_assert_int_eq(status, 200);
+    return o;
+}
+
+static long int_at(json_object *o, const char *key)
+{
+    json_object *v;
+    ck_assert_msg(json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_int),
+                  "no integer %s", key);
+    return (long)json_object_get_int64(v);
+}
+
+static int is_null(json_object *o, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) && v == NULL;
+}
+
+/* The card's updates, points_messages and max_in_flight counters. */
+static void expect_counters(const char *no, long updates, long points_messages, long max_in_flight)
+{
+    json_object *card = card_state(no);
+    ck_assert_int_eq(int_at(card, "updates"), updates);
+    ck_assert_int_eq(int_at(card, "points_messages"), points_messages);
+    ck_assert_int_eq(int_at(card, "max_in_flight"), max_in_flight);
+    json_object_put(card);
+}
+
+/* A query's card_info field, or NULL when the query fails (malloc'd). */
+static char *queried(const char *no, const char *key)
+{
+    struct alipay_reply rep;
+    query(no, "BIZ_CARD", NULL, &rep);
+    const char *v = rep.outcome == ALIPAY_OK
+                        ? str_at(json_object_object_get(rep.node, "card_info"), key)
+                        : NULL;
+    char *out = v ? strdup(v) : NULL;
+    alipay_reply_free(&rep);
+    return out;
+}
+
+static void expect_point(const char *no, const char *point)
+{
+    char *p = queried(no, "point");
+    ck_assert_msg(p && strcmp(p, point) == 0, "point %s, expected %s", p ? p : "(none)", point);
+    free(p);
 }
 
 /* ----------------------------------------------------------------- tests */
@@ -919,26 +1050,31 @@ START_TEST(process_app_id_and_clean_exit)
     alipay_reply_free(&rep);
     free(biz);
 
-    /* Leave a delayed call pending, then stop. */
+    /* Leave delayed calls pending (an open, and an update that is counted
+     * in flight until shutdown cuts it), then stop. */
     add_fault("{\"mode\":\"delay\",\"delay_ms\":30000}");
-    pid_t child = fork();
-    if (child == 0) {
-        struct ts_http r;
-        char *b = open_biz("P3", "T1", "");
-        struct call c = {.method = OPEN, .biz = b};
-        gw_call(&c, &r);
-        _exit(0);
+    pid_t child[2];
+    for (int k = 0; k < 2; k++) {
+        child[k] = fork();
+        if (child[k] == 0) {
+            struct ts_http r;
+            char *b = k == 0 ? open_biz("P3", "T1", "") : update_biz("0000001", "{}", "1");
+            struct call c = {.method = k == 0 ? OPEN : UPDATE, .biz = b};
+            gw_call(&c, &r);
+            _exit(0);
+        }
     }
     long total = 0;
-    for (int i = 0; i < 100 && total < 4; i++) { /* wait until it arrived */
+    for (int i = 0; i < 100 && total < 5; i++) { /* wait until they arrived */
         usleep(100000);
         json_object *o = control("GET", "/calls", NULL, NULL);
         total = json_object_get_int(json_object_object_get(o, "total"));
         json_object_put(o);
     }
-    ck_assert_int_eq(total, 4);
+    ck_assert_int_eq(total, 5);
     int status = ts_stop(own.pid, SIGTERM, 10000);
-    waitpid(child, NULL, 0);
+    waitpid(child[0], NULL, 0);
+    waitpid(child[1], NULL, 0);
     sim = saved;
     ck_assert_msg(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "alipay-sim exit status %d", status);
@@ -955,6 +1091,386 @@ START_TEST(process_app_id_and_clean_exit)
     pid = ts_spawn(bad, NULL, NULL);
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0); /* keys are required */
+}
+END_TEST
+
+START_TEST(update_round_trip)
+{
+    reset();
+    char *no = open_card("S-upd-1");
+    struct alipay_reply rep;
+    /* open_date may be repeated, just not changed. */
+    update(no,
+           "{\"point\":\"108\",\"level\":\"VIP2\",\"open_date\":\"2014-02-20 21:20:46\","
+           "\"front_text_list\":[{\"label\":\"等级\",\"value\":\"金卡\"},"
+           "{\"label\":\"门店\",\"value\":\"西湖店\"}]}",
+           "20", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    ck_assert_int_eq(rep.verified, 1);
+    ck_assert_str_eq(rep.code, "10000");
+    ck_assert_str_eq(str_at(rep.node, "msg"), "Success");
+    ck_assert_str_eq(str_at(rep.node, "result_code"), "SUCCESS");
+    alipay_reply_free(&rep);
+
+    /* The fields given replace the card's (front_text_list whole); the
+     * others stay. */
+    query(no, "BIZ_CARD", NULL, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    json_object *ci = json_object_object_get(rep.node, "card_info");
+    ck_assert_str_eq(str_at(ci, "biz_card_no"), no);
+    ck_assert_str_eq(str_at(ci, "point"), "108");
+    ck_assert_str_eq(str_at(ci, "level"), "VIP2");
+    ck_assert_str_eq(str_at(ci, "balance"), "124.89");
+    ck_assert_str_eq(str_at(ci, "external_card_no"), "EXT0001");
+    ck_assert_str_eq(str_at(ci, "open_date"), "2014-02-20 21:20:46");
+    ck_assert_str_eq(str_at(ci, "valid_date"), "2020-02-20 21:20:46");
+    json_object *rows = json_object_object_get(ci, "front_text_list");
+    ck_assert_int_eq(json_object_array_length(rows), 2);
+    ck_assert_str_eq(str_at(json_object_array_get_idx(rows, 0), "label"), "等级");
+    ck_assert_str_eq(str_at(json_object_array_get_idx(rows, 1), "value"), "西湖店");
+    alipay_reply_free(&rep);
+
+    json_object *card = card_state(no);
+    ck_assert_str_eq(str_at(card, "status"), "active");
+    ck_assert(is_null(card, "delete_reason"));
+    ck_assert(is_null(card, "biz_serial_no"));
+    ck_assert_str_eq(str_at(json_object_object_get(card, "card_info"), "level"), "VIP2");
+    json_object_put(card);
+    expect_counters(no, 1, 1, 1);
+
+    /* No changed_point, no points message; a negative one is a message. */
+    update(no, "{\"balance\":\"0.5\"}", NULL, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    update(no, "{\"point\":\"100\"}", "-8", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    expect_counters(no, 3, 2, 1);
+    char *balance = queried(no, "balance");
+    ck_assert_str_eq(balance, "0.5");
+    free(balance);
+    expect_point(no, "100");
+    free(no);
+}
+END_TEST
+
+START_TEST(update_refusals)
+{
+    reset();
+    char *no = open_card("S-upd-2");
+    static const struct {
+        const char *card_info, *changed_point, *sub_msg;
+    } bad[] = {
+        {"{\"open_date\":\"2015-01-01 00:00:00\"}", NULL, "open_date cannot be changed"},
+        {"{\"valid_date\":\"2030-01-01 00:00:00\"}", NULL, "valid_date cannot be changed"},
+        {"{\"point\":\"1.234\"}", NULL, "card_info.point"},
+        {"{\"colour\":\"red\"}", NULL, "card_info.colour"},
+        {"{\"front_text_list\":[{\"label\":\"专业课程A\"}]}", NULL,
+         "card_info.front_text_list[0].label"},
+        {"{\"mdcode_info\":{\"code_status\":\"SUCCESS\",\"time_stamp\":1}}", NULL,
+         "card_info.mdcode_info.code_value"},
+        {"{\"point\":\"1\"}", "20.123", "changed_point"},
+        {"{\"point\":\"1\"}", "", "changed_point"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *biz = update_biz(no, bad[i].card_info, bad[i].changed_point);
+        expect_rejected(UPDATE, biz, "INVALID_PARAMETER", bad[i].sub_msg);
+        free(biz);
+    }
+    /* The top level: occur_time, the target, unknown keys, card_info. */
+    static const struct {
+        const char *biz, *sub_msg;
+    } raw[] = {
+        {"{\"target_card_no\":\"%s\",\"target_card_no_type\":\"BIZ_CARD\","
+         "\"occur_time\":\"2026-02-30 10:00:00\",\"card_info\":{}}",
+         "occur_time"},
+        {"{\"target_card_no\":\"%s\",\"target_card_no_type\":\"BIZ_CARD\","
+         "\"occur_time\":\"2026/11/30 10:00\",\"card_info\":{}}",
+         "occur_time"},
+        {"{\"target_card_no\":\"%s\",\"target_card_no_type\":\"BIZ_CARD\",\"card_info\":{}}",
+         "occur_time is required"},
+        {"{\"target_card_no\":\"%s\",\"target_card_no_type\":\"BIZ_CARD\","
+         "\"occur_time\":\"2026-11-30 10:15:00\"}",
+         "card_info is required"},
+        {"{\"target_card_no\":\"%s\",\"target_card_no_type\":\"D_QR_CODE\","
+         "\"occur_time\":\"2026-11-30 10:15:00\",\"card_info\":{}}",
+         "target_card_no_type must be BIZ_CARD"},
+        {"{\"out_serial_no\":\"U1\",\"target_card_no\":\"%s\",\"target_card_no_type\":"
+         "\"BIZ_CARD\",\"occur_time\":\"2026-11-30 10:15:00\",\"card_info\":{}}",
+         "out_serial_no is not a known field"},
+        {"{\"target_card_no\":\"%s\",\"target_card_no_type\":\"BIZ_CARD\","
+         "\"occur_time\":\"2026-11-30 10:15:00\",\"card_info\":{},"
+         "\"merchant_card_msg_info\":{\"points\":\"1\"}}",
+         "merchant_card_msg_info.points is not a known field"},
+    };
+    for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
+        char *biz = fmt(raw[i].biz, no);
+        expect_rejected(UPDATE, biz, "INVALID_PARAMETER", raw[i].sub_msg);
+        free(biz);
+    }
+    /* Nothing was applied or counted. */
+    expect_counters(no, 0, 0, 1);
+    expect_point(no, "88");
+
+    /* An unknown card, well formed. */
+    struct alipay_reply rep;
+    update("0000001", "{\"point\":\"1\"}", "1", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_REJECTED, "%s", rep.detail);
+    ck_assert_int_eq(rep.verified, 1);
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    ck_assert_str_eq(rep.sub_msg, "会员卡不存在");
+    alipay_reply_free(&rep);
+    free(no);
+}
+END_TEST
+
+START_TEST(delete_round_trip)
+{
+    reset();
+    char *no = open_card("S-del-1");
+    json_object *card = card_state(no);
+    char *qr = strdup(str_at(card, "qr_code")), *bar = strdup(str_at(card, "bar_code"));
+    json_object_put(card);
+
+    struct alipay_reply rep;
+    delete_card(no, "DEL-1", "CANCEL", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    ck_assert_int_eq(rep.verified, 1);
+    ck_assert_str_eq(str_at(rep.node, "msg"), "Success");
+    const char *serial = str_at(rep.node, "biz_serial_no");
+    ck_assert_ptr_nonnull(serial);
+    ck_assert(*serial && strspn(serial, "0123456789") == strlen(serial));
+    char *first = strdup(serial);
+    alipay_reply_free(&rep);
+
+    /* Alipay dedups on out_serial_no: the same answer, card gone or not. */
+    delete_card(no, "DEL-1", "CANCEL", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    ck_assert_str_eq(str_at(rep.node, "biz_serial_no"), first);
+    alipay_reply_free(&rep);
+
+    card = card_state(no);
+    ck_assert_str_eq(str_at(card, "status"), "deleted");
+    ck_assert_str_eq(str_at(card, "delete_reason"), "CANCEL");
+    ck_assert_str_eq(str_at(card, "biz_serial_no"), first);
+    json_object_put(card);
+
+    /* Gone for query (by number and by codes) and update. */
+    const char *by[][2] = {{no, "BIZ_CARD"}, {qr, "D_QR_CODE"}, {bar, "D_BAR_CODE"}};
+    for (size_t i = 0; i < 3; i++) {
+        query(by[i][0], by[i][1], NULL, &rep);
+        ck_assert_msg(rep.outcome == ALIPAY_REJECTED, "%s: %s", by[i][1], rep.detail);
+        ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+        alipay_reply_free(&rep);
+    }
+    update(no, "{\"point\":\"1\"}", "1", &rep);
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    ck_assert_str_eq(rep.sub_msg, "会员卡不存在");
+    alipay_reply_free(&rep);
+    /* Another serial is a new delete of a card that is gone. */
+    delete_card(no, "DEL-2", "CANCEL", &rep);
+    ck_assert_int_eq(rep.outcome, ALIPAY_REJECTED);
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    alipay_reply_free(&rep);
+    expect_counters(no, 0, 0, 1);
+
+    /* DEL-1 belongs to the first card; reason codes come from a list. */
+    char *other = open_card("S-del-2");
+    char *biz = delete_biz(other, "DEL-1", "USER_UNBUND");
+    expect_rejected(DELETE, biz, "INVALID_PARAMETER", "out_serial_no");
+    free(biz);
+    biz = delete_biz(other, "DEL-3", "LOST");
+    expect_rejected(DELETE, biz, "INVALID_PARAMETER", "reason_code");
+    free(biz);
+    card = card_state(other);
+    ck_assert_str_eq(str_at(card, "status"), "active");
+    json_object_put(card);
+    delete_card(other, "DEL-3", "PRESENT", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    ck_assert_str_ne(str_at(rep.node, "biz_serial_no"), first);
+    alipay_reply_free(&rep);
+    card = card_state(other);
+    ck_assert_str_eq(str_at(card, "delete_reason"), "PRESENT");
+    json_object_put(card);
+
+    delete_card("0000001", "DEL-4", "CANCEL", &rep);
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    alipay_reply_free(&rep);
+
+    /* Deletes are counted per method and per out_serial_no; updates have
+     * no serial to count. */
+    json_object *o = control("GET", "/calls", NULL, NULL);
+    json_object *m = json_object_object_get(o, "methods");
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(m, DELETE)), 7);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(m, UPDATE)), 1);
+    json_object *s = json_object_object_get(o, "out_serial_no");
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(s, "DEL-1")), 3);
+    ck_assert(!json_object_object_get_ex(s, no, NULL));
+    json_object_put(o);
+    free(first);
+    free(other);
+    free(qr);
+    free(bar);
+    free(no);
+}
+END_TEST
+
+/* Two updates of one card at once show as max_in_flight 2; one after the
+ * other, 1. A delay fault holds each call in flight for its whole delay. */
+START_TEST(max_in_flight_per_card)
+{
+    reset();
+    char *a = open_card("S-fly-1"), *b = open_card("S-fly-2");
+    expect_counters(a, 0, 0, 0); /* opens do not count */
+
+    /* The fault's out_serial_no matches an update's target_card_no. */
+    char *rule = fmt("{\"mode\":\"delay\",\"method\":\"" UPDATE "\",\"out_serial_no\":\"%s\","
+                     "\"delay_ms\":800,\"count\":2}",
+                     a);
+    add_fault(rule);
+    free(rule);
+    char *biz = update_biz(a, "{\"point\":\"90\"}", "2");
+    struct call c = {.method = UPDATE, .biz = biz};
+    char *url, *body;
+    gw_build(&c, &url, &body);
+    const char *const urls[] = {url, url};
+    struct ts_http r[2];
+    ts_http_parallel(2, "POST", urls, form_hdr, body, r);
+    for (int i = 0; i < 2; i++) {
+        struct alipay_reply rep;
+        ck_assert_int_eq(r[i].status, 200);
+        judge(&r[i], UPDATE, &rep);
+        ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+        alipay_reply_free(&rep);
+        ts_http_free(&r[i]);
+    }
+    free(url);
+    free(body);
+    free(biz);
+    expect_counters(a, 2, 2, 2);
+
+    rule = fmt("{\"mode\":\"delay\",\"out_serial_no\":\"%s\",\"delay_ms\":100,\"count\":2}", b);
+    add_fault(rule);
+    free(rule);
+    for (int i = 0; i < 2; i++) {
+        struct alipay_reply rep;
+        update(b, "{\"level\":\"VIP3\"}", NULL, &rep);
+        ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+        alipay_reply_free(&rep);
+    }
+    expect_counters(b, 2, 0, 1);
+    expect_counters(a, 2, 2, 2); /* per card */
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* Posts a signed call and gives up after ms, as a client whose timeout is
+ * shorter than the gateway's delay. */
+static void call_and_give_up(const struct call *call, long ms)
+{
+    char *url, *body;
+    gw_build(call, &url, &body);
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, form_hdr[0]);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    ck_assert_int_eq(curl_easy_perform(c), CURLE_OPERATION_TIMEDOUT);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    free(url);
+    free(body);
+}
+
+/* The same faults as for open: refusals and lost answers change nothing,
+ * signature shapes do the work, a delayed call does it even when its
+ * client has gone. */
+START_TEST(faults_apply_to_update_and_delete)
+{
+    reset();
+    char *no = open_card("S-fault-1");
+    static const char *const refusals[] = {"code_20000", "code_20001", "error_response", "http_500",
+                                           "drop"};
+    for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+        char *rule = fmt("{\"mode\":\"%s\",\"method\":\"" UPDATE "\",\"out_serial_no\":"
+                         "\"%s\",\"count\":1}",
+                         refusals[i], no);
+        add_fault(rule);
+        free(rule);
+    }
+    static const enum alipay_outcome want[] = {ALIPAY_UNAVAILABLE, ALIPAY_AUTH_FAILED,
+                                               ALIPAY_REFUSED};
+    char *biz = update_biz(no, "{\"point\":\"120\"}", "20");
+    struct call c = {.method = UPDATE, .biz = biz};
+    for (size_t i = 0; i < 3; i++) {
+        struct alipay_reply rep;
+        call_judged(&c, &rep);
+        ck_assert_msg(rep.outcome == want[i], "%s: %s", refusals[i], rep.detail);
+        alipay_reply_free(&rep);
+    }
+    struct ts_http r;
+    ck_assert_int_eq(gw_call(&c, &r), 0);
+    ck_assert_int_eq(r.status, 500);
+    ts_http_free(&r);
+    ck_assert_int_eq(gw_call(&c, &r), -1); /* dropped */
+    ts_http_free(&r);
+    expect_counters(no, 0, 0, 1);
+    expect_point(no, "88"); /* the rules were for update: query unaffected */
+
+    /* Rules used up: the retry applies. Signature shapes do the work. */
+    add_fault("{\"mode\":\"bad_signature\",\"method\":\"" UPDATE "\",\"count\":1}");
+    add_fault("{\"mode\":\"unsigned_success\",\"method\":\"" UPDATE "\",\"count\":1}");
+    add_fault("{\"mode\":\"sign_first\",\"method\":\"" UPDATE "\",\"count\":1}");
+    static const enum alipay_outcome shapes[] = {ALIPAY_BAD_SIGNATURE, ALIPAY_BAD_SIGNATURE,
+                                                 ALIPAY_OK, ALIPAY_OK};
+    for (size_t i = 0; i < 4; i++) {
+        struct alipay_reply rep;
+        call_judged(&c, &rep);
+        ck_assert_msg(rep.outcome == shapes[i], "shape %zu: %s", i, rep.detail);
+        alipay_reply_free(&rep);
+    }
+    expect_counters(no, 4, 4, 1);
+    expect_point(no, "120");
+    free(biz);
+
+    /* A delayed update whose client gave up is applied all the same. */
+    add_fault("{\"mode\":\"delay\",\"method\":\"" UPDATE "\",\"delay_ms\":600,\"count\":1}");
+    biz = update_biz(no, "{\"point\":\"130\"}", NULL);
+    struct call late = {.method = UPDATE, .biz = biz};
+    call_and_give_up(&late, 150);
+    free(biz);
+    long updates = 4;
+    for (int i = 0; i < 100 && updates == 4; i++) { /* up to 10 s on a loaded box */
+        usleep(100000);
+        json_object *card = card_state(no);
+        updates = int_at(card, "updates");
+        json_object_put(card);
+    }
+    expect_counters(no, 5, 4, 1);
+    expect_point(no, "130");
+
+    /* Delete: a 20000 (matched on the delete's out_serial_no) deletes
+     * nothing; the retry with the same serial does. */
+    add_fault("{\"mode\":\"code_20000\",\"out_serial_no\":\"DEL-F\",\"count\":1}");
+    struct alipay_reply rep;
+    delete_card(no, "DEL-F", "USER_UNBUND", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_UNAVAILABLE, "%s", rep.detail);
+    ck_assert_str_eq(rep.code, "20000");
+    alipay_reply_free(&rep);
+    json_object *card = card_state(no);
+    ck_assert_str_eq(str_at(card, "status"), "active");
+    json_object_put(card);
+    delete_card(no, "DEL-F", "USER_UNBUND", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    card = card_state(no);
+    ck_assert_str_eq(str_at(card, "status"), "deleted");
+    ck_assert_str_eq(str_at(card, "delete_reason"), "USER_UNBUND");
+    json_object_put(card);
+    free(no);
 }
 END_TEST
 
@@ -982,6 +1498,11 @@ int main(void)
     tcase_add_test(t, fault_filters_and_count);
     tcase_add_test(t, delay_client_gone);
     tcase_add_test(t, calls_counted);
+    tcase_add_test(t, update_round_trip);
+    tcase_add_test(t, update_refusals);
+    tcase_add_test(t, delete_round_trip);
+    tcase_add_test(t, max_in_flight_per_card);
+    tcase_add_test(t, faults_apply_to_update_and_delete);
     suite_add_tcase(s, t);
     TCase *p = tcase_create("process");
     tcase_set_timeout(p, 60);
