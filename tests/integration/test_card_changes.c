@@ -270,6 +270,19 @@ START_TEST(test_update_and_delete_round_trip)
     assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
     ts_http_free(&r);
     free(body);
+    /* The card is part of the change: the same body for another card is a
+     * reuse too, not a replay of this card's answer. */
+    char *other;
+    open_card(&st, "rt-open-b", "EXT-RT-B", &other);
+    body = update_body("rt-up-1", "2026-11-30 10:15:00",
+                       "{\"point\":\"120\",\"balance\":\"88.50\",\"level\":\"VIP2\","
+                       "\"front_text_list\":[{\"label\":\"专业\",\"value\":\"金融\"}]}",
+                       "20");
+    patch(&st, other, body, &r);
+    assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
+    ts_http_free(&r);
+    free(body);
+    free(other);
     /* ... and so is an open's serial. */
     body = update_body("rt-open", "2026-11-30 10:16:00", "{\"point\":\"121\"}", NULL);
     patch(&st, biz, body, &r);
