@@ -115,14 +115,14 @@ static void decimal_norm(const char *s, char *out, size_t outlen)
         s++;
     snprintf(out, outlen, "%s%s", neg, s);
     char *dot = strchr(out, '.');
-    if (!dot)
-        return;
-    char *end = out + strlen(out);
-    while (end > dot + 1 && end[-1] == '0')
-        *--end = '\0';
-    if (end == dot + 1)
-        *dot = '\0';
-    if (strcmp(out, "-0") == 0)
+    if (dot) {
+        char *end = out + strlen(out);
+        while (end > dot + 1 && end[-1] == '0')
+            *--end = '\0';
+        if (end == dot + 1)
+            *dot = '\0';
+    }
+    if (strcmp(out, "-0") == 0) /* zero has no sign */
         memmove(out, out + 1, strlen(out));
 }
 
