@@ -116,4 +116,15 @@ Look it up at the till by the dynamic code in the wallet (the simulator shows it
 
 Find the mapping in the database:
   curl -s -H 'Authorization: Bearer $api_key' 'http://127.0.0.1:8080/v1/cards?out_serial_no=$serial'
+
+After a purchase: points, balance and level, with a "+20 points" message to the member
+(occur_time orders the updates of a card; an older one is refused with 409 STALE_UPDATE):
+  curl -s -X PATCH http://127.0.0.1:8080/v1/cards/BIZ_CARD_NO \\
+    -H 'Authorization: Bearer $api_key' -H 'Content-Type: application/json; charset=utf-8' \\
+    -d '{"out_serial_no":"$serial-U1","occur_time":"$(TZ=Asia/Shanghai date '+%Y-%m-%d %H:%M:%S')",
+         "card":{"point":"108","balance":"100.00","level":"VIP2"},"changed_point":"20"}'
+
+The member leaves (reason_code USER_UNBUND, CANCEL or PRESENT):
+  curl -s -X DELETE -H 'Authorization: Bearer $api_key' \\
+    'http://127.0.0.1:8080/v1/cards/BIZ_CARD_NO?out_serial_no=$serial-D&reason_code=CANCEL'
 MSG
