@@ -213,19 +213,8 @@ static void update_verified(struct alipay_reply *rep, void *arg)
 
 static void update_verify(struct request *r)
 {
-    char err[256];
-    char *biz = alipay_card_query_biz(r->param, "BIZ_CARD", NULL);
-    int rc = biz ? alipay_client_call(r->w->alipay, ALIPAY_CARD_QUERY, biz, NULL, NULL,
-                                      update_verified, r, err, sizeof(err))
-                 : -1;
-    free(biz);
-    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
-    if (rc == 0)
-        return;
-    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
-    snprintf(none.detail, sizeof(none.detail), "query not sent: %.200s",
-             biz ? err : "out of memory");
-    update_verified(&none, r);
+    handler_call_gateway(r, ALIPAY_CARD_QUERY, alipay_card_query_biz(r->param, "BIZ_CARD", NULL),
+                         NULL, NULL, update_verified);
 }
 
 static const struct ledger_op update_op = {
@@ -376,15 +365,8 @@ static void query_answered(struct alipay_reply *rep, void *arg)
 
 static void query_call(struct request *r, const char *type)
 {
-    char err[256];
-    char *biz = alipay_card_query_biz(r->target, type, r->user_id);
-    int rc = biz ? alipay_client_call(r->w->alipay, ALIPAY_CARD_QUERY, biz, NULL, NULL,
-                                      query_answered, r, err, sizeof(err))
-                 : -1;
-    free(biz);
-    if (rc < 0)
-        return reply_error(r, 500, "INTERNAL", "cannot build the gateway request", NULL, NULL);
-    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
+    handler_call_gateway(r, ALIPAY_CARD_QUERY, alipay_card_query_biz(r->target, type, r->user_id),
+                         NULL, NULL, query_answered);
 }
 
 static int take_user_id(struct request *r, const char *user_id)

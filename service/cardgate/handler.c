@@ -127,3 +127,22 @@ void handler_random_token(char out[33])
     for (size_t i = 0; i < sizeof(raw); i++)
         sprintf(out + 2 * i, "%02x", raw[i]);
 }
+
+void handler_call_gateway(struct request *r, const char *method, char *biz, const char *auth_token,
+                          const char *app_auth_token, alipay_client_cb cb)
+{
+    char err[256];
+    int rc = biz ? alipay_client_call(r->w->alipay, method, biz, auth_token, app_auth_token, cb, r,
+                                      err, sizeof(err))
+                 : -1;
+    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
+    if (rc == 0) {
+        free(biz);
+        return;
+    }
+    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
+    snprintf(none.detail, sizeof(none.detail), "%s not sent: %.200s", method,
+             biz ? err : "out of memory");
+    free(biz);
+    cb(&none, r);
+}

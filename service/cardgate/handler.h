@@ -8,6 +8,7 @@
 #include <event2/keyvalq_struct.h>
 #include <json-c/json.h>
 
+#include "alipay_client.h"
 #include "alipay_response.h"
 #include "routes.h"
 
@@ -37,6 +38,13 @@ void handler_add_location(struct request *r, const char *biz_card_no);
 
 /* One log line for a gateway call (warn unless it succeeded). */
 void handler_log_gateway(struct request *r, const char *method, const struct alipay_reply *rep);
+
+/* Calls `method` at the gateway for r with biz (taken: freed here; NULL
+ * means out of memory), counting the call in flight. cb runs later exactly
+ * once: with the answer, or — when the call could not even be sent — with
+ * an ALIPAY_UNAVAILABLE reply saying why (nothing reached Alipay). */
+void handler_call_gateway(struct request *r, const char *method, char *biz, const char *auth_token,
+                          const char *app_auth_token, alipay_client_cb cb);
 
 /* A 16-hex-byte random token (32 hex digits and a NUL). */
 void handler_random_token(char out[33]);

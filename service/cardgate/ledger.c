@@ -166,20 +166,9 @@ static void answered(struct alipay_reply *rep, void *arg)
 void ledger_send(struct request *r)
 {
     struct ledger_call *c = &r->ledger;
-    char err[256];
-    char *biz = c->op->biz(r);
-    int rc = biz ? alipay_client_call(r->w->alipay, c->op->method, biz, c->auth_token,
-                                      c->app_auth_token, answered, r, err, sizeof(err))
-                 : -1;
-    free(biz);
-    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
-    if (rc == 0)
-        return;
-    /* Nothing was sent: release the claim as a failure so a retry may go. */
-    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
-    snprintf(none.detail, sizeof(none.detail), "request not sent: %.200s",
-             biz ? err : "out of memory");
-    answered(&none, r);
+    /* When nothing could be sent, the claim is released as a failure. */
+    handler_call_gateway(r, c->op->method, c->op->biz(r), c->auth_token, c->app_auth_token,
+                         answered);
 }
 
 void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen)
