@@ -1,6 +1,6 @@
-/* Fuzz target: a POST /v1/cards body. Any bytes either parse and validate
- * into a biz_content that is itself valid JSON, or are refused with a
- * message; nothing crashes or leaks. */
+/* Fuzz target: a POST or PATCH /v1/cards body. Any bytes either parse and
+ * validate into a biz_content that is itself valid JSON, or are refused
+ * with a message; nothing crashes or leaks. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +38,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     } else if (!err.message[0]) {
         abort(); /* a refusal always says why */
+    }
+    struct validate_card_update upd;
+    if (validate_card_update(root, &upd, &err) == 0) {
+        char *biz = validate_card_update_biz(&upd, "20161111000000001");
+        json_object *again = biz ? json_tokener_parse(biz) : NULL;
+        if (!again)
+            abort();
+        json_object_put(again);
+        free(biz);
+    } else if (!err.message[0]) {
+        abort();
     }
     json_object_put(root);
     return 0;
