@@ -355,6 +355,153 @@ START_TEST(test_update_and_delete_round_trip)
 }
 END_TEST
 
+/* Every card field an update may set reaches Alipay's card_info, and the
+ * merchant's card number follows in cards. */
+START_TEST(test_update_every_field)
+{
+    struct ts_stack st;
+    struct ts_http r;
+    char *biz;
+    stack_up(&st, NULL);
+    open_card(&st, "ef-open", "EXT-EF", &biz);
+    char *body = update_body(
+        "ef-up", "2026-11-30 10:15:00",
+        "{\"external_card_no\":\"EXT-EF-2\",\"level\":\"GOLD\",\"point\":\"-5.5\","
+        "\"balance\":\"0\",\"template_id\":\"20170308000000000058101000300045\","
+        "\"front_image_id\":\"9fxnkgt0QFmqKAl5V2BqxQAAACMAAQED\","
+        "\"front_text_list\":[{\"label\":\"会员\",\"value\":\"金卡\"},{\"label\":\"a\","
+        "\"value\":\"b\"}],\"mdcode_info\":{\"code_status\":\"SUCCESS\",\"code_value\":"
+        "\"1KFCDY0002\",\"expire_time\":\"2030-06-09 16:25:53\",\"time_stamp\":1496996459}}",
+        NULL);
+    patch(&st, biz, body, &r);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ts_http_free(&r);
+    static const char *const want[][2] = {
+        {"external_card_no", "EXT-EF-2"},
+        {"level", "GOLD"},
+        {"point", "-5.5"},
+        {"balance", "0"},
+        {"template_id", "20170308000000000058101000300045"},
+        {"front_image_id", "9fxnkgt0QFmqKAl5V2BqxQAAACMAAQED"},
+        {"open_date", "2024-02-20 21:20:46"}, /* untouched */
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        char *v = sim_card_info(&st.sim, biz, want[i][0]);
+        ck_assert_msg(v && strcmp(v, want[i][1]) == 0, "%s: %s", want[i][0], v ? v : "(absent)");
+        free(v);
+    }
+    json_object *card = sim_card(&st.sim, biz), *info, *list, *md, *v;
+    ck_assert(json_object_object_get_ex(card, "card_info", &info));
+    ck_assert(json_object_object_get_ex(info, "front_text_list", &list));
+    ck_assert_int_eq(json_object_array_length(list), 2);
+    ck_assert(json_object_object_get_ex(json_object_array_get_idx(list, 0), "value", &v));
+    ck_assert_str_eq(json_object_get_string(v), "金卡");
+    ck_assert(json_object_object_get_ex(info, "mdcode_info", &md));
+    ck_assert(json_object_object_get_ex(md, "code_value", &v));
+    ck_assert_str_eq(json_object_get_string(v), "1KFCDY0002");
+    json_object_put(card);
+    /* No changed_point: no message to the member. */
+    ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 0);
+    ck_assert_int_eq(db_long(&st,
+                             "SELECT count(*) FROM cards WHERE biz_card_no = '%s' AND "
+                             "external_card_no = 'EXT-EF-2' AND level = 'GOLD' AND point = -5.5 "
+                             "AND balance = 0",
+                             biz),
+                     1);
+    /* The old number is free, the new one taken. */
+    char *other;
+    open_card(&st, "ef-open-2", "EXT-EF", &other);
+    free(body);
+    body =
+        update_body("ef-up-2", "2026-11-30 10:16:00", "{\"external_card_no\":\"EXT-EF-2\"}", NULL);
+    patch(&st, other, body, &r);
+    assert_error(&r, 409, "EXTERNAL_CARD_NO_TAKEN", "card.external_card_no");
+    ts_http_free(&r);
+    free(body);
+    free(other);
+    free(biz);
+    ck_assert_int_eq(ts_stack_down(&st), 0);
+}
+END_TEST
+
+struct outcome_case {
+    const char *mode;
+    long status;
+    const char *code;
+    int final;
+};
+
+/* The contract's gateway-outcome table for update and delete: each fault
+ * once, its answer, and — when it is not final — a retry that succeeds. */
+START_TEST(test_gateway_outcomes_for_changes)
+{
+    static const struct outcome_case cases[] = {
+        {"code_20000", 502, "ALIPAY_UNAVAILABLE", 0},
+        {"code_20001", 422, "ALIPAY_AUTH_FAILED", 0},
+        {"error_response", 502, "ALIPAY_REQUEST_REFUSED", 0},
+        {"bad_signature", 502, "ALIPAY_BAD_SIGNATURE", 0},
+        {"unsigned_success", 502, "ALIPAY_BAD_SIGNATURE", 0},
+        {"http_500", 502, "ALIPAY_UNAVAILABLE", 0},
+        {"sign_first", 200, NULL, 1},
+    };
+    struct ts_stack st;
+    struct ts_http r;
+    char *biz;
+    stack_up(&st, NULL);
+    open_card(&st, "oc-open", "EXT-OC", &biz);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct outcome_case *c = &cases[i];
+        char serial[32], occur[32], card[48];
+        snprintf(serial, sizeof(serial), "oc-up-%zu", i);
+        snprintf(occur, sizeof(occur), "2026-11-30 10:%02zu:00", i);
+        snprintf(card, sizeof(card), "{\"point\":\"%zu\"}", 500 + i);
+        fault(&st.sim, c->mode, METHOD_UPDATE, biz, 0, 1);
+        char *body = update_body(serial, occur, card, "1");
+        patch(&st, biz, body, &r);
+        if (c->code)
+            assert_error(&r, c->status, c->code, NULL);
+        else
+            ck_assert_msg(r.status == c->status, "%s: %ld %s", c->mode, r.status, r.body);
+        ts_http_free(&r);
+        patch(&st, biz, body, &r);
+        ck_assert_msg(r.status == 200, "%s, retry: %ld %s", c->mode, r.status, r.body);
+        char *replayed = ts_http_header(&r, "Idempotent-Replayed");
+        ck_assert_int_eq(replayed != NULL, c->final);
+        free(replayed);
+        ts_http_free(&r);
+        free(body);
+        char *point = sim_card_info(&st.sim, biz, "point");
+        ck_assert_msg(atoi(point) == (int)(500 + i), "%s: point %s", c->mode, point);
+        free(point);
+    }
+    /* An answer later than the gateway timeout: 504, then the retry. */
+    fault(&st.sim, "delay", METHOD_UPDATE, biz, 3000, 1);
+    char *body = update_body("oc-up-late", "2026-11-30 11:00:00", "{\"level\":\"LATE\"}", NULL);
+    patch(&st, biz, body, &r);
+    assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
+    ts_http_free(&r);
+    free(body);
+
+    /* Delete: a 20000, then the retry with the same serial deletes it. */
+    char *biz2;
+    open_card(&st, "oc-open-2", "EXT-OC-2", &biz2);
+    fault(&st.sim, "code_20000", METHOD_DELETE, "oc-del", 0, 1);
+    del(&st, biz2, "out_serial_no=oc-del&reason_code=USER_UNBUND", &r);
+    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_http_free(&r);
+    ck_assert_int_eq(
+        db_long(&st, "SELECT count(*) FROM cards WHERE biz_card_no = '%s' AND status = 'active'",
+                biz2),
+        1);
+    del(&st, biz2, "out_serial_no=oc-del&reason_code=USER_UNBUND", &r);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ts_http_free(&r);
+    free(biz2);
+    free(biz);
+    ck_assert_int_eq(ts_stack_down(&st), 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------ validation */
 
 struct bad_update {
@@ -835,6 +982,8 @@ int main(void)
     TCase *tc = tcase_create("card_changes");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_update_and_delete_round_trip);
+    tcase_add_test(tc, test_update_every_field);
+    tcase_add_test(tc, test_gateway_outcomes_for_changes);
     tcase_add_test(tc, test_validation_errors);
     tcase_add_test(tc, test_card_gone_at_alipay);
     tcase_add_test(tc, test_concurrent_same_serial_one_call);
