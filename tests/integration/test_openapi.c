@@ -26,7 +26,12 @@
  *   enum and in some response's enum, and every documented code is used.
  *
  * Expected statuses and codes come from spec/api.md §2; the simulator's
- * fault modes (service/alipay-sim/README.md) provoke the gateway outcomes. */
+ * fault modes (service/alipay-sim/README.md) provoke the gateway outcomes.
+ * Updates and deletes (PATCH and DELETE /v1/cards/{biz_card_no}) are made
+ * on cards the tests open first; the simulator's card records
+ * (/_sim/cards) show what reached Alipay, so the tests also check that a
+ * change refused by cardgate is never sent and that a retry after an
+ * unknown outcome never sends an update (and its points message) twice. */
 #include <check.h>
 #include <curl/curl.h>
 #include <dirent.h>
@@ -386,6 +391,9 @@ static void vcheck_object(json_object *v, const char *sp, const char *where, str
         else if ((x = ysub(sp, "additionalProperties")) && strcmp(x, "false") == 0)
             vfail(e, w, "%s is not a documented property", w);
     }
+    if ((x = ysub(sp, "minProperties")) &&
+        (size_t)json_object_object_length(v) < strtoul(x, NULL, 10))
+        vfail(e, where, "%s has fewer than %s properties", where[0] ? where : "the body", x);
     if ((x = ysub(sp, "required"))) {
         char name[128];
         for (const char *p = x; flow_next(&p, name, sizeof(name));) {
@@ -418,7 +426,7 @@ static void vcheck_string(json_object *v, const char *sp, const char *where, str
 /* Checks v against the schema at document path sp: $ref (with sibling
  * keywords, as OpenAPI 3.1 allows), type, const, enum, string lengths and
  * patterns, integer bounds, properties / required / additionalProperties,
- * if-then, items / maxItems. What the file uses, no more. */
+ * minProperties, if-then, items / maxItems. What the file uses, no more. */
 static void vcheck(json_object *v, const char *sp, const char *where, struct verr *e)
 {
     char rp[512];
@@ -750,6 +758,140 @@ static json_object *body_json(const struct ts_http *r)
     return o;
 }
 
+/* ------------------------------------------ updates and deletes of cards */
+
+#define CARD_T "/v1/cards/{biz_card_no}"
+#define OCCUR "2026-11-30 10:15:00"
+
+/* The error answer's error.field is field (NULL: it has none). */
+static void expect_field(const struct ts_http *r, const char *field)
+{
+    json_object *a = body_json(r), *err, *f;
+    const char *got =
+        json_object_object_get_ex(a, "error", &err) && json_object_object_get_ex(err, "field", &f)
+            ? json_object_get_string(f)
+            : NULL;
+    ck_assert_msg(field ? got && strcmp(got, field) == 0 : got == NULL, "expected field %s: %s",
+                  field ? field : "(none)", r->body);
+    json_object_put(a);
+}
+
+/* Idempotent-Replayed: true when replayed, absent otherwise. */
+static void expect_replayed(const struct ts_http *r, int replayed)
+{
+    char *v = ts_http_header(r, "Idempotent-Replayed");
+    ck_assert_msg((v != NULL) == (replayed != 0) && (!v || strcmp(v, "true") == 0),
+                  "Idempotent-Replayed is %s, expected %s: %s", v ? v : "absent",
+                  replayed ? "true" : "absent", r->body);
+    free(v);
+}
+
+/* Retry-After present (with REQUEST_IN_PROGRESS, CARD_BUSY) or absent. */
+static void expect_retry_after(const struct ts_http *r, int present)
+{
+    char *v = ts_http_header(r, "Retry-After");
+    ck_assert_msg((v != NULL) == (present != 0), "Retry-After %s: %s", v ? v : "absent", r->body);
+    free(v);
+}
+
+/* The string field key of an object, or "" (borrowed from o). */
+static const char *str_field(json_object *o, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : "";
+}
+
+/* Opens a card (the minimal body, plus the card fields card_extra when
+ * given), checks the 201 against the spec and puts its number in biz. */
+static void open_new(const char *serial, const char *card_extra, char biz[64])
+{
+    char b[1024];
+    snprintf(b, sizeof(b),
+             "{\"out_serial_no\":\"%s\",\"card_template_id\":\"" TEMPLATE "\",\"user_id\":\"" USER
+             "\",\"card\":{" DATES "%s%s}}",
+             serial, card_extra ? "," : "", card_extra ? card_extra : "");
+    struct ts_http r;
+    api(&r, "POST", "/v1/cards", AUTH_JSON, b);
+    expect(&r, "/v1/cards", "post", 201, NULL);
+    json_object *o = body_json(&r);
+    snprintf(biz, 64, "%s", str_field(o, "biz_card_no"));
+    ck_assert_msg(biz[0] != '\0', "no biz_card_no: %s", r.body);
+    json_object_put(o);
+    ts_http_free(&r);
+}
+
+/* A PATCH body: the card's fields and, when given, more top-level fields. */
+static char *update_body(const char *serial, const char *occur_time, const char *card,
+                         const char *extra)
+{
+    char *b = malloc(2048);
+    snprintf(b, 2048, "{\"out_serial_no\":\"%s\",\"occur_time\":\"%s\",\"card\":{%s}%s%s}", serial,
+             occur_time, card, extra ? "," : "", extra ? extra : "");
+    return b;
+}
+
+static void patch_card(struct ts_http *r, const char *biz, const char *body)
+{
+    char target[128];
+    snprintf(target, sizeof(target), "/v1/cards/%s", biz);
+    api(r, "PATCH", target, AUTH_JSON, body);
+}
+
+static void delete_card(struct ts_http *r, const char *biz, const char *serial, const char *reason)
+{
+    char target[256];
+    snprintf(target, sizeof(target), "/v1/cards/%s?out_serial_no=%s&reason_code=%s", biz, serial,
+             reason);
+    api(r, "DELETE", target, AUTH, NULL);
+}
+
+/* The simulator's record of a card (GET /_sim/cards/{biz}): what Alipay
+ * holds, how many updates and points messages reached it. */
+static json_object *sim_card(const char *biz)
+{
+    char url[256];
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/cards/%s", st.sim.control, biz);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    ck_assert_msg(r.status == 200, "the simulator has no card %s: %s", biz, r.body);
+    json_object *o = body_json(&r);
+    ts_http_free(&r);
+    return o;
+}
+
+/* An integer of the simulator's card record (updates, points_messages,
+ * max_in_flight). */
+static long sim_card_long(const char *biz, const char *key)
+{
+    json_object *o = sim_card(biz), *v;
+    long n = json_object_object_get_ex(o, key, &v) ? (long)json_object_get_int64(v) : -1;
+    json_object_put(o);
+    return n;
+}
+
+/* Whether the simulator holds the card as deleted. */
+static int sim_card_deleted(const char *biz)
+{
+    json_object *o = sim_card(biz);
+    int deleted = strcmp(str_field(o, "status"), "deleted") == 0;
+    json_object_put(o);
+    return deleted;
+}
+
+/* Waits (up to 20 s: the machine may be loaded) until the simulator's card
+ * record has key >= n; returns the last value seen. */
+static long sim_card_wait(const char *biz, const char *key, long n)
+{
+    long v = sim_card_long(biz, key);
+    for (int i = 0; i < 1000 && v < n; i++) {
+        usleep(20 * 1000);
+        v = sim_card_long(biz, key);
+    }
+    return v;
+}
+
 /* ====================================================== the spec's shape */
 
 /* Whether the flow sequences a and b hold the same items. */
@@ -765,13 +907,41 @@ static int same_items(const char *a, const char *b)
     return a && b && na == nb;
 }
 
+/* Whether the operation (path, method) documents name as a required
+ * query parameter. Its parameters are a sequence: each item begins with
+ * its first key (name, or $ref for a shared one). */
+static int required_query_param(const char *path, const char *method, const char *name)
+{
+    char pre[600];
+    ypath(pre, sizeof(pre), "paths", path, method, "parameters", "-", NULL);
+    size_t pl = strlen(pre);
+    int named = 0, in_query = 0, required = 0;
+    for (size_t i = 0; i < doc.n; i++) {
+        const char *p = doc.e[i].path, *v = doc.e[i].value;
+        if (strncmp(p, pre, pl) != 0 || p[pl] != '|')
+            continue;
+        const char *k = p + pl + 1;
+        if (strcmp(k, "name") == 0 || strcmp(k, "$ref") == 0) {
+            if (named && in_query && required)
+                return 1;
+            named = strcmp(k, "name") == 0 && strcmp(v, name) == 0;
+            in_query = required = 0;
+        } else if (strcmp(k, "in") == 0) {
+            in_query = strcmp(v, "query") == 0;
+        } else if (strcmp(k, "required") == 0) {
+            required = strcmp(v, "true") == 0;
+        }
+    }
+    return named && in_query && required;
+}
+
 START_TEST(test_operations_and_security)
 {
     /* The operations api.md §2 names, and bearer security exactly on /v1. */
     static const char *const ops[][2] = {
-        {"/v1/cards", "post"},       {"/v1/cards", "get"}, {"/v1/cards/{biz_card_no}", "get"},
-        {"/v1/cards/lookup", "get"}, {"/healthz", "get"},  {"/readyz", "get"},
-        {"/metrics", "get"},
+        {"/v1/cards", "post"}, {"/v1/cards", "get"}, {CARD_T, "get"},
+        {CARD_T, "patch"},     {CARD_T, "delete"},   {"/v1/cards/lookup", "get"},
+        {"/healthz", "get"},   {"/readyz", "get"},   {"/metrics", "get"},
     };
     char p[600];
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
@@ -796,12 +966,29 @@ START_TEST(test_operations_and_security)
     ck_assert(flow_has(ysub("components|schemas|CardExtInfo", "required"), "open_date"));
     ck_assert(flow_has(ysub("components|schemas|CardExtInfo", "required"), "valid_date"));
     ck_assert_str_eq(ysub("components|schemas|UserId", "pattern"), "^2088[0-9]{12}$");
+    /* The update's body likewise; its card has no dates and at least one
+     * field. The delete's two query parameters are required. */
+    const char *upd = "components|schemas|CardUpdateRequest";
+    ck_assert_str_eq(ysub(upd, "additionalProperties"), "false");
+    static const char *const upd_required[] = {"out_serial_no", "occur_time", "card"};
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_msg(flow_has(ysub(upd, "required"), upd_required[i]), "%s not required",
+                      upd_required[i]);
+    ck_assert_msg(!flow_has(ysub(upd, "required"), "changed_point"), "changed_point is optional");
+    const char *upd_card = "components|schemas|CardUpdateInfo";
+    ck_assert_str_eq(ysub(upd_card, "additionalProperties"), "false");
+    ck_assert_str_eq(ysub(upd_card, "minProperties"), "1");
+    ck_assert(yget("components|schemas|CardUpdateInfo|properties|open_date") == NULL);
+    ck_assert(yget("components|schemas|CardUpdateInfo|properties|valid_date") == NULL);
+    ck_assert(required_query_param(CARD_T, "delete", "out_serial_no"));
+    ck_assert(required_query_param(CARD_T, "delete", "reason_code"));
     /* Enums exactly as api.md and the seeds give them. */
     static const char *const enums[][2] = {
         {"components|schemas|MemberExtInfo|properties|gender|enum", "[MALE, FEMALE]"},
         {"components|schemas|MdcodeInfo|properties|code_status|enum",
          "[SUCCESS, FAIL_RETRY, FAIL_NOT_RETRY]"},
         {"paths|/v1/cards/lookup|get|parameters|-|schema|enum", "[D_QR_CODE, D_BAR_CODE]"},
+        {"components|schemas|ReasonCode|enum", "[USER_UNBUND, CANCEL, PRESENT]"},
     };
     for (size_t i = 0; i < sizeof(enums) / sizeof(enums[0]); i++)
         ck_assert_msg(same_items(yget(enums[i][0]), enums[i][1]), "%s is %s, not %s", enums[i][0],
@@ -851,12 +1038,13 @@ static void scan_codes(const char *text, char codes[][40], size_t *n, size_t max
         take_code(p + strlen("code = \""), codes, n, max);
 }
 
-/* The path literals ("/...") of a C source, cut at a printf '%'. */
+/* The path literals ("/...") of a C source, cut at a printf '%'. A lone
+ * "/" is a separator (strcspn(path, "/")), not a path. */
 static void scan_paths(const char *text, char paths[][64], size_t *n, size_t max)
 {
     for (const char *p = strstr(text, "\"/"); p && *n < max; p = strstr(p + 1, "\"/")) {
         size_t len = strcspn(p + 1, "\"%");
-        if (len < 64 && strspn(p + 1, "abcdefghijklmnopqrstuvwxyz0123456789_-./") == len)
+        if (len > 1 && len < 64 && strspn(p + 1, "abcdefghijklmnopqrstuvwxyz0123456789_-./") == len)
             snprintf(paths[(*n)++], 64, "%.*s", (int)len, p + 1);
     }
 }
@@ -1349,6 +1537,100 @@ START_TEST(test_request_schema_agrees)
 }
 END_TEST
 
+/* The update's bodies: the same agreement between the schema, the
+ * contract and the service. The accepted ones update one card, all at the
+ * same occur_time (an equal occur_time is not stale). */
+#define OC_ "\"occur_time\":\"" OCCUR "\""
+#define UTOP_ "\"out_serial_no\":\"@S\"," OC_
+#define UCARD_(x) "{" UTOP_ ",\"card\":{" x "}}"
+#define UWITH_(x) "{" UTOP_ ",\"card\":{\"point\":\"1\"}," x "}"
+
+static const struct body_case update_cases[] = {
+    /* accepted */
+    {UCARD_("\"point\":\"1\""), NULL, 0},
+    {UCARD_("\"external_card_no\":\"OA-US-EXT\",\"level\":\"VIP1\",\"point\":\"-3.5\","
+            "\"balance\":\"0.01\",\"template_id\":\"" TEMPLATE "\","
+            "\"front_text_list\":[{\"label\":\"专业课程\",\"value\":\"金融贸易\"}],"
+            "\"mdcode_info\":{\"code_status\":\"SUCCESS\",\"code_value\":\"1KFCDY0002\","
+            "\"expire_time\":\"2017-06-09 16:25:53\",\"time_stamp\":1496996459},"
+            "\"front_image_id\":\"@L1024@\""),
+     NULL, 0},
+    {"{\"out_serial_no\":\"@L58@@S\"," OC_ ",\"card\":{\"level\":\"@L64@\"}}", NULL, 0},
+    {UCARD_("\"mdcode_info\":{\"code_status\":\"FAIL_RETRY\",\"time_stamp\":0}"), NULL, 0},
+    {UWITH_("\"changed_point\":\"20\""), NULL, 0},
+    {UWITH_("\"changed_point\":\"-5.5\""), NULL, 0},
+    /* refused, at `field` */
+    {"{" OC_ ",\"card\":{\"point\":\"1\"}}", "out_serial_no", 0},
+    {"{\"out_serial_no\":\"@L59@@S\"," OC_ ",\"card\":{\"point\":\"1\"}}", "out_serial_no", 0},
+    {"{\"out_serial_no\":\"\"," OC_ ",\"card\":{\"point\":\"1\"}}", "out_serial_no", 0},
+    {"{\"out_serial_no\":\"@S\",\"card\":{\"point\":\"1\"}}", "occur_time", 0},
+    {"{\"out_serial_no\":\"@S\",\"occur_time\":\"2026-11-30T10:15:00\",\"card\":{\"point\":\"1\"}}",
+     "occur_time", 0},
+    {"{\"out_serial_no\":\"@S\",\"occur_time\":\"2026-02-30 10:15:00\",\"card\":{\"point\":\"1\"}}",
+     "occur_time", 1},
+    {"{" UTOP_ "}", "card", 0},
+    {"{" UTOP_ ",\"card\":{}}", "card", 0},
+    {"{" UTOP_ ",\"card\":[]}", "card", 0},
+    {UCARD_("\"open_date\":\"2014-02-20 21:20:46\""), "card.open_date", 0},
+    {UCARD_("\"point\":\"1\",\"valid_date\":\"2030-02-20 21:20:46\""), "card.valid_date", 0},
+    {UCARD_("\"point\":\"1.234\""), "card.point", 0},
+    {UCARD_("\"balance\":\"-1\""), "card.balance", 0},
+    {UCARD_("\"level\":\"@L65@\""), "card.level", 0},
+    {UCARD_("\"external_card_no\":\"@L65@\""), "card.external_card_no", 0},
+    {UCARD_("\"colour\":\"red\""), "card.colour", 0},
+    {UCARD_("\"front_text_list\":[{\"label\":\"专业课程A\"}]"), "card.front_text_list[0].label", 0},
+    {UCARD_("\"mdcode_info\":{\"code_status\":\"SUCCESS\",\"time_stamp\":1}"),
+     "card.mdcode_info.code_value", 0},
+    {UWITH_("\"changed_point\":\"1.234\""), "changed_point", 0},
+    {UWITH_("\"changed_point\":20"), "changed_point", 0},
+    {UWITH_("\"auth_token\":\"composeB0123\""), "auth_token", 0},
+    {UWITH_("\"card_template_id\":\"" TEMPLATE "\""), "card_template_id", 0},
+};
+
+START_TEST(test_update_schema_agrees)
+{
+    const char *schema = "components|schemas|CardUpdateRequest";
+    char biz[64];
+    open_new("oa-us-card", NULL, biz);
+    for (size_t i = 0; i < sizeof(update_cases) / sizeof(update_cases[0]); i++) {
+        const struct body_case *c = &update_cases[i];
+        char serial[16];
+        snprintf(serial, sizeof(serial), "oaus%02zu", i);
+        char *body = expand(c->body, serial);
+        json_object *o = json_tokener_parse(body);
+        ck_assert_msg(o != NULL, "case %zu: not JSON: %s", i, body);
+        struct verr e = {0};
+        vcheck(o, schema, "", &e);
+        json_object_put(o);
+        if (!c->field || c->beyond_schema)
+            ck_assert_msg(!e.bad, "case %zu: the schema refuses a body the contract accepts (%s)",
+                          i, e.why);
+        else
+            ck_assert_msg(e.bad && strcmp(e.where, c->field) == 0,
+                          "case %zu: the schema should refuse %s: %s", i, c->field,
+                          e.bad ? e.why : "it accepts the body");
+
+        struct ts_http r;
+        patch_card(&r, biz, body);
+        if (c->field) {
+            expect(&r, CARD_T, "patch", 400, "INVALID_PARAMETER");
+            expect_field(&r, c->field);
+        } else {
+            ck_assert_msg(r.status == 200, "case %zu: the service refuses a valid body: %ld %s", i,
+                          r.status, r.body);
+            expect(&r, CARD_T, "patch", 200, NULL);
+        }
+        ts_http_free(&r);
+        free(body);
+    }
+    /* What reached Alipay: the accepted ones, each once. */
+    size_t accepted = 0;
+    for (size_t i = 0; i < sizeof(update_cases) / sizeof(update_cases[0]); i++)
+        accepted += update_cases[i].field == NULL;
+    ck_assert_int_eq(sim_card_long(biz, "updates"), (long)accepted);
+}
+END_TEST
+
 /* =========================================================== request errors */
 
 START_TEST(test_request_errors)
@@ -1374,7 +1656,33 @@ START_TEST(test_request_errors)
     api(&r, "POST", "/v1/cards", AUTH_JSON, huge);
     expect(&r, "/v1/cards", "post", 413, "PAYLOAD_TOO_LARGE");
     ts_http_free(&r);
+
+    /* The same for an update (of a card nobody has: the body is judged
+     * first). */
+    const char *card = "/v1/cards/20000000000000000001";
+    char *ub = update_body("oa-req-up", OCCUR, "\"point\":\"1\"", NULL);
+    api(&r, "PATCH", card, text, ub);
+    expect(&r, CARD_T, "patch", 415, "UNSUPPORTED_MEDIA_TYPE");
+    ts_http_free(&r);
+    api(&r, "PATCH", card, AUTH, ub);
+    expect(&r, CARD_T, "patch", 415, "UNSUPPORTED_MEDIA_TYPE");
+    ts_http_free(&r);
+    api(&r, "PATCH", card, AUTH_JSON, "{\"out_serial_no\":");
+    expect(&r, CARD_T, "patch", 400, "MALFORMED_JSON");
+    ts_http_free(&r);
+    api(&r, "PATCH", card, AUTH_JSON, huge);
+    expect(&r, CARD_T, "patch", 413, "PAYLOAD_TOO_LARGE");
+    ts_http_free(&r);
     free(huge);
+    api(&r, "PATCH", card, AUTH_JSON, "[]");
+    expect(&r, CARD_T, "patch", 400, "INVALID_PARAMETER");
+    ts_http_free(&r);
+    char *long_no = expand("/v1/cards/@L33@", "");
+    api(&r, "PATCH", long_no, AUTH_JSON, ub);
+    expect(&r, CARD_T, "patch", 400, "INVALID_PARAMETER");
+    expect_field(&r, "biz_card_no");
+    ts_http_free(&r);
+    free(long_no);
 
     /* No key, a wrong key: every /v1 operation. */
     const char *nokey[] = {TS_JSON, NULL};
@@ -1393,8 +1701,17 @@ START_TEST(test_request_errors)
         api(&r, "GET", "/v1/cards/lookup?code=QR1&type=D_QR_CODE", hs[i], NULL);
         expect(&r, "/v1/cards/lookup", "get", 401, "UNAUTHENTICATED");
         ts_http_free(&r);
+        api(&r, "PATCH", card, hs[i], ub);
+        expect(&r, CARD_T, "patch", 401, "UNAUTHENTICATED");
+        ts_http_free(&r);
+        api(&r, "DELETE",
+            "/v1/cards/20000000000000000001?out_serial_no=oa-req-del&reason_code=CANCEL", hs[i],
+            NULL);
+        expect(&r, CARD_T, "delete", 401, "UNAUTHENTICATED");
+        ts_http_free(&r);
     }
     free(b);
+    free(ub);
 
     /* Query parameters. */
     static const char *const list_bad[] = {
@@ -1428,6 +1745,33 @@ START_TEST(test_request_errors)
         expect(&r, "/v1/cards/lookup", "get", 400, "INVALID_PARAMETER");
         ts_http_free(&r);
     }
+    /* The delete's query, each refusal naming its parameter. */
+    static const char *const delete_bad[][2] = {
+        {"?reason_code=CANCEL", "out_serial_no"},
+        {"?out_serial_no=&reason_code=CANCEL", "out_serial_no"},
+        {"?out_serial_no=@L33@&reason_code=CANCEL", "out_serial_no"},
+        {"?out_serial_no=a%01b&reason_code=CANCEL", "out_serial_no"},
+        {"?out_serial_no=oa-req-del", "reason_code"},
+        {"?out_serial_no=oa-req-del&reason_code=LOST", "reason_code"},
+        {"?out_serial_no=oa-req-del&reason_code=cancel", "reason_code"},
+        {"?out_serial_no=oa-req-del&reason_code=CANCEL&colour=red", "colour"},
+    };
+    for (size_t i = 0; i < sizeof(delete_bad) / sizeof(delete_bad[0]); i++) {
+        char q[256];
+        snprintf(q, sizeof(q), "/v1/cards/20000000000000000001%s", delete_bad[i][0]);
+        char *t = expand(q, "");
+        api(&r, "DELETE", t, AUTH, NULL);
+        expect(&r, CARD_T, "delete", 400, "INVALID_PARAMETER");
+        expect_field(&r, delete_bad[i][1]);
+        ts_http_free(&r);
+        free(t);
+    }
+    char *t = expand("/v1/cards/@L33@?out_serial_no=oa-req-del&reason_code=CANCEL", "");
+    api(&r, "DELETE", t, AUTH, NULL);
+    expect(&r, CARD_T, "delete", 400, "INVALID_PARAMETER");
+    expect_field(&r, "biz_card_no");
+    ts_http_free(&r);
+    free(t);
 }
 END_TEST
 
@@ -1562,6 +1906,335 @@ START_TEST(test_timeouts_and_in_progress)
 }
 END_TEST
 
+/* ================================================== updates and deletes */
+
+static int sql(const char *conninfo, const char *stmt);
+
+START_TEST(test_update_and_delete)
+{
+    struct ts_http r;
+    char a[64], b[64];
+    open_new("oa-chg-a", "\"external_card_no\":\"OA-EXT-A\",\"point\":\"100\"", a);
+    open_new("oa-chg-b", NULL, b);
+
+    /* An update, and its replay. */
+    char *up1 =
+        update_body("oa-up-1", OCCUR, "\"point\":\"120\",\"balance\":\"88.50\",\"level\":\"VIP2\"",
+                    "\"changed_point\":\"20\"");
+    patch_card(&r, a, up1);
+    expect(&r, CARD_T, "patch", 200, NULL);
+    expect_replayed(&r, 0);
+    json_object *o = body_json(&r), *card;
+    ck_assert_str_eq(str_field(o, "biz_card_no"), a);
+    ck_assert_str_eq(str_field(o, "out_serial_no"), "oa-up-1");
+    ck_assert_str_eq(str_field(o, "occur_time"), OCCUR);
+    ck_assert(json_object_object_get_ex(o, "card", &card));
+    ck_assert_str_eq(str_field(card, "point"), "120");
+    ck_assert_str_eq(str_field(card, "balance"), "88.50");
+    ck_assert_str_eq(str_field(card, "level"), "VIP2");
+    ck_assert_int_eq(json_object_object_length(card), 3);
+    json_object_put(o);
+    char *first = strdup(r.body);
+    ts_http_free(&r);
+    patch_card(&r, a, up1);
+    expect(&r, CARD_T, "patch", 200, NULL);
+    expect_replayed(&r, 1);
+    ck_assert_str_eq(r.body, first);
+    ts_http_free(&r);
+    free(first);
+    ck_assert_int_eq(sim_card_long(a, "updates"), 1);
+    ck_assert_int_eq(sim_card_long(a, "points_messages"), 1);
+
+    /* The serial again with another change, for another card, and an
+     * open's serial: one namespace. */
+    char *reused[] = {update_body("oa-up-1", OCCUR, "\"point\":\"121\"", NULL),
+                      update_body("oa-chg-b", OCCUR, "\"point\":\"121\"", NULL)};
+    patch_card(&r, a, reused[0]);
+    expect(&r, CARD_T, "patch", 422, "OUT_SERIAL_NO_REUSED");
+    expect_field(&r, "out_serial_no");
+    ts_http_free(&r);
+    patch_card(&r, b, up1);
+    expect(&r, CARD_T, "patch", 422, "OUT_SERIAL_NO_REUSED");
+    ts_http_free(&r);
+    patch_card(&r, b, reused[1]);
+    expect(&r, CARD_T, "patch", 422, "OUT_SERIAL_NO_REUSED");
+    ts_http_free(&r);
+    free(reused[0]);
+    free(reused[1]);
+    free(up1);
+
+    /* The same occur_time again is in order; points may go down. */
+    char *up2 = update_body("oa-up-2", OCCUR, "\"point\":\"115\"", "\"changed_point\":\"-5\"");
+    patch_card(&r, a, up2);
+    expect(&r, CARD_T, "patch", 200, NULL);
+    ts_http_free(&r);
+    free(up2);
+
+    /* Refused by cardgate, not sent: an older occur_time, another card's
+     * merchant number, a card cardgate does not have. */
+    long calls = ts_sim_calls(&st.sim, NULL);
+    char *stale = update_body("oa-up-3", "2026-11-30 10:14:59", "\"point\":\"1\"", NULL);
+    patch_card(&r, a, stale);
+    expect(&r, CARD_T, "patch", 409, "STALE_UPDATE");
+    expect_field(&r, "occur_time");
+    expect_retry_after(&r, 0);
+    ts_http_free(&r);
+    free(stale);
+    char *taken = update_body("oa-up-4", OCCUR, "\"external_card_no\":\"OA-EXT-A\"", NULL);
+    patch_card(&r, b, taken);
+    expect(&r, CARD_T, "patch", 409, "EXTERNAL_CARD_NO_TAKEN");
+    expect_field(&r, "card.external_card_no");
+    expect_retry_after(&r, 0);
+    ts_http_free(&r);
+    char *nocard = update_body("oa-up-5", OCCUR, "\"point\":\"1\"", NULL);
+    patch_card(&r, "39999999999999999998", nocard);
+    expect(&r, CARD_T, "patch", 404, "CARD_NOT_FOUND");
+    expect_replayed(&r, 0);
+    ts_http_free(&r);
+    free(nocard);
+    delete_card(&r, "39999999999999999998", "oa-del-0", "CANCEL");
+    expect(&r, CARD_T, "delete", 404, "CARD_NOT_FOUND");
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_sim_calls(&st.sim, NULL), calls);
+    ck_assert_int_eq(sim_card_long(a, "updates"), 2);
+    ck_assert_int_eq(sim_card_long(b, "updates"), 0);
+
+    /* A delete, and its replay. */
+    delete_card(&r, a, "oa-del-1", "CANCEL");
+    expect(&r, CARD_T, "delete", 200, NULL);
+    expect_replayed(&r, 0);
+    o = body_json(&r);
+    ck_assert_str_eq(str_field(o, "biz_card_no"), a);
+    ck_assert_str_eq(str_field(o, "out_serial_no"), "oa-del-1");
+    ck_assert_str_eq(str_field(o, "reason_code"), "CANCEL");
+    ck_assert(str_field(o, "biz_serial_no")[0] != '\0');
+    json_object_put(o);
+    first = strdup(r.body);
+    ts_http_free(&r);
+    delete_card(&r, a, "oa-del-1", "CANCEL");
+    expect(&r, CARD_T, "delete", 200, NULL);
+    expect_replayed(&r, 1);
+    ck_assert_str_eq(r.body, first);
+    ts_http_free(&r);
+    free(first);
+    ck_assert(sim_card_deleted(a));
+
+    /* The deleted card: 410 for changes with other serials, no call; its
+     * delete's serial for another card is a reuse. */
+    calls = ts_sim_calls(&st.sim, NULL);
+    char *late = update_body("oa-up-6", "2026-11-30 10:16:00", "\"point\":\"1\"", NULL);
+    patch_card(&r, a, late);
+    expect(&r, CARD_T, "patch", 410, "CARD_DELETED");
+    ts_http_free(&r);
+    free(late);
+    delete_card(&r, a, "oa-del-2", "USER_UNBUND");
+    expect(&r, CARD_T, "delete", 410, "CARD_DELETED");
+    ts_http_free(&r);
+    delete_card(&r, b, "oa-del-1", "CANCEL");
+    expect(&r, CARD_T, "delete", 422, "OUT_SERIAL_NO_REUSED");
+    expect_field(&r, "out_serial_no");
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_sim_calls(&st.sim, NULL), calls);
+
+    /* Its merchant number is free for another card now. */
+    free(taken);
+    taken = update_body("oa-up-7", OCCUR, "\"external_card_no\":\"OA-EXT-A\"", NULL);
+    patch_card(&r, b, taken);
+    expect(&r, CARD_T, "patch", 200, NULL);
+    ts_http_free(&r);
+    free(taken);
+    api(&r, "GET", "/v1/cards?external_card_no=OA-EXT-A", AUTH, NULL);
+    expect(&r, "/v1/cards", "get", 200, NULL);
+    o = body_json(&r);
+    json_object *cards = json_object_object_get(o, "cards");
+    ck_assert_uint_eq(json_object_array_length(cards), 2);
+    ck_assert_str_eq(str_field(json_object_array_get_idx(cards, 0), "biz_card_no"), a);
+    ck_assert_str_eq(str_field(json_object_array_get_idx(cards, 0), "status"), "deleted");
+    ck_assert_str_eq(str_field(json_object_array_get_idx(cards, 1), "biz_card_no"), b);
+    ck_assert_str_eq(str_field(json_object_array_get_idx(cards, 1), "status"), "active");
+    json_object_put(o);
+    ts_http_free(&r);
+}
+END_TEST
+
+START_TEST(test_change_gateway_outcomes)
+{
+    /* The outcome table for updates and deletes, each on a card of its
+     * own. Then the retry of each: an update whose outcome was unknown is
+     * sent again only when the card does not show it yet, so Alipay has
+     * it once and the member one points message, whatever happened. */
+    struct ts_http r;
+    for (size_t i = 0; i < sizeof(fault_cases) / sizeof(fault_cases[0]); i++) {
+        const struct fault_case *f = &fault_cases[i];
+        char serial[32], up[32], del[32], biz[64];
+        snprintf(serial, sizeof(serial), "oa-cgw-%zu", i);
+        snprintf(up, sizeof(up), "oa-cgw-up-%zu", i);
+        snprintf(del, sizeof(del), "oa-cgw-del-%zu", i);
+        open_new(serial, NULL, biz);
+        char *body = update_body(up, OCCUR, "\"point\":\"120\",\"level\":\"VIP2\"",
+                                 "\"changed_point\":\"20\"");
+        add_fault(f->mode, "update", biz, 0);
+        patch_card(&r, biz, body);
+        expect(&r, CARD_T, "patch", f->status, f->code);
+        ts_http_free(&r);
+        /* A dropped call's second rule may be left unused. */
+        ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
+        patch_card(&r, biz, body);
+        ck_assert_msg(r.status == 200, "%s: the retry answered %ld: %s", f->mode, r.status, r.body);
+        expect(&r, CARD_T, "patch", 200, NULL);
+        ts_http_free(&r);
+        free(body);
+        ck_assert_msg(sim_card_long(biz, "updates") == 1, "%s: %ld updates reached Alipay", f->mode,
+                      sim_card_long(biz, "updates"));
+        ck_assert_msg(sim_card_long(biz, "points_messages") == 1, "%s: %ld points messages",
+                      f->mode, sim_card_long(biz, "points_messages"));
+
+        add_fault(f->mode, "delete", del, 0);
+        delete_card(&r, biz, del, "PRESENT");
+        expect(&r, CARD_T, "delete", f->status, f->code);
+        ts_http_free(&r);
+        ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
+        delete_card(&r, biz, del, "PRESENT");
+        ck_assert_msg(r.status == 200, "%s: the retry answered %ld: %s", f->mode, r.status, r.body);
+        expect(&r, CARD_T, "delete", 200, NULL);
+        ts_http_free(&r);
+        ck_assert(sim_card_deleted(biz));
+    }
+
+    /* A card Alipay no longer has while cardgate holds it live (its
+     * delete's answer could not be trusted): CARD_NOT_EXIT, final. */
+    char g[64];
+    open_new("oa-gone", NULL, g);
+    add_fault("bad_signature", "delete", "oa-gone-del", 0);
+    delete_card(&r, g, "oa-gone-del", "CANCEL");
+    expect(&r, CARD_T, "delete", 502, "ALIPAY_BAD_SIGNATURE");
+    ts_http_free(&r);
+    char *body = update_body("oa-gone-up", OCCUR, "\"point\":\"1\"", NULL);
+    for (int i = 0; i < 2; i++) {
+        patch_card(&r, g, body);
+        expect(&r, CARD_T, "patch", 404, "CARD_NOT_FOUND");
+        expect_replayed(&r, i);
+        ts_http_free(&r);
+        delete_card(&r, g, "oa-gone-del2", "CANCEL");
+        expect(&r, CARD_T, "delete", 404, "CARD_NOT_FOUND");
+        expect_replayed(&r, i);
+        ts_http_free(&r);
+    }
+    free(body);
+    /* The first delete's retry: Alipay dedups it and answers again. */
+    delete_card(&r, g, "oa-gone-del", "CANCEL");
+    expect(&r, CARD_T, "delete", 200, NULL);
+    ts_http_free(&r);
+
+    /* A business refusal of a delete: Alipay has this out_serial_no for
+     * another card, while cardgate's ledger no longer has it (rows purged,
+     * say, by a retention job). Final, replayed. An update has no
+     * business refusal of that kind: cardgate checks everything the
+     * simulator would refuse before sending, so its 422s are reuse and
+     * token refusals. */
+    char x[64], y[64];
+    open_new("oa-rej-x", NULL, x);
+    open_new("oa-rej-y", NULL, y);
+    delete_card(&r, x, "oa-rej-del", "CANCEL");
+    expect(&r, CARD_T, "delete", 200, NULL);
+    ts_http_free(&r);
+    ck_assert_int_eq(sql(st.db, "DELETE FROM card_requests WHERE out_serial_no = 'oa-rej-del'"), 0);
+    for (int i = 0; i < 2; i++) {
+        delete_card(&r, y, "oa-rej-del", "CANCEL");
+        expect(&r, CARD_T, "delete", 422, "ALIPAY_REJECTED");
+        expect_replayed(&r, i);
+        json_object *o = body_json(&r), *err, *alipay;
+        ck_assert_msg(json_object_object_get_ex(o, "error", &err) &&
+                          json_object_object_get_ex(err, "alipay", &alipay) &&
+                          strcmp(str_field(alipay, "code"), "40004") == 0,
+                      "no error.alipay 40004: %s", r.body);
+        json_object_put(o);
+        ts_http_free(&r);
+    }
+    ck_assert(!sim_card_deleted(y));
+}
+END_TEST
+
+START_TEST(test_change_timeouts_and_busy)
+{
+    /* An update and a delete held at the gateway past its timeout: 504
+     * each. While they are in flight their repeats are 409
+     * REQUEST_IN_PROGRESS and other changes of the two cards 409
+     * CARD_BUSY, all with Retry-After and none sent. */
+    char c[64], d[64], ut[128], dt[192];
+    open_new("oa-slow-c", NULL, c);
+    open_new("oa-slow-d", NULL, d);
+    snprintf(ut, sizeof(ut), "/v1/cards/%s", c);
+    snprintf(dt, sizeof(dt), "/v1/cards/%s?out_serial_no=oa-slow-del&reason_code=CANCEL", d);
+    char *ub = update_body("oa-slow-up", OCCUR, "\"point\":\"120\"", "\"changed_point\":\"20\"");
+    char *other = update_body("oa-slow-up2", OCCUR, "\"point\":\"121\"", NULL);
+    char *other_d = update_body("oa-slow-up3", OCCUR, "\"point\":\"121\"", NULL);
+    add_fault("delay", "update", c, BEYOND_TIMEOUT_MS);
+    add_fault("delay", "delete", "oa-slow-del", BEYOND_TIMEOUT_MS);
+    struct async_call calls[2] = {
+        {.method = "PATCH", .target = ut, .body = ub},
+        {.method = "DELETE", .target = dt},
+    };
+    for (size_t i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&calls[i].th, NULL, async_run, &calls[i]), 0);
+    /* Both reached the gateway, so both hold their claims. */
+    long up_in = 0, del_in = 0;
+    for (int i = 0; i < 500 && (up_in < 1 || del_in < 1); i++) {
+        up_in = sim_card_long(c, "max_in_flight");
+        del_in = ts_sim_calls(&st.sim, "oa-slow-del");
+        if (up_in < 1 || del_in < 1)
+            usleep(20 * 1000);
+    }
+    struct ts_http busy[5];
+    patch_card(&busy[0], c, ub);
+    patch_card(&busy[1], c, other);
+    delete_card(&busy[2], c, "oa-slow-del2", "CANCEL");
+    api(&busy[3], "DELETE", dt, AUTH, NULL);
+    patch_card(&busy[4], d, other_d);
+    for (size_t i = 0; i < 2; i++)
+        pthread_join(calls[i].th, NULL);
+    ck_assert_int_eq(up_in, 1);
+    ck_assert_int_eq(del_in, 1);
+    expect(&busy[0], CARD_T, "patch", 409, "REQUEST_IN_PROGRESS");
+    expect_field(&busy[0], "out_serial_no");
+    expect(&busy[1], CARD_T, "patch", 409, "CARD_BUSY");
+    expect(&busy[2], CARD_T, "delete", 409, "CARD_BUSY");
+    expect(&busy[3], CARD_T, "delete", 409, "REQUEST_IN_PROGRESS");
+    expect(&busy[4], CARD_T, "patch", 409, "CARD_BUSY");
+    for (size_t i = 0; i < 5; i++) {
+        expect_retry_after(&busy[i], 1);
+        ts_http_free(&busy[i]);
+    }
+    expect(&calls[0].r, CARD_T, "patch", 504, "ALIPAY_TIMEOUT");
+    expect(&calls[1].r, CARD_T, "delete", 504, "ALIPAY_TIMEOUT");
+    for (size_t i = 0; i < 2; i++)
+        ts_http_free(&calls[i].r);
+
+    /* The held calls are done at Alipay once their answers go out. Then
+     * the retries: the card already shows the update, so it is recorded
+     * without a second call (and no second points message); the delete
+     * is sent again and Alipay's dedup answers it. */
+    ck_assert_int_eq(sim_card_wait(c, "updates", 1), 1);
+    for (int i = 0; i < 1000 && !sim_card_deleted(d); i++)
+        usleep(20 * 1000);
+    ck_assert(sim_card_deleted(d));
+    struct ts_http r;
+    patch_card(&r, c, ub);
+    expect(&r, CARD_T, "patch", 200, NULL);
+    expect_replayed(&r, 0);
+    ts_http_free(&r);
+    ck_assert_int_eq(sim_card_long(c, "updates"), 1);
+    ck_assert_int_eq(sim_card_long(c, "points_messages"), 1);
+    ck_assert_int_eq(sim_card_long(c, "max_in_flight"), 1);
+    api(&r, "DELETE", dt, AUTH, NULL);
+    expect(&r, CARD_T, "delete", 200, NULL);
+    ts_http_free(&r);
+    free(ub);
+    free(other);
+    free(other_d);
+}
+END_TEST
+
 /* ================================================================ database */
 
 static int sql(const char *conninfo, const char *stmt)
@@ -1631,21 +2304,32 @@ START_TEST(test_database_down)
         if (left != 0)
             usleep(50 * 1000);
     }
-    struct ts_http open, list, ready;
+    struct ts_http open, list, ready, update, del;
+    long before = ts_sim_calls(&st.sim, NULL);
     open_card(&open, "oa-db-1", TEMPLATE);
     api(&list, "GET", "/v1/cards?user_id=" USER, AUTH, NULL);
     api(&ready, "GET", "/readyz", NULL, NULL);
+    char *ub = update_body("oa-db-up", OCCUR, "\"point\":\"1\"", NULL);
+    patch_card(&update, "20000000000000000001", ub);
+    free(ub);
+    delete_card(&del, "20000000000000000001", "oa-db-del", "CANCEL");
     long calls = ts_sim_calls(&st.sim, "oa-db-1");
+    long after = ts_sim_calls(&st.sim, NULL);
     snprintf(stmt, sizeof(stmt), "ALTER DATABASE %s ALLOW_CONNECTIONS true", name);
     ck_assert_int_eq(sql(admin, stmt), 0);
     ck_assert_int_eq(left, 0);
     expect(&open, "/v1/cards", "post", 503, "DATABASE_UNAVAILABLE");
     expect(&list, "/v1/cards", "get", 503, "DATABASE_UNAVAILABLE");
     expect(&ready, "/readyz", "get", 503, "DATABASE_UNAVAILABLE");
-    ck_assert_int_eq(calls, 0); /* nothing sent without the intent */
+    expect(&update, CARD_T, "patch", 503, "DATABASE_UNAVAILABLE");
+    expect(&del, CARD_T, "delete", 503, "DATABASE_UNAVAILABLE");
+    ck_assert_int_eq(calls, 0);      /* nothing sent without the intent */
+    ck_assert_int_eq(after, before); /* by any of them */
     ts_http_free(&open);
     ts_http_free(&list);
     ts_http_free(&ready);
+    ts_http_free(&update);
+    ts_http_free(&del);
 }
 END_TEST
 
@@ -1684,6 +2368,10 @@ int main(void)
     tcase_add_test(tc, test_request_errors);
     tcase_add_test(tc, test_gateway_outcomes);
     tcase_add_test(tc, test_timeouts_and_in_progress);
+    tcase_add_test(tc, test_update_schema_agrees);
+    tcase_add_test(tc, test_update_and_delete);
+    tcase_add_test(tc, test_change_gateway_outcomes);
+    tcase_add_test(tc, test_change_timeouts_and_busy);
     tcase_add_test(tc, test_schema_behind);
     /* Last: they leave the database refusing, then recovering. */
     tcase_add_test(tc, test_database_down);
