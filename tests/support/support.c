@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
@@ -74,6 +75,10 @@ pid_t ts_spawn(const char *const argv[], const char *const env[], const char *lo
     if (pid != 0)
         return pid;
     setpgid(0, 0);
+    /* A test that fails stops where it is, without its teardown: the
+     * binaries it started must not outlive it (they would hold ports and
+     * the throwaway cluster's connections). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     for (size_t i = 0; env && env[i]; i++)
         putenv((char *)env[i]);
     if (logfile) {
