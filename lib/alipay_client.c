@@ -95,14 +95,24 @@ static int append_encoded(char **buf, size_t *len, const char *sep, const char *
     return 0;
 }
 
-static const char *const public_order[] = {"app_id",         "method",    "format",  "charset",
-                                           "sign_type",      "timestamp", "version", "auth_token",
-                                           "app_auth_token", "sign"};
+static const char *const public_order[] = {"app_id",         "method",     "format",  "charset",
+                                           "sign_type",      "timestamp",  "version", "auth_token",
+                                           "app_auth_token", "grant_type", "code",    "sign"};
 
 int alipay_client_build(const struct alipay_client *c, const char *method, const char *biz_content,
                         const char *auth_token, const char *app_auth_token, time_t now,
                         struct alipay_request *out, char *err, size_t errlen)
 {
+    struct alipay_call_params p = {
+        .biz_content = biz_content, .auth_token = auth_token, .app_auth_token = app_auth_token};
+    return alipay_client_build_params(c, method, &p, now, out, err, errlen);
+}
+
+int alipay_client_build_params(const struct alipay_client *c, const char *method,
+                               const struct alipay_call_params *cp, time_t now,
+                               struct alipay_request *out, char *err, size_t errlen)
+{
+    const char *biz_content = cp->biz_content;
     struct alipay_params p;
     char ts[20];
     int rc = -1;
@@ -114,8 +124,10 @@ int alipay_client_build(const struct alipay_client *c, const char *method, const
         alipay_params_set(&p, "format", "JSON") || alipay_params_set(&p, "charset", "utf-8") ||
         alipay_params_set(&p, "sign_type", alipay_sign_type_name(c->sign_type)) ||
         alipay_params_set(&p, "timestamp", ts) || alipay_params_set(&p, "version", "1.0") ||
-        alipay_params_set(&p, "auth_token", auth_token) ||
-        alipay_params_set(&p, "app_auth_token", app_auth_token) ||
+        alipay_params_set(&p, "auth_token", cp->auth_token) ||
+        alipay_params_set(&p, "app_auth_token", cp->app_auth_token) ||
+        alipay_params_set(&p, "grant_type", cp->grant_type) ||
+        alipay_params_set(&p, "code", cp->code) ||
         alipay_params_set(&p, "biz_content", biz_content)) {
         snprintf(err, errlen, "out of memory");
         goto done;
@@ -204,6 +216,15 @@ int alipay_client_call(struct alipay_client *c, const char *method, const char *
                        const char *auth_token, const char *app_auth_token, alipay_client_cb cb,
                        void *arg, char *err, size_t errlen)
 {
+    struct alipay_call_params p = {
+        .biz_content = biz_content, .auth_token = auth_token, .app_auth_token = app_auth_token};
+    return alipay_client_call_params(c, method, &p, cb, arg, err, errlen);
+}
+
+int alipay_client_call_params(struct alipay_client *c, const char *method,
+                              const struct alipay_call_params *p, alipay_client_cb cb, void *arg,
+                              char *err, size_t errlen)
+{
     struct alipay_request req;
     struct call *call = calloc(1, sizeof(*call));
     if (!call || strlen(method) >= sizeof(call->method)) {
@@ -211,8 +232,7 @@ int alipay_client_call(struct alipay_client *c, const char *method, const char *
         snprintf(err, errlen, "bad method or out of memory");
         return -1;
     }
-    if (alipay_client_build(c, method, biz_content, auth_token, app_auth_token, time(NULL), &req,
-                            err, errlen) < 0) {
+    if (alipay_client_build_params(c, method, p, time(NULL), &req, err, errlen) < 0) {
         free(call);
         return -1;
     }

@@ -45,6 +45,20 @@ int alipay_client_build(const struct alipay_client *c, const char *method, const
                         const char *auth_token, const char *app_auth_token, time_t now,
                         struct alipay_request *out, char *err, size_t errlen);
 
+/* A call's own parameters. Every one may be NULL (left out). grant_type and
+ * code are alipay.system.oauth.token's public parameters (it has no
+ * biz_content). */
+struct alipay_call_params {
+    const char *biz_content;
+    const char *auth_token, *app_auth_token;
+    const char *grant_type, *code;
+};
+
+/* As alipay_client_build, with every parameter of p. */
+int alipay_client_build_params(const struct alipay_client *c, const char *method,
+                               const struct alipay_call_params *p, time_t now,
+                               struct alipay_request *out, char *err, size_t errlen);
+
 /* The reply is owned by the client and valid during the callback only; the
  * callback may keep reply->node by taking a reference (json_object_get). */
 typedef void (*alipay_client_cb)(struct alipay_reply *reply, void *arg);
@@ -55,5 +69,9 @@ typedef void (*alipay_client_cb)(struct alipay_reply *reply, void *arg);
 int alipay_client_call(struct alipay_client *c, const char *method, const char *biz_content,
                        const char *auth_token, const char *app_auth_token, alipay_client_cb cb,
                        void *arg, char *err, size_t errlen);
+/* As alipay_client_call, with every parameter of p. */
+int alipay_client_call_params(struct alipay_client *c, const char *method,
+                              const struct alipay_call_params *p, alipay_client_cb cb, void *arg,
+                              char *err, size_t errlen);
 
 #endif

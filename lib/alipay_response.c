@@ -265,6 +265,11 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
         out->verified = 1;
         take_codes(out, node);
         out->outcome = is_error ? ALIPAY_REFUSED : outcome_of_code(out->code);
+        /* alipay.system.oauth.token answers its success without a code
+         * (access_token, user_id, ...): Alipay's own SDKs treat it so. */
+        if (!is_error && !out->code && strcmp(method, ALIPAY_OAUTH_TOKEN) == 0 &&
+            json_object_object_get_ex(node, "access_token", NULL))
+            out->outcome = ALIPAY_OK;
         snprintf(out->detail, sizeof(out->detail), "code %s%s%s", out->code ? out->code : "?",
                  out->sub_code ? " " : "", out->sub_code ? out->sub_code : "");
         return;

@@ -11,6 +11,8 @@
 #include <openssl/evp.h>
 #include "alipay_sign.h"
 
+#define ALIPAY_OAUTH_TOKEN "alipay.system.oauth.token"
+
 /* The outcome classes of the contract's mapping table (api.md §2). */
 enum alipay_outcome {
     ALIPAY_OK,            /* code 10000, signature verified */

@@ -191,6 +191,37 @@ START_TEST(test_signed_error_response)
 }
 END_TEST
 
+/* alipay.system.oauth.token answers a success without a code (the shape
+ * of AlipaySystemOauthTokenResponse); no other method may. */
+START_TEST(test_oauth_token_success_has_no_code)
+{
+    const char *node = "{\"access_token\":\"publicpB1\",\"alipay_user_id\":\"2088102150477652\","
+                       "\"expires_in\":300,\"re_expires_in\":300,\"refresh_token\":\"publicpB2\","
+                       "\"user_id\":\"2088102150477652\"}";
+    char *body = alipay_response_build("alipay_system_oauth_token_response", node, alipay_priv,
+                                       ALIPAY_SIGN_RSA2, 0);
+    struct alipay_reply r;
+    judge(body, "alipay.system.oauth.token", &r);
+    ck_assert_int_eq(r.outcome, ALIPAY_OK);
+    ck_assert_int_eq(r.verified, 1);
+    alipay_reply_free(&r);
+    free(body);
+    body = alipay_response_build("alipay_marketing_card_open_response", node, alipay_priv,
+                                 ALIPAY_SIGN_RSA2, 0);
+    judge(body, OPEN, &r);
+    ck_assert_int_eq(r.outcome, ALIPAY_BAD_SIGNATURE);
+    alipay_reply_free(&r);
+    free(body);
+    /* Unsigned, it is not trusted either. */
+    body = alipay_response_build("alipay_system_oauth_token_response", node, NULL, ALIPAY_SIGN_RSA2,
+                                 0);
+    judge(body, "alipay.system.oauth.token", &r);
+    ck_assert_int_eq(r.outcome, ALIPAY_BAD_SIGNATURE);
+    alipay_reply_free(&r);
+    free(body);
+}
+END_TEST
+
 START_TEST(test_wrong_algorithm_or_node)
 {
     const char *node = "{\"code\":\"10000\",\"msg\":\"Success\"}";
@@ -294,6 +325,7 @@ int main(void)
     tcase_add_test(tc, test_whitespace_and_escapes_survive);
     tcase_add_test(tc, test_code_classes);
     tcase_add_test(tc, test_signed_error_response);
+    tcase_add_test(tc, test_oauth_token_success_has_no_code);
     tcase_add_test(tc, test_wrong_algorithm_or_node);
     tcase_add_test(tc, test_unparseable_answers);
     tcase_add_test(tc, test_duplicate_node_refused);
