@@ -18,8 +18,8 @@ const struct pg_statement store_statements[] = {
      10},
     {"complete",
      "SELECT card_request_finish($1, $2, $3, $4, $5, $6, $7, $8::integer, $9, $10::integer, "
-     "$11, $12, $13, coalesce($14::jsonb, '{}'::jsonb))",
-     14},
+     "$11, $12, $13, coalesce($14::jsonb, '{}'::jsonb), $15::integer)",
+     15},
     {"record_call",
      "INSERT INTO gateway_calls (app_id, method, out_serial_no, outcome, alipay_code, "
      "alipay_sub_code, http_status, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7::integer, "
@@ -142,13 +142,14 @@ static void on_complete(PGresult *res, int unavailable, const char *error, void 
 int store_complete(struct pg_pool *pool, const struct store_completion *c, store_done_cb cb,
                    void *arg)
 {
-    char status[16], latency[32];
+    char status[16], latency[32], cool[32];
     snprintf(status, sizeof(status), "%d", c->http_status);
     snprintf(latency, sizeof(latency), "%ld", c->latency_ms);
+    snprintf(cool, sizeof(cool), "%ld", c->cool_ms);
     const char *values[] = {c->app_id, c->serial,    c->token,       c->state, c->outcome,
                             c->code,   c->sub_code,  status,         c->body,  latency,
-                            c->method, c->operation, c->biz_card_no, c->card};
-    return exec_or_free(pool, "complete", 14, values, on_complete,
+                            c->method, c->operation, c->biz_card_no, c->card,  cool};
+    return exec_or_free(pool, "complete", 15, values, on_complete,
                         pending_new((void (*)(void))cb, arg));
 }
 

@@ -72,7 +72,9 @@ struct store_completion {
     const char *operation; /* as claimed */
     const char *biz_card_no;
     const char *card; /* JSON object: what a success changes in cards (see
-                       * card_request_finish in migrations/002); NULL: {} */
+                       * card_request_apply in migrations/002); NULL: {} */
+    long cool_ms;     /* > 0: a failed call that may still land at Alipay; no
+                       * retry (and no other change of the card) for this long */
 };
 
 /* ok: 1 when recorded; held: 0 when our lock had been taken over. */

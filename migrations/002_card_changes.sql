@@ -8,7 +8,10 @@
 
 ALTER TABLE card_requests
     ADD COLUMN operation text NOT NULL DEFAULT 'open'
-        CHECK (operation IN ('open', 'update', 'delete', 'activate'));
+        CHECK (operation IN ('open', 'update', 'delete', 'activate')),
+    -- A call that timed out may still land at Alipay: until this time no
+    -- retry of it (and, for a change, no other change of its card) is sent.
+    ADD COLUMN retry_after timestamptz;
 CREATE INDEX card_requests_created_at_idx ON card_requests (created_at);
 
 ALTER TABLE cards
@@ -72,7 +75,20 @@ DECLARE
     expires timestamptz := now() + make_interval(secs => p_stale_ms / 1000.0);
 BEGIN
     FOR i IN 1..3 LOOP
-        -- What is already known of this serial number answers first: a
+        -- A change of a card locks the card's row first: claims and
+        -- completions of one card then run one at a time, in the same lock
+        -- order (cards, then card_requests) as card_request_finish.
+        IF p_biz_card_no IS NOT NULL THEN
+            SELECT * INTO k FROM cards WHERE cards.biz_card_no = p_biz_card_no
+                                         AND cards.app_id = p_app_id FOR UPDATE;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'no_card'::text, NULL::integer, NULL::text, 0, NULL::text,
+                                    NULL::text;
+                RETURN;
+            END IF;
+        END IF;
+
+        -- What is already known of this serial number answers next: a
         -- replay of a delete must not be told the card is deleted.
         SELECT * INTO r FROM card_requests c
          WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial;
@@ -87,7 +103,8 @@ BEGIN
                                     r.biz_card_no, NULL::text;
                 RETURN;
             END IF;
-            IF r.state = 'pending' AND r.lock_expires_at >= now() THEN
+            IF (r.state = 'pending' AND r.lock_expires_at >= now())
+               OR (r.state = 'failed' AND r.retry_after >= now()) THEN
                 RETURN QUERY SELECT 'in_progress'::text, NULL::integer, NULL::text, r.attempts,
                                     NULL::text, NULL::text;
                 RETURN;
@@ -95,13 +112,6 @@ BEGIN
         END IF;
 
         IF p_biz_card_no IS NOT NULL THEN
-            SELECT * INTO k FROM cards WHERE cards.biz_card_no = p_biz_card_no
-                                         AND cards.app_id = p_app_id FOR UPDATE;
-            IF NOT FOUND THEN
-                RETURN QUERY SELECT 'no_card'::text, NULL::integer, NULL::text, 0, NULL::text,
-                                    NULL::text;
-                RETURN;
-            END IF;
             IF k.status = 'deleted' THEN
                 RETURN QUERY SELECT 'deleted'::text, NULL::integer, NULL::text, 0, NULL::text,
                                     NULL::text;
@@ -144,10 +154,11 @@ BEGIN
                    lock_expires_at = expires, attempts = c.attempts + 1, caller = p_caller,
                    last_outcome = CASE WHEN c.state = 'pending' THEN 'abandoned'
                                        ELSE c.last_outcome END,
-                   updated_at = now()
+                   retry_after = NULL, updated_at = now()
              WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial
                AND c.request_hash = p_hash
-               AND (c.state = 'failed' OR (c.state = 'pending' AND c.lock_expires_at < now()))
+               AND ((c.state = 'failed' AND (c.retry_after IS NULL OR c.retry_after < now()))
+                    OR (c.state = 'pending' AND c.lock_expires_at < now()))
             RETURNING c.* INTO r;
             IF NOT FOUND THEN
                 CONTINUE; -- changed under us: judge it again
@@ -168,29 +179,97 @@ BEGIN
 END
 $$;
 
+-- What a success changes beyond the ledger, per operation. p_card (jsonb):
+--   open:   external_card_no, user_id, card_template_id, level, point, balance
+--   update: occur_time, and any of external_card_no, level, point, balance
+--   delete: reason_code
+-- p_caller: the request's caller. Called by card_request_finish only.
+CREATE FUNCTION card_request_apply(p_app_id text, p_serial text, p_operation text,
+                                   p_biz_card_no text, p_card jsonb, p_caller text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    occ timestamp := (p_card->>'occur_time')::timestamp;
+BEGIN
+    IF p_biz_card_no IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_operation = 'open' THEN
+        BEGIN
+            INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
+                               card_template_id, level, point, balance)
+            VALUES (p_biz_card_no, p_card->>'external_card_no', p_serial, p_app_id,
+                    p_card->>'user_id', p_card->>'card_template_id', p_card->>'level',
+                    cardgate_decimal(p_card->>'point'), cardgate_decimal(p_card->>'balance'))
+            ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
+        EXCEPTION WHEN unique_violation THEN
+            -- external_card_no already maps to another live card: keep the
+            -- card, flag the clash for the merchant to resolve.
+            INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
+                               card_template_id, status, level, point, balance)
+            VALUES (p_biz_card_no, NULL, p_serial, p_app_id, p_card->>'user_id',
+                    p_card->>'card_template_id', 'external_card_no_conflict', p_card->>'level',
+                    cardgate_decimal(p_card->>'point'), cardgate_decimal(p_card->>'balance'))
+            ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
+        END;
+    ELSIF p_operation = 'update' THEN
+        -- A late success of an older update moves nothing back.
+        UPDATE cards k
+           SET level = CASE WHEN p_card ? 'level' THEN p_card->>'level' ELSE k.level END,
+               point = CASE WHEN p_card ? 'point' THEN cardgate_decimal(p_card->>'point')
+                            ELSE k.point END,
+               balance = CASE WHEN p_card ? 'balance'
+                              THEN cardgate_decimal(p_card->>'balance') ELSE k.balance END,
+               last_occur_time = occ, updated_at = now()
+         WHERE k.biz_card_no = p_biz_card_no
+           AND (k.last_occur_time IS NULL OR k.last_occur_time <= occ);
+        IF FOUND AND p_card ? 'external_card_no' THEN
+            BEGIN
+                UPDATE cards k SET external_card_no = p_card->>'external_card_no'
+                 WHERE k.biz_card_no = p_biz_card_no;
+            EXCEPTION WHEN unique_violation THEN
+                UPDATE cards k SET status = 'external_card_no_conflict'
+                 WHERE k.biz_card_no = p_biz_card_no AND k.status = 'active';
+            END;
+        END IF;
+    ELSIF p_operation = 'delete' THEN
+        UPDATE cards k
+           SET status = 'deleted', deleted_at = coalesce(k.deleted_at, now()),
+               delete_reason = coalesce(k.delete_reason, p_card->>'reason_code'),
+               updated_at = now()
+         WHERE k.biz_card_no = p_biz_card_no;
+    END IF;
+END
+$$;
+
 -- Records the outcome of a claimed request, whatever its operation.
 -- p_state: 'succeeded' and 'rejected' are final and keep the answer for
 -- replay; 'failed' releases the lock so a retry calls the gateway again.
 -- A success is recorded whoever holds the lock now (Alipay did it; the
 -- ledger must never say otherwise); other outcomes count only while the
 -- lock is still ours and, for an open, no card is recorded for the serial.
--- p_card (jsonb) carries what a success changes in cards:
---   open:   external_card_no, user_id, card_template_id, level, point, balance
---   update: occur_time, and any of external_card_no, level, point, balance
---   delete: reason_code
+-- p_cool_ms > 0 (a 'failed' call that may still land at Alipay: it timed
+-- out or its connection broke): no retry of it, and no other change of its
+-- card, for that long; the card's lock stays ours until then.
 -- p_method NULL: no gateway call to record (an update found already applied).
 -- Returns false when the outcome was not taken into the ledger.
 CREATE FUNCTION card_request_finish(p_app_id text, p_serial text, p_token text, p_state text,
                                     p_outcome text, p_code text, p_sub_code text,
                                     p_http_status integer, p_body text, p_latency_ms integer,
                                     p_method text, p_operation text, p_biz_card_no text,
-                                    p_card jsonb)
+                                    p_card jsonb, p_cool_ms integer)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     held boolean;
-    occ timestamp := (p_card->>'occur_time')::timestamp;
+    who text;
+    cool interval := make_interval(secs => greatest(coalesce(p_cool_ms, 0), 0) / 1000.0);
+    change boolean := p_operation IN ('update', 'delete') AND p_biz_card_no IS NOT NULL;
 BEGIN
+    -- The claim's lock order: the card first.
+    IF change THEN
+        PERFORM 1 FROM cards k WHERE k.biz_card_no = p_biz_card_no FOR UPDATE;
+    END IF;
     UPDATE card_requests c
        SET state = p_state, last_outcome = p_outcome, alipay_code = p_code,
            alipay_sub_code = p_sub_code, gateway_latency_ms = p_latency_ms,
@@ -198,6 +277,8 @@ BEGIN
            response_body = CASE WHEN p_state = 'failed' THEN NULL ELSE p_body END,
            biz_card_no = coalesce(p_biz_card_no, c.biz_card_no),
            lock_token = NULL, locked_at = NULL, lock_expires_at = NULL, updated_at = now(),
+           retry_after = CASE WHEN p_state = 'failed' AND cool > interval '0'
+                              THEN now() + cool END,
            completed_at = CASE WHEN p_state = 'failed' THEN NULL ELSE now() END
      WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial
        AND CASE WHEN p_state = 'succeeded' THEN c.state <> 'succeeded'
@@ -205,61 +286,22 @@ BEGIN
                      AND (p_operation <> 'open' OR NOT EXISTS (
                           SELECT 1 FROM cards k
                            WHERE k.app_id = p_app_id AND k.out_serial_no = p_serial))
-           END;
+           END
+    RETURNING c.caller INTO who;
     held := FOUND;
 
-    IF p_state = 'succeeded' AND p_biz_card_no IS NOT NULL THEN
-        IF p_operation = 'open' THEN
-            BEGIN
-                INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
-                                   card_template_id, level, point, balance)
-                VALUES (p_biz_card_no, p_card->>'external_card_no', p_serial, p_app_id,
-                        p_card->>'user_id', p_card->>'card_template_id', p_card->>'level',
-                        cardgate_decimal(p_card->>'point'), cardgate_decimal(p_card->>'balance'))
-                ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
-            EXCEPTION WHEN unique_violation THEN
-                -- external_card_no already maps to another live card: keep
-                -- the card, flag the clash for the merchant to resolve.
-                INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
-                                   card_template_id, status, level, point, balance)
-                VALUES (p_biz_card_no, NULL, p_serial, p_app_id, p_card->>'user_id',
-                        p_card->>'card_template_id', 'external_card_no_conflict',
-                        p_card->>'level', cardgate_decimal(p_card->>'point'),
-                        cardgate_decimal(p_card->>'balance'))
-                ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
-            END;
-        ELSIF p_operation = 'update' THEN
-            -- A late success of an older update moves nothing back.
-            UPDATE cards k
-               SET level = CASE WHEN p_card ? 'level' THEN p_card->>'level' ELSE k.level END,
-                   point = CASE WHEN p_card ? 'point' THEN cardgate_decimal(p_card->>'point')
-                                ELSE k.point END,
-                   balance = CASE WHEN p_card ? 'balance'
-                                  THEN cardgate_decimal(p_card->>'balance') ELSE k.balance END,
-                   last_occur_time = occ, updated_at = now()
-             WHERE k.biz_card_no = p_biz_card_no
-               AND (k.last_occur_time IS NULL OR k.last_occur_time <= occ);
-            IF FOUND AND p_card ? 'external_card_no' THEN
-                BEGIN
-                    UPDATE cards k SET external_card_no = p_card->>'external_card_no'
-                     WHERE k.biz_card_no = p_biz_card_no;
-                EXCEPTION WHEN unique_violation THEN
-                    UPDATE cards k SET status = 'external_card_no_conflict'
-                     WHERE k.biz_card_no = p_biz_card_no AND k.status = 'active';
-                END;
-            END IF;
-        ELSIF p_operation = 'delete' THEN
-            UPDATE cards k
-               SET status = 'deleted', deleted_at = coalesce(k.deleted_at, now()),
-                   delete_reason = coalesce(k.delete_reason, p_card->>'reason_code'),
-                   updated_at = now()
-             WHERE k.biz_card_no = p_biz_card_no;
-        END IF;
+    IF p_state = 'succeeded' THEN
+        PERFORM card_request_apply(p_app_id, p_serial, p_operation, p_biz_card_no, p_card, who);
     END IF;
 
-    IF p_operation <> 'open' AND p_biz_card_no IS NOT NULL THEN
-        UPDATE cards k SET lock_serial = NULL, lock_token = NULL, lock_expires_at = NULL
-         WHERE k.biz_card_no = p_biz_card_no AND k.lock_token = p_token;
+    IF change THEN
+        IF p_state = 'failed' AND cool > interval '0' AND held THEN
+            UPDATE cards k SET lock_expires_at = now() + cool
+             WHERE k.biz_card_no = p_biz_card_no AND k.lock_token = p_token;
+        ELSE
+            UPDATE cards k SET lock_serial = NULL, lock_token = NULL, lock_expires_at = NULL
+             WHERE k.biz_card_no = p_biz_card_no AND k.lock_token = p_token;
+        END IF;
     END IF;
 
     IF p_method IS NOT NULL THEN

@@ -60,6 +60,21 @@ static int change_hash(struct request *r, const char *operation, const char *biz
     return rc;
 }
 
+/* Fills out with the three malloc'd pieces of a success, or frees them all
+ * and returns -1 when one is missing (out of memory). */
+static int success_take(struct ledger_success *out, int status, char *body, char *biz_card_no,
+                        char *card)
+{
+    if (!body || !biz_card_no || !card) {
+        free(body);
+        free(biz_card_no);
+        free(card);
+        return -1;
+    }
+    *out = (struct ledger_success){status, body, biz_card_no, card};
+    return 0;
+}
+
 /* A path's card number: 1 to 32 printable ASCII characters. Answers 400
  * and returns -1 otherwise. */
 static int path_card_no(struct request *r)
@@ -111,11 +126,7 @@ static int open_success(struct request *r, struct alipay_reply *rep, struct ledg
     handler_add_nullable(card, "card_template_id", req->card_template_id);
     copy_strings(card, res.card.json, kept);
 
-    out->status = 201;
-    out->body = text_of(o);
-    out->biz_card_no = strdup(res.card.biz_card_no);
-    out->card = text_of(card);
-    return 0;
+    return success_take(out, 201, text_of(o), strdup(res.card.biz_card_no), text_of(card));
 }
 
 static const struct ledger_op open_op = {
@@ -180,11 +191,7 @@ static int update_success(struct request *r, struct alipay_reply *rep, struct le
     handler_add_nullable(card, "occur_time", req->occur_time);
     copy_strings(card, req->card, kept);
 
-    out->status = 200;
-    out->body = text_of(o);
-    out->biz_card_no = strdup(r->param);
-    out->card = text_of(card);
-    return out->body && out->biz_card_no && out->card ? 0 : -1;
+    return success_take(out, 200, text_of(o), strdup(r->param), text_of(card));
 }
 
 /* The previous attempt may have reached Alipay: look at the card first, and
@@ -222,6 +229,8 @@ static const struct ledger_op update_op = {
     .method = ALIPAY_CARD_UPDATE,
     .metric = METRICS_METHOD_UPDATE,
     .card_not_found_404 = 1,
+    .gateway_calls = 2, /* verify's query, then the update */
+    .cool_down = 1,
     .biz = update_biz,
     .success = update_success,
     .verify = update_verify,
@@ -282,11 +291,7 @@ static int delete_success(struct request *r, struct alipay_reply *rep, struct le
     handler_add_nullable(o, "deleted_at", now);
     json_object *card = json_object_new_object();
     handler_add_nullable(card, "reason_code", str_of(r->body, "reason_code"));
-    out->status = 200;
-    out->body = text_of(o);
-    out->biz_card_no = strdup(r->param);
-    out->card = text_of(card);
-    return out->body && out->biz_card_no && out->card ? 0 : -1;
+    return success_take(out, 200, text_of(o), strdup(r->param), text_of(card));
 }
 
 /* Alipay dedups a delete on its out_serial_no: a retry is simply sent
@@ -296,6 +301,7 @@ static const struct ledger_op delete_op = {
     .method = ALIPAY_CARD_DELETE,
     .metric = METRICS_METHOD_DELETE,
     .card_not_found_404 = 1,
+    .cool_down = 1,
     .biz = delete_biz,
     .success = delete_success,
 };

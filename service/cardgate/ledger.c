@@ -20,8 +20,9 @@ static char *dup_or_null(const char *s)
 
 void ledger_call_free(struct ledger_call *c)
 {
-    char **owned[] = {&c->serial,           &c->hash,       &c->biz_card_no,    &c->occur_time,
-                      &c->external_card_no, &c->auth_token, &c->app_auth_token, &c->answer};
+    char **owned[] = {
+        &c->serial,     &c->hash,           &c->biz_card_no, &c->occur_time, &c->external_card_no,
+        &c->auth_token, &c->app_auth_token, &c->prior,       &c->answer};
     for (size_t i = 0; i < sizeof(owned) / sizeof(*owned); i++) {
         free(*owned[i]);
         *owned[i] = NULL;
@@ -96,10 +97,24 @@ static void recorded(int ok, int held, const char *error, void *arg)
     reply_send(r, c->status, JSON_TYPE, c->answer ? c->answer : "{}");
 }
 
+/* A failed call that may still be carried out at Alipay: it was sent (or
+ * may have been) and no answer came. Until the margin has passed, neither
+ * its retry nor another change of the card may go, or the late call could
+ * land after them. */
+static int may_still_land(const struct ledger_op *op, const char *state, const char *method,
+                          const struct alipay_reply *rep)
+{
+    return op->cool_down && method && strcmp(state, "failed") == 0 &&
+           (rep->outcome == ALIPAY_TIMEOUT ||
+            (rep->outcome == ALIPAY_UNAVAILABLE && rep->http_status == 0));
+}
+
 /* Records state for the call (method: the gateway call made, NULL when
- * none was) and answers c->status / c->answer once the ledger has it. */
+ * none was; outcome: the outcome class to remember, NULL for rep's) and
+ * answers c->status / c->answer once the ledger has it. */
 static void finish(struct request *r, const char *state, const struct alipay_reply *rep,
-                   const char *method, const char *biz_card_no, const char *card)
+                   const char *method, const char *outcome, const char *biz_card_no,
+                   const char *card)
 {
     struct server *srv = r->w->srv;
     struct ledger_call *c = &r->ledger;
@@ -108,7 +123,7 @@ static void finish(struct request *r, const char *state, const struct alipay_rep
         .serial = c->serial,
         .token = c->token,
         .state = state,
-        .outcome = alipay_outcome_name(rep->outcome),
+        .outcome = outcome ? outcome : alipay_outcome_name(rep->outcome),
         .code = rep->code,
         .sub_code = rep->sub_code,
         .http_status = c->status,
@@ -118,6 +133,7 @@ static void finish(struct request *r, const char *state, const struct alipay_rep
         .operation = c->op->operation,
         .biz_card_no = biz_card_no ? biz_card_no : c->biz_card_no,
         .card = card,
+        .cool_ms = may_still_land(c->op, state, method, rep) ? srv->cfg.lock_margin_ms : 0,
     };
     if (strcmp(state, "failed") != 0)
         c->record = recorder_keep(r->w, &done, r->id);
@@ -133,7 +149,7 @@ static void finish_success(struct request *r, const struct alipay_reply *rep, co
     c->answer = s->body;
     if (c->op->location && s->biz_card_no)
         handler_add_location(r, s->biz_card_no);
-    finish(r, "succeeded", rep, method, s->biz_card_no, s->card);
+    finish(r, "succeeded", rep, method, NULL, s->biz_card_no, s->card);
     free(s->biz_card_no);
     free(s->card);
 }
@@ -142,7 +158,8 @@ static void finish_failure(struct request *r, const struct alipay_reply *rep, co
 {
     struct ledger_call *c = &r->ledger;
     c->answer = ledger_gateway_error(rep, c->op->card_not_found_404, &c->status);
-    finish(r, rep->outcome == ALIPAY_REJECTED ? "rejected" : "failed", rep, method, NULL, NULL);
+    finish(r, rep->outcome == ALIPAY_REJECTED ? "rejected" : "failed", rep, method, NULL, NULL,
+           NULL);
 }
 
 /* --- the gateway call --------------------------------------------------- */
@@ -155,6 +172,11 @@ static void answered(struct alipay_reply *rep, void *arg)
     atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
     struct ledger_success s = {0};
     int ok = rep->outcome == ALIPAY_OK && op->success(r, rep, &s) == 0;
+    if (!ok && rep->outcome == ALIPAY_OK) {
+        /* Alipay acted, but its answer could not be used: not known. */
+        rep->outcome = ALIPAY_BAD_SIGNATURE;
+        snprintf(rep->detail, sizeof(rep->detail), "the answer could not be read");
+    }
     metrics_gateway(&srv->metrics, op->metric, rep->outcome, rep->latency_ms);
     handler_log_gateway(r, op->method, rep);
     if (ok)
@@ -187,7 +209,16 @@ void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen)
 
 void ledger_fail(struct request *r, struct alipay_reply *rep)
 {
-    finish_failure(r, rep, NULL);
+    struct ledger_call *c = &r->ledger;
+    int timeout = rep->outcome == ALIPAY_TIMEOUT;
+    char message[384];
+    snprintf(message, sizeof(message),
+             "could not check at Alipay whether the previous attempt went through; nothing was "
+             "sent: retry later (%s)",
+             rep->detail);
+    c->status = timeout ? 504 : 502;
+    c->answer = error_body(timeout ? "ALIPAY_TIMEOUT" : "ALIPAY_UNAVAILABLE", message, NULL, NULL);
+    finish(r, "failed", rep, NULL, c->prior, NULL, NULL);
 }
 
 /* --- the claim ---------------------------------------------------------- */
@@ -255,6 +286,7 @@ static void claimed(const struct store_claim *cl, const char *error, void *arg)
     case STORE_CLAIMED:
         break;
     }
+    c->prior = cl->prior ? strdup(cl->prior) : NULL;
     if (c->op->verify && prior_unknown(cl->prior))
         c->op->verify(r);
     else
@@ -282,7 +314,8 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
         .hash = c->hash,
         .caller = r->caller,
         .token = c->token,
-        .stale_ms = srv->cfg.alipay_timeout_ms + srv->cfg.lock_margin_ms,
+        .stale_ms = (op->gateway_calls > 1 ? op->gateway_calls : 1) * srv->cfg.alipay_timeout_ms +
+                    srv->cfg.lock_margin_ms,
         .operation = op->operation,
         .biz_card_no = c->biz_card_no,
         .occur_time = c->occur_time,

@@ -34,7 +34,16 @@ struct ledger_op {
     const char *method;    /* the Alipay method */
     enum metrics_method metric;
     int card_not_found_404; /* CARD_NOT_EXIT answers 404 CARD_NOT_FOUND (else 422) */
-    int location;           /* a success carries Location: /v1/cards/{biz_card_no} */
+    /* Gateway calls one attempt may make in a row (verify's query, then the
+     * call): the lock lives that many gateway timeouts plus the margin, so
+     * a live holder is never taken over. 0 counts as 1. */
+    int gateway_calls;
+    /* After a call that may still land at Alipay (timeout, broken
+     * connection), hold its retry and the card's other changes for the lock
+     * margin: for changes, whose order matters. An open needs no wait:
+     * Alipay dedups it on out_serial_no. */
+    int cool_down;
+    int location; /* a success carries Location: /v1/cards/{biz_card_no} */
     /* biz_content for the call, malloc'd; NULL when out of memory. */
     char *(*biz)(struct request *r);
     /* Reads a success (rep->outcome ALIPAY_OK), or builds one without an
@@ -53,6 +62,7 @@ struct ledger_call {
     const struct ledger_op *op;
     char *serial, *hash, *biz_card_no, *occur_time, *external_card_no;
     char *auth_token, *app_auth_token;
+    char *prior;    /* how the previous attempt ended (store_claim.prior) */
     char token[33]; /* this holder's lock token */
     int status;     /* the answer waiting for the ledger write */
     char *answer;
@@ -76,7 +86,9 @@ void ledger_send(struct request *r);
 /* The change is already made at Alipay (found by verify with the reply
  * `seen`): recorded as succeeded without calling the op's method. */
 void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen);
-/* The attempt fails with rep's outcome (not final unless rep says). */
+/* verify could not tell (its own call failed with rep): the attempt fails,
+ * not final, and the previous attempt's outcome stays what the ledger
+ * remembers, so the next retry verifies again. */
 void ledger_fail(struct request *r, struct alipay_reply *rep);
 
 /* Frees what a ledger call owns (the request is going away). */

@@ -796,6 +796,18 @@ END_TEST
 
 /* ----------------------------------------------------- unknown outcomes */
 
+struct bg_change {
+    const char *method, *url, *body;
+    struct ts_http r;
+};
+
+static void *bg_change(void *arg)
+{
+    struct bg_change *c = arg;
+    ts_http_call(c->method, c->url, c->body ? json_headers : auth_headers, c->body, &c->r);
+    return NULL;
+}
+
 static int wait_card_long(const struct ts_sim *sim, const char *biz, const char *key, long want)
 {
     for (int i = 0; i < 500; i++) {
@@ -862,17 +874,112 @@ START_TEST(test_timeout_then_retry_no_second_points_message)
 }
 END_TEST
 
-struct bg_change {
-    const char *method, *url, *body;
-    struct ts_http r;
-};
-
-static void *bg_change(void *arg)
+/* A call that timed out may still land at Alipay: until the lock margin
+ * has passed, its retry is held (409 REQUEST_IN_PROGRESS) and so is every
+ * other change of the card (409 CARD_BUSY), so the late call cannot land
+ * after a newer one. Then the retry checks the card and does not send it
+ * again; a retry whose check fails checks again next time. */
+START_TEST(test_timed_out_change_holds_the_card)
 {
-    struct bg_change *c = arg;
-    ts_http_call(c->method, c->url, c->body ? json_headers : auth_headers, c->body, &c->r);
-    return NULL;
+    struct ts_stack st;
+    struct ts_http r;
+    char *biz, url[200];
+    const char *env[] = {"CARDGATE_LOCK_MARGIN_MS=3000", NULL};
+    stack_up(&st, env); /* gateway timeout 2 s */
+    open_card(&st, "hold-open", "EXT-HOLD", &biz);
+    snprintf(url, sizeof(url), "%s/v1/cards/%s", st.cg.url, biz);
+    fault(&st.sim, "delay", METHOD_UPDATE, biz, 3000, 1);
+
+    char *body = update_body("hold-1", "2026-11-30 10:00:00", "{\"point\":\"100\"}", "10");
+    patch(&st, biz, body, &r);
+    assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
+    ts_http_free(&r);
+    /* Alipay still has the call: the retry and a newer change wait. */
+    patch(&st, biz, body, &r);
+    assert_error(&r, 409, "REQUEST_IN_PROGRESS", NULL);
+    ts_http_free(&r);
+    char *newer = update_body("hold-2", "2026-11-30 11:00:00", "{\"point\":\"200\"}", NULL);
+    patch(&st, biz, newer, &r);
+    assert_error(&r, 409, "CARD_BUSY", NULL);
+    ts_http_free(&r);
+
+    /* The late call lands; the retry's check fails once (the query is
+     * refused), which leaves the outcome unknown: the next retry checks
+     * again instead of sending. */
+    ck_assert_int_eq(wait_card_long(&st.sim, biz, "updates", 1), 0);
+    fault(&st.sim, "error_response", METHOD_QUERY, biz, 0, 1);
+    int checked_failed = 0;
+    for (int i = 0; i < 100; i++) {
+        patch(&st, biz, body, &r);
+        if (r.status == 502) {
+            assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+            checked_failed = 1;
+        } else if (r.status != 409) {
+            break;
+        }
+        ts_http_free(&r);
+        usleep(100000);
+    }
+    ck_assert_int_eq(checked_failed, 1);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ts_http_free(&r);
+    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 1);
+
+    /* The newer change goes now, after the late one: the card ends newest. */
+    patch(&st, biz, newer, &r);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ts_http_free(&r);
+    char *point = sim_card_info(&st.sim, biz, "point");
+    ck_assert_str_eq(point, "200");
+    free(point);
+    ck_assert_int_eq(sim_card_long(&st.sim, biz, "max_in_flight"), 1);
+    free(body);
+    free(newer);
+    free(biz);
+    ck_assert_int_eq(ts_stack_down(&st), 0);
 }
+END_TEST
+
+/* A retry that checks the card before sending makes two gateway calls in a
+ * row; its lock lasts for both, so a second retry arriving after one
+ * timeout plus the margin does not take it over and send again. */
+START_TEST(test_verify_then_send_keeps_the_lock)
+{
+    struct ts_stack st;
+    struct ts_http r;
+    char *biz, url[200];
+    stack_up(&st, NULL); /* gateway timeout 2 s, lock margin 1 s */
+    open_card(&st, "keep-open", "EXT-KEEP", &biz);
+    snprintf(url, sizeof(url), "%s/v1/cards/%s", st.cg.url, biz);
+    fault(&st.sim, "code_20000", METHOD_UPDATE, biz, 0, 1);
+    char *body = update_body("keep-1", "2026-11-30 10:00:00", "{\"point\":\"100\"}", "10");
+    patch(&st, biz, body, &r);
+    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_http_free(&r);
+
+    /* The retry: its check takes 1.5 s and the update 1.9 s, 3.4 s in all,
+     * more than one timeout plus the margin. */
+    fault(&st.sim, "delay", METHOD_QUERY, biz, 1500, 1);
+    fault(&st.sim, "delay", METHOD_UPDATE, biz, 1900, 1);
+    struct bg_change first = {.method = "PATCH", .url = url, .body = body};
+    pthread_t th;
+    pthread_create(&th, NULL, bg_change, &first);
+    usleep(3150000);
+    patch(&st, biz, body, &r);
+    ck_assert_msg(r.status == 409 || r.status == 200, "%ld %s", r.status, r.body);
+    ts_http_free(&r);
+    pthread_join(th, NULL);
+    ck_assert_msg(first.r.status == 200, "%ld %s", first.r.status, first.r.body);
+    ts_http_free(&first.r);
+    ck_assert_int_eq(sim_card_long(&st.sim, biz, "updates"), 1);
+    ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 1);
+    ck_assert_int_eq(sim_card_long(&st.sim, biz, "max_in_flight"), 1);
+    free(body);
+    free(biz);
+    ck_assert_int_eq(ts_stack_down(&st), 0);
+}
+END_TEST
 
 /* Sends method url body in the background, waits until the simulator has
  * the call (calls of `sim_method` reach want), then kill -9s cardgate. */
@@ -991,6 +1098,8 @@ int main(void)
     tcase_add_test(tc, test_late_older_update_is_stale);
     tcase_add_test(tc, test_timeout_then_retry_no_second_points_message);
     tcase_add_test(tc, test_kill_mid_update_and_delete);
+    tcase_add_test(tc, test_timed_out_change_holds_the_card);
+    tcase_add_test(tc, test_verify_then_send_keeps_the_lock);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }

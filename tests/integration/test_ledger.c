@@ -57,12 +57,13 @@ static char *claim(const char *serial, const char *hash, const char *token, cons
 static int finish(const char *serial, const char *token, const char *state, const char *operation,
                   const char *biz, const char *card)
 {
-    const char *v[] = {"app", serial, token, state,      state,     NULL, NULL,
-                       "201", "{}",   "5",   "a.method", operation, biz,  card};
-    PGresult *r = PQexecParams(conn,
-                               "SELECT card_request_finish($1, $2, $3, $4, $5, $6, $7, "
-                               "$8::integer, $9, $10::integer, $11, $12, $13, $14::jsonb)",
-                               14, NULL, v, NULL, NULL, 0);
+    const char *v[] = {"app", serial, token,      state,     state, NULL, NULL, "201",
+                       "{}",  "5",    "a.method", operation, biz,   card, "0"};
+    PGresult *r =
+        PQexecParams(conn,
+                     "SELECT card_request_finish($1, $2, $3, $4, $5, $6, $7, "
+                     "$8::integer, $9, $10::integer, $11, $12, $13, $14::jsonb, $15::integer)",
+                     15, NULL, v, NULL, NULL, 0);
     ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
     int held = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
