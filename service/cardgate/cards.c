@@ -129,11 +129,18 @@ static int open_success(struct request *r, struct alipay_reply *rep, struct ledg
     return success_take(out, 201, text_of(o), strdup(res.card.biz_card_no), text_of(card));
 }
 
+/* A 201 and its replays carry Location: /v1/cards/{biz_card_no}. */
+static void open_decorate(struct request *r, int status, const char *biz_card_no)
+{
+    if (status == 201 && biz_card_no)
+        handler_add_location(r, biz_card_no);
+}
+
 static const struct ledger_op open_op = {
     .operation = "open",
     .method = ALIPAY_CARD_OPEN,
     .metric = METRICS_METHOD_OPEN,
-    .location = 1,
+    .decorate = open_decorate,
     .biz = open_biz,
     .success = open_success,
 };

@@ -31,45 +31,88 @@ void ledger_call_free(struct ledger_call *c)
     c->record = NULL;
 }
 
-char *ledger_gateway_error(const struct alipay_reply *rep, int card_not_found_404, int *status)
+void ledger_gateway_answer(const struct alipay_reply *rep, int card_not_found_404,
+                           struct ledger_answer *out)
 {
+    int status;
     const char *code, *msg;
     /* Alipay's codes go to the caller only where the signature held. */
     const struct alipay_reply *a = rep->verified ? rep : NULL;
     switch (rep->outcome) {
     case ALIPAY_REJECTED:
         if (card_not_found_404 && alipay_card_not_found(rep)) {
-            *status = 404, code = "CARD_NOT_FOUND", msg = "Alipay has no such card";
+            status = 404, code = "CARD_NOT_FOUND", msg = "Alipay has no such card";
         } else {
-            *status = 422, code = "ALIPAY_REJECTED", msg = "Alipay refused the request";
+            status = 422, code = "ALIPAY_REJECTED", msg = "Alipay refused the request";
         }
         break;
     case ALIPAY_AUTH_FAILED:
-        *status = 422, code = "ALIPAY_AUTH_FAILED",
+        status = 422, code = "ALIPAY_AUTH_FAILED",
         msg = "Alipay refused the user's or the provider's token; retry with a fresh token";
         break;
     case ALIPAY_REFUSED:
-        *status = 502, code = "ALIPAY_REQUEST_REFUSED",
+        status = 502, code = "ALIPAY_REQUEST_REFUSED",
         msg = "the gateway refused our request (configuration or signing)";
         break;
     case ALIPAY_UNAVAILABLE:
-        *status = 502, code = "ALIPAY_UNAVAILABLE", msg = "the Alipay gateway is unavailable";
+        status = 502, code = "ALIPAY_UNAVAILABLE", msg = "the Alipay gateway is unavailable";
         break;
     case ALIPAY_TIMEOUT:
-        *status = 504, code = "ALIPAY_TIMEOUT", msg = "the Alipay gateway did not answer in time";
+        status = 504, code = "ALIPAY_TIMEOUT", msg = "the Alipay gateway did not answer in time";
         a = NULL;
         break;
     case ALIPAY_BAD_SIGNATURE:
     case ALIPAY_OK:
     default:
-        *status = 502, code = "ALIPAY_BAD_SIGNATURE",
+        status = 502, code = "ALIPAY_BAD_SIGNATURE",
         msg = "the gateway's answer could not be verified; its content is not trusted";
         a = NULL;
         break;
     }
+    *out = (struct ledger_answer){status, code, msg, a};
+}
+
+char *ledger_gateway_error(const struct alipay_reply *rep, int card_not_found_404, int *status)
+{
+    struct ledger_answer a;
+    ledger_gateway_answer(rep, card_not_found_404, &a);
     char message[384];
-    snprintf(message, sizeof(message), "%s (%s)", msg, rep->detail);
-    return error_body(code, message, NULL, a);
+    snprintf(message, sizeof(message), "%s (%s)", a.message, rep->detail);
+    *status = a.status;
+    return error_body(a.code, message, NULL, a.alipay);
+}
+
+/* The body of an error in the op's own form. */
+static char *error_text(const struct ledger_op *op, int status, const char *code,
+                        const char *message, const char *field, const struct alipay_reply *alipay)
+{
+    if (op->error_page)
+        return op->error_page(status, code, message, alipay);
+    return error_body(code, message, field, alipay);
+}
+
+static const char *content_type(const struct ledger_op *op)
+{
+    return op->content_type ? op->content_type : JSON_TYPE;
+}
+
+/* Answers an error in the op's form and frees r. */
+static void refuse(struct request *r, int status, const char *code, const char *message,
+                   const char *field)
+{
+    const struct ledger_op *op = r->ledger.op;
+    char *body = error_text(op, status, code, message, field, NULL);
+    reply_send(r, status, content_type(op), body ? body : "");
+    free(body);
+}
+
+static void unavailable(struct request *r, const char *error)
+{
+    struct server *srv = r->w->srv;
+    atomic_fetch_add(&srv->metrics.db_errors, 1);
+    log_write(&srv->log, LOG_WARN, "database unavailable", "request_id", r->id, "error", error,
+              NULL);
+    refuse(r, 503, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later", NULL);
 }
 
 /* --- the end: the outcome in the ledger, then the answer ---------------- */
@@ -94,7 +137,7 @@ static void recorded(int ok, int held, const char *error, void *arg)
         log_write(&r->w->srv->log, LOG_WARN, "outcome not recorded", "request_id", r->id,
                   "out_serial_no", c->serial, "error", error, NULL);
     }
-    reply_send(r, c->status, JSON_TYPE, c->answer ? c->answer : "{}");
+    reply_send(r, c->status, content_type(c->op), c->answer ? c->answer : "");
 }
 
 /* A failed call that may still be carried out at Alipay: it was sent (or
@@ -147,8 +190,8 @@ static void finish_success(struct request *r, const struct alipay_reply *rep, co
     struct ledger_call *c = &r->ledger;
     c->status = s->status;
     c->answer = s->body;
-    if (c->op->location && s->biz_card_no)
-        handler_add_location(r, s->biz_card_no);
+    if (c->op->decorate)
+        c->op->decorate(r, s->status, s->biz_card_no);
     finish(r, "succeeded", rep, method, NULL, s->biz_card_no, s->card);
     free(s->biz_card_no);
     free(s->card);
@@ -157,7 +200,12 @@ static void finish_success(struct request *r, const struct alipay_reply *rep, co
 static void finish_failure(struct request *r, const struct alipay_reply *rep, const char *method)
 {
     struct ledger_call *c = &r->ledger;
-    c->answer = ledger_gateway_error(rep, c->op->card_not_found_404, &c->status);
+    struct ledger_answer a;
+    char message[384];
+    ledger_gateway_answer(rep, c->op->card_not_found_404, &a);
+    snprintf(message, sizeof(message), "%s (%s)", a.message, rep->detail);
+    c->status = a.status;
+    c->answer = error_text(c->op, a.status, a.code, message, NULL, a.alipay);
     finish(r, rep->outcome == ALIPAY_REJECTED ? "rejected" : "failed", rep, method, NULL, NULL,
            NULL);
 }
@@ -217,8 +265,25 @@ void ledger_fail(struct request *r, struct alipay_reply *rep)
              "sent: retry later (%s)",
              rep->detail);
     c->status = timeout ? 504 : 502;
-    c->answer = error_body(timeout ? "ALIPAY_TIMEOUT" : "ALIPAY_UNAVAILABLE", message, NULL, NULL);
+    c->answer = error_text(c->op, c->status, timeout ? "ALIPAY_TIMEOUT" : "ALIPAY_UNAVAILABLE",
+                           message, NULL, NULL);
     finish(r, "failed", rep, NULL, c->prior, NULL, NULL);
+}
+
+void ledger_stop(struct request *r, const struct alipay_reply *rep, int status, const char *code,
+                 const char *message)
+{
+    struct ledger_call *c = &r->ledger;
+    c->status = status;
+    c->answer = error_text(c->op, status, code, message, NULL, rep->verified ? rep : NULL);
+    finish(r, "failed", rep, NULL, NULL, NULL, NULL);
+}
+
+int ledger_set_auth_token(struct request *r, const char *token)
+{
+    free(r->ledger.auth_token);
+    r->ledger.auth_token = token ? strdup(token) : NULL;
+    return !token || r->ledger.auth_token ? 0 : -1;
 }
 
 /* --- the claim ---------------------------------------------------------- */
@@ -227,9 +292,9 @@ static void replay(struct request *r, const struct store_claim *cl)
 {
     atomic_fetch_add(&r->w->srv->metrics.idempotent_replays, 1);
     reply_add_header(r, "Idempotent-Replayed", "true");
-    if (r->ledger.op->location && cl->http_status == 201 && cl->biz_card_no)
-        handler_add_location(r, cl->biz_card_no);
-    reply_send(r, cl->http_status, JSON_TYPE, cl->body);
+    if (r->ledger.op->decorate)
+        r->ledger.op->decorate(r, cl->http_status, cl->biz_card_no);
+    reply_send(r, cl->http_status, content_type(r->ledger.op), cl->body);
 }
 
 /* Did the previous attempt end without knowing whether Alipay acted? Then
@@ -249,46 +314,47 @@ static void claimed(const struct store_claim *cl, const char *error, void *arg)
     struct ledger_call *c = &r->ledger;
     char msg[256];
     if (!cl)
-        return handler_database_unavailable(r, error);
+        return unavailable(r, error);
     switch (cl->verdict) {
     case STORE_REPLAY:
         return replay(r, cl);
     case STORE_MISMATCH:
-        return reply_error(r, 422, "OUT_SERIAL_NO_REUSED",
-                           "this out_serial_no was already used for a different request",
-                           "out_serial_no", NULL);
+        return refuse(r, 422, "OUT_SERIAL_NO_REUSED",
+                      "this out_serial_no was already used for a different request",
+                      "out_serial_no");
     case STORE_IN_PROGRESS:
         reply_add_header(r, "Retry-After", "1");
-        return reply_error(r, 409, "REQUEST_IN_PROGRESS",
-                           "a request with this out_serial_no is in progress; retry later",
-                           "out_serial_no", NULL);
+        return refuse(r, 409, "REQUEST_IN_PROGRESS",
+                      "a request with this out_serial_no is in progress; retry later",
+                      "out_serial_no");
     case STORE_NO_CARD:
-        return reply_error(r, 404, "CARD_NOT_FOUND",
-                           "cardgate has no card with this biz_card_no for this app", NULL, NULL);
+        return refuse(r, 404, "CARD_NOT_FOUND",
+                      "cardgate has no card with this biz_card_no for this app", NULL);
     case STORE_DELETED:
-        return reply_error(r, 410, "CARD_DELETED",
-                           "this card was deleted; it cannot be changed or deleted again", NULL,
-                           NULL);
+        return refuse(r, 410, "CARD_DELETED",
+                      "this card was deleted; it cannot be changed or deleted again", NULL);
     case STORE_STALE:
         snprintf(msg, sizeof(msg),
                  "occur_time is older than the last update Alipay accepted for this card (%s); "
                  "it is not sent",
                  cl->prior ? cl->prior : "?");
-        return reply_error(r, 409, "STALE_UPDATE", msg, "occur_time", NULL);
+        return refuse(r, 409, "STALE_UPDATE", msg, "occur_time");
     case STORE_BUSY:
         reply_add_header(r, "Retry-After", "1");
-        return reply_error(r, 409, "CARD_BUSY",
-                           "another change of this card is in flight; retry later", NULL, NULL);
+        return refuse(r, 409, "CARD_BUSY", "another change of this card is in flight; retry later",
+                      NULL);
     case STORE_EXTERNAL_TAKEN:
-        return reply_error(r, 409, "EXTERNAL_CARD_NO_TAKEN",
-                           "card.external_card_no already belongs to another live card",
-                           "card.external_card_no", NULL);
+        return refuse(r, 409, "EXTERNAL_CARD_NO_TAKEN",
+                      "card.external_card_no already belongs to another live card",
+                      "card.external_card_no");
     case STORE_CLAIMED:
         break;
     }
     c->prior = cl->prior ? strdup(cl->prior) : NULL;
     if (c->op->verify && prior_unknown(cl->prior))
         c->op->verify(r);
+    else if (c->op->prepare)
+        c->op->prepare(r);
     else
         ledger_send(r);
 }
@@ -306,7 +372,7 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
     c->auth_token = dup_or_null(key->auth_token);
     c->app_auth_token = dup_or_null(key->app_auth_token);
     if (!c->serial || !c->hash)
-        return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+        return refuse(r, 500, "INTERNAL", "out of memory", NULL);
     handler_random_token(c->token);
     struct store_claim_args a = {
         .app_id = srv->cfg.alipay_app_id,
@@ -322,5 +388,5 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
         .external_card_no = c->external_card_no,
     };
     if (store_claim(r->w->pg, &a, claimed, r) < 0)
-        handler_database_unavailable(r, "database queue full");
+        unavailable(r, "database queue full");
 }

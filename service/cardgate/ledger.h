@@ -43,7 +43,14 @@ struct ledger_op {
      * margin: for changes, whose order matters. An open needs no wait:
      * Alipay dedups it on out_serial_no. */
     int cool_down;
-    int location; /* a success carries Location: /v1/cards/{biz_card_no} */
+    /* Optional: headers of a success and of its replays (Location). */
+    void (*decorate)(struct request *r, int status, const char *biz_card_no);
+    /* Optional: the endpoint's own form for every error it answers (the
+     * member's sign-up answers HTML pages): the body, malloc'd, sent as
+     * content_type. NULL: the JSON error envelope. */
+    char *(*error_page)(int status, const char *code, const char *message,
+                        const struct alipay_reply *alipay);
+    const char *content_type;
     /* biz_content for the call, malloc'd; NULL when out of memory. */
     char *(*biz)(struct request *r);
     /* Reads a success (rep->outcome ALIPAY_OK), or builds one without an
@@ -55,6 +62,10 @@ struct ledger_op {
      * out_serial_no ended without a known outcome; it must end in exactly
      * one of ledger_send, ledger_succeed_unsent or ledger_fail. */
     void (*verify)(struct request *r);
+    /* Optional. Called instead of sending on every claimed attempt (the
+     * calls that come before the op's own: a sign-up's token and form); it
+     * must end in exactly one of ledger_send or ledger_stop. */
+    void (*prepare)(struct request *r);
 };
 
 /* A request's ledger state; lives in struct request, freed with it. */
@@ -91,12 +102,29 @@ void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen);
  * remembers, so the next retry verifies again. */
 void ledger_fail(struct request *r, struct alipay_reply *rep);
 
+/* prepare could not go on (its own call failed with rep, or what it got
+ * cannot be used): the attempt fails, not final, answered with status,
+ * code and message; nothing was sent of the op's own method. */
+void ledger_stop(struct request *r, const struct alipay_reply *rep, int status, const char *code,
+                 const char *message);
+
+/* The auth_token of the op's call, found by prepare (copied). */
+int ledger_set_auth_token(struct request *r, const char *token);
+
 /* Frees what a ledger call owns (the request is going away). */
 void ledger_call_free(struct ledger_call *c);
 
-/* The contract's answer for a gateway outcome other than success: sets
- * *status and returns the error body, malloc'd. card_not_found_404: a
+/* The contract's answer for a gateway outcome other than success: its
+ * status, error code and message (a static string). card_not_found_404: a
  * CARD_NOT_EXIT refusal is 404 CARD_NOT_FOUND. */
+struct ledger_answer {
+    int status;
+    const char *code, *message;
+    const struct alipay_reply *alipay; /* the codes to show: NULL unless verified */
+};
+void ledger_gateway_answer(const struct alipay_reply *rep, int card_not_found_404,
+                           struct ledger_answer *out);
+/* The same as the JSON error envelope: sets *status, returns the body. */
 char *ledger_gateway_error(const struct alipay_reply *rep, int card_not_found_404, int *status);
 
 #endif

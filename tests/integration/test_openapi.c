@@ -1012,11 +1012,13 @@ static void take_code(const char *s, char codes[][40], size_t *n, size_t max)
     snprintf(codes[(*n)++], 40, "%.*s", (int)len, s);
 }
 
-/* The error codes a C source passes to reply_error()/error_body() or
- * assigns to a `code` variable. */
+/* The error codes a C source passes to the functions that answer errors
+ * (reply_error, error_body, and the ledger's refuse, error_text and
+ * ledger_stop) or assigns to a `code` variable. */
 static void scan_codes(const char *text, char codes[][40], size_t *n, size_t max)
 {
-    static const char *const calls[] = {"reply_error(", "error_body(", NULL};
+    static const char *const calls[] = {"reply_error(", "error_body(",  "refuse(",
+                                        "error_text(",  "ledger_stop(", NULL};
     for (size_t c = 0; calls[c]; c++) {
         for (const char *p = strstr(text, calls[c]); p; p = strstr(p + 1, calls[c])) {
             int depth = 0;
