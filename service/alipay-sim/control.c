@@ -2,6 +2,8 @@
 #include "control.h"
 
 #include "jsonx.h"
+#include "member.h"
+#include "program.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -11,7 +13,8 @@
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 
-/* Largest control body accepted (a fault rule or a template is tiny). */
+/* Largest control body accepted (a fault rule, a template or a member's
+ * form is tiny). */
 #define CONTROL_MAX_BODY 65536
 
 /* Sends o (which it puts) with status. */
@@ -104,6 +107,21 @@ static int opt_long(json_object *o, const char *key, long min, long dflt, long *
     return 0;
 }
 
+/* Is every key of o in keys (NULL-terminated)? */
+static int only_known(json_object *o, const char *const keys[])
+{
+    json_object_object_foreach(o, key, val)
+    {
+        (void)val;
+        size_t i = 0;
+        while (keys[i] && strcmp(keys[i], key) != 0)
+            i++;
+        if (!keys[i])
+            return 0;
+    }
+    return 1;
+}
+
 static json_object *fault_json(const struct sim_fault *f)
 {
     json_object *o = json_object_new_object();
@@ -130,15 +148,8 @@ static const char *fault_req_read(json_object *o, struct fault_req *f)
     static const char *const keys[] = {"mode",  "method",   "out_serial_no",
                                        "count", "delay_ms", NULL};
     const char *mode_name;
-    json_object_object_foreach(o, key, val)
-    {
-        (void)val;
-        size_t i = 0;
-        while (keys[i] && strcmp(keys[i], key) != 0)
-            i++;
-        if (!keys[i])
-            return "unknown field (known: mode, method, out_serial_no, count, delay_ms)";
-    }
+    if (!only_known(o, keys))
+        return "unknown field (known: mode, method, out_serial_no, count, delay_ms)";
     if (opt_string(o, "mode", &mode_name) < 0 || !mode_name ||
         sim_fault_mode_parse(mode_name, &f->mode) < 0)
         return "mode must be one of delay, code_20000, code_20001, bad_signature, "
@@ -277,26 +288,9 @@ static void route_cards(struct sim *s, struct evhttp_request *req, const char *r
         send_json(req, 200, sim_card_json(s, c));
 }
 
-/* POST /_sim/templates {"template_id"}, GET /_sim/templates */
-static void route_templates(struct sim *s, struct evhttp_request *req)
+/* POST /_sim/templates {"template_id"}: one more known template. */
+static void template_add(struct sim *s, struct evhttp_request *req)
 {
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    if (cmd == EVHTTP_REQ_GET) {
-        json_object *list = json_object_new_array();
-        json_object_object_foreach(s->templates, id, val)
-        {
-            (void)val;
-            json_object_array_add(list, json_object_new_string(id));
-        }
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "templates", list);
-        send_json(req, 200, o);
-        return;
-    }
-    if (cmd != EVHTTP_REQ_POST) {
-        send_error(req, 405, "use GET or POST");
-        return;
-    }
     json_object *o = body_object(req);
     if (!o)
         return;
@@ -308,6 +302,95 @@ static void route_templates(struct sim *s, struct evhttp_request *req)
         json_object_object_add(r, "template_id", json_object_new_string(id));
         send_json(req, 201, r);
     }
+    json_object_put(o);
+}
+
+/* GET /_sim/templates/{template_id}: what the program set up for it. */
+static void template_get(struct sim *s, struct evhttp_request *req, const char *rest)
+{
+    json_object *rec = *rest == '/' ? program_template_json(s, rest + 1) : NULL;
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET)
+        send_error(req, 405, "use GET");
+    else if (!rec)
+        send_error(req, 404, "no such template");
+    else
+        send_json(req, 200, json_object_get(rec));
+    json_object_put(rec);
+}
+
+/* POST /_sim/templates {"template_id"}, GET /_sim/templates[/{id}] */
+static void route_templates(struct sim *s, struct evhttp_request *req, const char *rest)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (*rest != '\0') {
+        template_get(s, req, rest);
+    } else if (cmd == EVHTTP_REQ_GET) {
+        json_object *list = json_object_new_array();
+        json_object_object_foreach(s->templates, id, val)
+        {
+            (void)val;
+            json_object_array_add(list, json_object_new_string(id));
+        }
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "templates", list);
+        send_json(req, 200, o);
+    } else if (cmd == EVHTTP_REQ_POST) {
+        template_add(s, req);
+    } else {
+        send_error(req, 405, "use GET or POST");
+    }
+}
+
+/* A member's sign-up as POST /_sim/members gives it, borrowed from the
+ * body; returns NULL, or what is wrong with it. */
+static const char *member_req_read(json_object *o, struct member_signup *m)
+{
+    static const char *const keys[] = {"template_id", "user_id",          "form",
+                                       "declined",    "auth_code_ttl_ms", NULL};
+    json_object *v;
+    memset(m, 0, sizeof(*m));
+    if (!only_known(o, keys))
+        return "unknown field (known: template_id, user_id, form, declined, auth_code_ttl_ms)";
+    if (opt_string(o, "template_id", &m->template_id) < 0 || !m->template_id)
+        return "template_id is required";
+    if (opt_string(o, "user_id", &m->user_id) < 0)
+        return "user_id must be a string";
+    if (json_object_object_get_ex(o, "form", &v) && v) {
+        if (!json_object_is_type(v, json_type_object))
+            return "form must be an object {\"OPEN_FORM_FIELD_…\": \"value\", …}";
+        m->form = v;
+    }
+    if (json_object_object_get_ex(o, "declined", &v) && v) {
+        if (!json_object_is_type(v, json_type_boolean))
+            return "declined must be true or false";
+        m->declined = json_object_get_boolean(v);
+    }
+    if (opt_long(o, "auth_code_ttl_ms", 0, -1, &m->auth_code_ttl_ms) < 0)
+        return "auth_code_ttl_ms must be an integer >= 0";
+    return NULL;
+}
+
+/* POST /_sim/members: plays a member who submits a template's form. */
+static void route_members(struct sim *s, struct evhttp_request *req)
+{
+    struct member_signup m;
+    json_object *answer = NULL;
+    char problem[256];
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        send_error(req, 405, "use POST");
+        return;
+    }
+    json_object *o = body_object(req);
+    if (!o)
+        return;
+    const char *bad = member_req_read(o, &m);
+    int status = bad ? 400 : member_signup(s, &m, &answer, problem, sizeof(problem));
+    if (bad)
+        send_error(req, status, bad);
+    else if (status != 201)
+        send_error(req, status, problem);
+    else
+        send_json(req, status, answer);
     json_object_put(o);
 }
 
@@ -341,8 +424,10 @@ void control_handle(struct sim *s, struct evhttp_request *req, const char *path)
         route_calls(s, req);
     } else if (route_is(path, "/_sim/cards", &rest)) {
         route_cards(s, req, rest);
-    } else if (strcmp(path, "/_sim/templates") == 0) {
-        route_templates(s, req);
+    } else if (route_is(path, "/_sim/templates", &rest)) {
+        route_templates(s, req, rest);
+    } else if (strcmp(path, "/_sim/members") == 0) {
+        route_members(s, req);
     } else {
         send_error(req, 404, "no such route");
     }

@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +15,22 @@
 
 #include "alipay_response.h"
 #include "jsonx.h"
+#include "member.h"
+#include "method.h"
+#include "program.h"
 #include "validate.h"
 
 #define METHOD_OPEN "alipay.marketing.card.open"
 #define METHOD_QUERY "alipay.marketing.card.query"
 #define METHOD_UPDATE "alipay.marketing.card.update"
 #define METHOD_DELETE "alipay.marketing.card.delete"
+#define METHOD_TEMPLATE_CREATE "alipay.marketing.card.template.create"
+#define METHOD_TEMPLATE_QUERY "alipay.marketing.card.template.query"
+#define METHOD_TEMPLATE_MODIFY "alipay.marketing.card.template.modify"
+#define METHOD_FORM_SET "alipay.marketing.card.formtemplate.set"
+#define METHOD_ACTIVATEURL_APPLY "alipay.marketing.card.activateurl.apply"
+#define METHOD_OAUTH_TOKEN "alipay.system.oauth.token"
+#define METHOD_ACTIVATEFORM_QUERY "alipay.marketing.card.activateform.query"
 
 /* Seconds east of UTC of the time Alipay's timestamps are written in. */
 #define BEIJING_OFFSET (8 * 3600)
@@ -72,7 +81,7 @@ static uint64_t rng_next(struct sim *s)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static void random_digits(struct sim *s, char *out, size_t n)
+void sim_random_digits(struct sim *s, char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = (char)('0' + rng_next(s) % 10);
@@ -81,25 +90,56 @@ static void random_digits(struct sim *s, char *out, size_t n)
         out[0] = '1'; /* no leading zero: some clients keep numbers as numbers */
 }
 
-/* Characters (Unicode code points) in UTF-8 text: the seeds' limits count
- * characters, and "专业" is 2 of them, not 6 bytes. Text that is not UTF-8
- * is longer than any limit. */
-static size_t utf8_chars(const char *str)
+void sim_random_hex(struct sim *s, char *out, size_t n)
 {
-    int ok;
-    size_t n = validate_utf8_chars(str, &ok);
-    return ok ? n : SIZE_MAX;
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b;
+        if (RAND_bytes(&b, 1) != 1)
+            b = (unsigned char)rng_next(s);
+        out[i] = hex[b & 15];
+    }
+    out[n] = '\0';
 }
 
-static int all_digits(const char *str, size_t n)
+void sim_new_id(const struct sim *s, char kind, uint64_t seq, char out[33])
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isdigit((unsigned char)str[i]))
-            return 0;
-    return 1;
+    time_t now = time(NULL) + BEIJING_OFFSET;
+    struct tm tm;
+    char day[16] = "20000101";
+    if (gmtime_r(&now, &tm))
+        strftime(day, sizeof(day), "%Y%m%d", &tm);
+    snprintf(out, 33, "%.8s%.12s%c%011" PRIu64, day, s->instance, kind,
+             (uint64_t)(seq % 100000000000ULL));
 }
 
-static void add_str(json_object *o, const char *key, const char *val)
+int64_t sim_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *sim_url_encode(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(strlen(s) * 3 + 1), *w = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || strchr("-._~", *p)) {
+            *w++ = (char)*p;
+        } else {
+            *w++ = '%';
+            *w++ = hex[*p >> 4];
+            *w++ = hex[*p & 15];
+        }
+    }
+    *w = '\0';
+    return out;
+}
+
+void sim_add_str(json_object *o, const char *key, const char *val)
 {
     json_object_object_add(o, key, json_object_new_string(val));
 }
@@ -185,9 +225,8 @@ int sim_init(struct sim *s, EVP_PKEY *app_public, EVP_PKEY *alipay_private, cons
     s->sign_type_default = sign_type_default;
     s->next_fault_id = 1;
     seed_rng(s);
-    random_digits(s, s->instance, 12);
-    s->templates = json_object_new_object();
-    if (!s->templates || make_indexes(s) < 0 || reset_counters(s) < 0 ||
+    sim_random_digits(s, s->instance, 12);
+    if (program_init(s) < 0 || member_init(s) < 0 || make_indexes(s) < 0 || reset_counters(s) < 0 ||
         (app_id && !(s->app_id = strdup(app_id)))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -231,7 +270,8 @@ void sim_free(struct sim *s)
     free_faults(s);
     free_cards(s);
     free_indexes(s);
-    json_object_put(s->templates);
+    program_free(s);
+    member_free(s);
     json_object_put(s->calls_methods);
     json_object_put(s->calls_serials);
     json_object_put(s->in_flight);
@@ -242,19 +282,6 @@ void sim_free(struct sim *s)
     memset(s, 0, sizeof(*s));
 }
 
-int sim_template_add(struct sim *s, const char *template_id)
-{
-    size_t n = template_id ? utf8_chars(template_id) : 0;
-    if (n == 0 || n > 32)
-        return -1;
-    return json_object_object_add(s->templates, template_id, json_object_new_boolean(1));
-}
-
-int sim_template_known(const struct sim *s, const char *template_id)
-{
-    return json_object_object_get_ex(s->templates, template_id, NULL);
-}
-
 void sim_reset(struct sim *s)
 {
     free_faults(s);
@@ -262,6 +289,8 @@ void sim_reset(struct sim *s)
     free_indexes(s);
     make_indexes(s);
     reset_counters(s);
+    program_reset(s);
+    member_reset(s);
 }
 
 /* ------------------------------------------------------------------ faults */
@@ -482,26 +511,26 @@ static int node_set(struct sim_node *out, const char *name, json_object *o, int 
     return out->text ? 0 : -1;
 }
 
-static json_object *code_object(const char *code, const char *msg, const char *sub_code,
-                                const char *sub_msg)
+json_object *sim_code_object(const char *code, const char *msg, const char *sub_code,
+                             const char *sub_msg)
 {
     json_object *o = json_object_new_object();
-    add_str(o, "code", code);
-    add_str(o, "msg", msg);
+    sim_add_str(o, "code", code);
+    sim_add_str(o, "msg", msg);
     if (sub_code)
-        add_str(o, "sub_code", sub_code);
+        sim_add_str(o, "sub_code", sub_code);
     if (sub_msg)
-        add_str(o, "sub_msg", sub_msg);
+        sim_add_str(o, "sub_msg", sub_msg);
     return o;
 }
 
 /* The unsigned error_response Alipay answers gateway-level refusals with. */
-static int gateway_error(struct sim_node *out, const char *code, const char *sub_code,
-                         const char *sub_msg, enum alipay_sign_type type)
+int sim_gateway_error(struct sim_node *out, const char *code, const char *sub_code,
+                      const char *sub_msg, enum alipay_sign_type type)
 {
     const char *msg =
         strcmp(code, "40001") == 0 ? "Missing Required Arguments" : "Invalid Arguments";
-    return node_set(out, "error_response", code_object(code, msg, sub_code, sub_msg), 0, type);
+    return node_set(out, "error_response", sim_code_object(code, msg, sub_code, sub_msg), 0, type);
 }
 
 /* The node name for method, or "error_response" when there is none. */
@@ -512,27 +541,29 @@ static void node_name_for(const char *method, char *out, size_t outlen)
 }
 
 /* A signed answer in the method's node: business failures and the 20000s. */
-static int method_code(struct sim_node *out, const char *method, enum alipay_sign_type type,
-                       const char *code, const char *msg, const char *sub_code, const char *sub_msg)
+int sim_method_code(struct sim_node *out, const char *method, enum alipay_sign_type type,
+                    const char *code, const char *msg, const char *sub_code, const char *sub_msg)
 {
     char name[128];
     node_name_for(method, name, sizeof(name));
-    return node_set(out, name, code_object(code, msg, sub_code, sub_msg), 1, type);
+    return node_set(out, name, sim_code_object(code, msg, sub_code, sub_msg), 1, type);
 }
 
-static int business_error(struct sim_node *out, const char *method, enum alipay_sign_type type,
-                          const char *sub_code, const char *sub_msg)
+int sim_business_error(struct sim_node *out, const char *method, enum alipay_sign_type type,
+                       const char *sub_code, const char *sub_msg)
 {
-    return method_code(out, method, type, "40004", "Business Failed", sub_code, sub_msg);
+    return sim_method_code(out, method, type, "40004", "Business Failed", sub_code, sub_msg);
+}
+
+int sim_bad_token(struct sim_node *out, const struct sim_req *r)
+{
+    return sim_method_code(out, r->method, r->type, "20001", "Insufficient Token Permissions",
+                           "aop.invalid-auth-token", "无效的访问令牌");
 }
 
 /* ----------------------------------------------------- public parameters */
 
-static int known_method(const char *m)
-{
-    return strcmp(m, METHOD_OPEN) == 0 || strcmp(m, METHOD_QUERY) == 0 ||
-           strcmp(m, METHOD_UPDATE) == 0 || strcmp(m, METHOD_DELETE) == 0;
-}
+static const struct method_def *method_find(const char *name);
 
 /* Is the Beijing-time timestamp within the window around now? */
 static int timestamp_ok(const char *ts)
@@ -567,7 +598,7 @@ static int check_public(struct sim *s, const struct alipay_params *p, enum alipa
 
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         if (!alipay_params_get(p, required[i].param)) {
-            r = gateway_error(out, "40001", required[i].sub_code, required[i].sub_msg, t);
+            r = sim_gateway_error(out, "40001", required[i].sub_code, required[i].sub_msg, t);
             return r < 0 ? -1 : 1;
         }
     }
@@ -575,21 +606,21 @@ static int check_public(struct sim *s, const struct alipay_params *p, enum alipa
     const char *format = alipay_params_get(p, "format");
     const char *method = alipay_params_get(p, "method");
     if (s->app_id && strcmp(app_id, s->app_id) != 0)
-        r = gateway_error(out, "40002", "isv.invalid-app-id", "无效的AppID参数", t);
+        r = sim_gateway_error(out, "40002", "isv.invalid-app-id", "无效的AppID参数", t);
     else if (format && strcasecmp(format, "JSON") != 0)
-        r = gateway_error(out, "40002", "isv.invalid-format", "只支持JSON格式", t);
+        r = sim_gateway_error(out, "40002", "isv.invalid-format", "只支持JSON格式", t);
     else if (strcasecmp(alipay_params_get(p, "charset"), "utf-8") != 0)
-        r = gateway_error(out, "40002", "isv.invalid-charset", "字符集错误,只支持utf-8", t);
+        r = sim_gateway_error(out, "40002", "isv.invalid-charset", "字符集错误,只支持utf-8", t);
     else if (st && alipay_sign_type_parse(st, &t) < 0)
-        r = gateway_error(out, "40002", "isv.invalid-signature-type", "无效的签名类型", t);
+        r = sim_gateway_error(out, "40002", "isv.invalid-signature-type", "无效的签名类型", t);
     else if (strcmp(alipay_params_get(p, "version"), "1.0") != 0)
-        r = gateway_error(out, "40002", "isv.invalid-version", "版本号错误,只支持1.0", t);
+        r = sim_gateway_error(out, "40002", "isv.invalid-version", "版本号错误,只支持1.0", t);
     else if (!timestamp_ok(alipay_params_get(p, "timestamp")))
-        r = gateway_error(
+        r = sim_gateway_error(
             out, "40002", "isv.invalid-timestamp",
             "非法的时间戳参数(须为北京时间yyyy-MM-dd HH:mm:ss,与当前时间相差10分钟内)", t);
-    else if (!known_method(method))
-        r = gateway_error(out, "40002", "isv.invalid-method", "不存在的方法名", t);
+    else if (!method_find(method))
+        r = sim_gateway_error(out, "40002", "isv.invalid-method", "不存在的方法名", t);
     else {
         char *content = alipay_sign_content(p);
         if (!content)
@@ -607,7 +638,7 @@ static int check_public(struct sim *s, const struct alipay_params *p, enum alipa
                      "验签出错,建议检查签名字符串或签名私钥与应用公钥是否匹配,"
                      "网关生成的验签字符串为:%s",
                      content);
-            r = gateway_error(out, "40002", "isv.invalid-signature", msg, t);
+            r = sim_gateway_error(out, "40002", "isv.invalid-signature", msg, t);
             free(msg);
         } else {
             *type = t;
@@ -621,106 +652,20 @@ static int check_public(struct sim *s, const struct alipay_params *p, enum alipa
 
 /* -------------------------------------------------------- biz validation */
 
-/* A validation failure: the message names the field. */
-struct check {
-    char msg[256];
-};
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static int
-fail(struct check *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->msg, sizeof(c->msg), fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-/* Rejects keys of obj not in allowed (NULL-terminated): a misspelled key
- * (gender for gende) would be ignored by the real gateway and lose data
- * silently; the simulator names it so the client's tests catch it. */
-static int only_keys(json_object *obj, const char *path, const char *const allowed[],
-                     struct check *c)
-{
-    json_object_object_foreach(obj, key, val)
-    {
-        (void)val;
-        size_t i = 0;
-        while (allowed[i] && strcmp(allowed[i], key) != 0)
-            i++;
-        if (!allowed[i])
-            return fail(c, "%s%s%s is not a known field", path, *path ? "." : "", key);
-    }
-    return 0;
-}
-
-/* The string obj[key] into *out (NULL when absent or null and optional).
- * Checks the type, presence and the length in characters. */
-static int get_str(json_object *obj, const char *path, const char *key, int required,
-                   size_t maxchars, const char **out, struct check *c)
-{
-    json_object *v = NULL;
-    const char *dot = *path ? "." : "";
-    *out = NULL;
-    if (!json_object_object_get_ex(obj, key, &v) || v == NULL) {
-        if (required)
-            return fail(c, "%s%s%s is required", path, dot, key);
-        return 0;
-    }
-    if (!json_object_is_type(v, json_type_string))
-        return fail(c, "%s%s%s must be a string", path, dot, key);
-    const char *str = json_object_get_string(v);
-    if (required && *str == '\0')
-        return fail(c, "%s%s%s is required", path, dot, key);
-    if (utf8_chars(str) > maxchars)
-        return fail(c, "%s%s%s is longer than %zu characters", path, dot, key, maxchars);
-    *out = str;
-    return 0;
-}
-
-/* obj[key] as an object into *out (NULL when absent and optional). */
-static int get_obj(json_object *obj, const char *path, const char *key, int required,
-                   json_object **out, struct check *c)
-{
-    json_object *v = NULL;
-    const char *dot = *path ? "." : "";
-    *out = NULL;
-    if (!json_object_object_get_ex(obj, key, &v) || v == NULL) {
-        if (required)
-            return fail(c, "%s%s%s is required", path, dot, key);
-        return 0;
-    }
-    if (!json_object_is_type(v, json_type_object))
-        return fail(c, "%s%s%s must be an object", path, dot, key);
-    *out = v;
-    return 0;
-}
-
-static int check_datetime(const char *path, const char *str, int with_time, struct check *c)
-{
-    if (str && validate_datetime(str, with_time) < 0)
-        return fail(c, "%s must be a date %s", path,
-                    with_time ? "yyyy-MM-dd HH:mm:ss" : "yyyy-MM-dd");
-    return 0;
-}
-
 /* card_user_info{user_uni_id: 16 digits starting 2088, user_uni_id_type: UID} */
 static int check_user(json_object *u, const char *path, const char **user_id, struct check *c)
 {
     static const char *const keys[] = {"user_uni_id", "user_uni_id_type", NULL};
     const char *id, *type;
     char p[64];
-    if (only_keys(u, path, keys, c) < 0 || get_str(u, path, "user_uni_id", 1, 32, &id, c) < 0 ||
-        get_str(u, path, "user_uni_id_type", 1, 32, &type, c) < 0)
+    if (chk_only_keys(u, path, keys, c) < 0 || chk_str(u, path, "user_uni_id", 1, 32, &id, c) < 0 ||
+        chk_str(u, path, "user_uni_id_type", 1, 32, &type, c) < 0)
         return -1;
     snprintf(p, sizeof(p), "%s.user_uni_id", path);
     if (validate_user_id(id) < 0)
-        return fail(c, "%s must be an Alipay user id (16 digits starting 2088)", p);
+        return chk_fail(c, "%s must be an Alipay user id (16 digits starting 2088)", p);
     if (strcmp(type, "UID") != 0)
-        return fail(c, "%s.user_uni_id_type must be UID", path);
+        return chk_fail(c, "%s.user_uni_id_type must be UID", path);
     *user_id = id;
     return 0;
 }
@@ -735,31 +680,31 @@ static int check_mdcode(json_object *md, const char *parent, struct check *c)
     json_object *ts;
     snprintf(path, sizeof(path), "%s.mdcode_info", parent);
     snprintf(expire_path, sizeof(expire_path), "%s.expire_time", path);
-    if (only_keys(md, path, keys, c) < 0 ||
-        get_str(md, path, "code_status", 1, 14, &status, c) < 0 ||
-        get_str(md, path, "code_value", 0, 128, &value, c) < 0 ||
-        get_str(md, path, "expire_time", 0, 19, &expire, c) < 0)
+    if (chk_only_keys(md, path, keys, c) < 0 ||
+        chk_str(md, path, "code_status", 1, 14, &status, c) < 0 ||
+        chk_str(md, path, "code_value", 0, 128, &value, c) < 0 ||
+        chk_str(md, path, "expire_time", 0, 19, &expire, c) < 0)
         return -1;
     if (strcmp(status, "SUCCESS") != 0 && strcmp(status, "FAIL_RETRY") != 0 &&
         strcmp(status, "FAIL_NOT_RETRY") != 0)
-        return fail(c, "%s.code_status must be SUCCESS, FAIL_RETRY or FAIL_NOT_RETRY", path);
+        return chk_fail(c, "%s.code_status must be SUCCESS, FAIL_RETRY or FAIL_NOT_RETRY", path);
     if (strcmp(status, "SUCCESS") == 0 && (!value || !*value))
-        return fail(c, "%s.code_value is required when code_status is SUCCESS", path);
+        return chk_fail(c, "%s.code_value is required when code_status is SUCCESS", path);
     if (strcmp(status, "SUCCESS") == 0 && (!expire || !*expire))
-        return fail(c, "%s.expire_time is required when code_status is SUCCESS", path);
-    if (check_datetime(expire_path, expire, 1, c) < 0)
+        return chk_fail(c, "%s.expire_time is required when code_status is SUCCESS", path);
+    if (chk_datetime(expire_path, expire, 1, c) < 0)
         return -1;
     if (!json_object_object_get_ex(md, "time_stamp", &ts) || ts == NULL)
-        return fail(c, "%s.time_stamp is required", path);
+        return chk_fail(c, "%s.time_stamp is required", path);
     if (json_object_is_type(ts, json_type_int)) {
         if (json_object_get_int64(ts) < 0)
-            return fail(c, "%s.time_stamp must be a non-negative number", path);
+            return chk_fail(c, "%s.time_stamp must be a non-negative number", path);
     } else if (json_object_is_type(ts, json_type_string)) {
         const char *t = json_object_get_string(ts);
-        if (!*t || strlen(t) > 20 || !all_digits(t, strlen(t)))
-            return fail(c, "%s.time_stamp must be a number of at most 20 digits", path);
+        if (!*t || strlen(t) > 20 || !chk_digits(t, strlen(t)))
+            return chk_fail(c, "%s.time_stamp must be a number of at most 20 digits", path);
     } else {
-        return fail(c, "%s.time_stamp must be a number", path);
+        return chk_fail(c, "%s.time_stamp must be a number", path);
     }
     return 0;
 }
@@ -769,19 +714,20 @@ static int check_front_text(json_object *list, const char *parent, struct check 
 {
     static const char *const keys[] = {"label", "value", NULL};
     if (!json_object_is_type(list, json_type_array))
-        return fail(c, "%s.front_text_list must be an array", parent);
+        return chk_fail(c, "%s.front_text_list must be an array", parent);
     size_t n = json_object_array_length(list);
     if (n > 4)
-        return fail(c, "%s.front_text_list has more than 4 rows", parent);
+        return chk_fail(c, "%s.front_text_list has more than 4 rows", parent);
     for (size_t i = 0; i < n; i++) {
         json_object *row = json_object_array_get_idx(list, i);
         char path[64];
         const char *label, *value;
         snprintf(path, sizeof(path), "%s.front_text_list[%zu]", parent, i);
         if (!json_object_is_type(row, json_type_object))
-            return fail(c, "%s must be an object", path);
-        if (only_keys(row, path, keys, c) < 0 || get_str(row, path, "label", 0, 4, &label, c) < 0 ||
-            get_str(row, path, "value", 0, 32, &value, c) < 0)
+            return chk_fail(c, "%s must be an object", path);
+        if (chk_only_keys(row, path, keys, c) < 0 ||
+            chk_str(row, path, "label", 0, 4, &label, c) < 0 ||
+            chk_str(row, path, "value", 0, 32, &value, c) < 0)
             return -1;
     }
     return 0;
@@ -801,26 +747,26 @@ static int check_ext(json_object *ext, const char *p, int dates, struct check *c
     const char *s, *open_date, *valid_date, *point, *balance;
     char open_path[48], valid_path[48];
     json_object *md, *list;
-    if (only_keys(ext, p, keys, c) < 0 || get_str(ext, p, "biz_card_no", 0, 32, &s, c) < 0 ||
-        get_str(ext, p, "external_card_no", 0, 64, &s, c) < 0 ||
-        get_str(ext, p, "open_date", dates, 32, &open_date, c) < 0 ||
-        get_str(ext, p, "valid_date", dates, 32, &valid_date, c) < 0 ||
-        get_str(ext, p, "level", 0, 64, &s, c) < 0 ||
-        get_str(ext, p, "point", 0, 64, &point, c) < 0 ||
-        get_str(ext, p, "balance", 0, 64, &balance, c) < 0 ||
-        get_str(ext, p, "template_id", 0, 32, &s, c) < 0 ||
-        get_str(ext, p, "front_image_id", 0, 1024, &s, c) < 0)
+    if (chk_only_keys(ext, p, keys, c) < 0 || chk_str(ext, p, "biz_card_no", 0, 32, &s, c) < 0 ||
+        chk_str(ext, p, "external_card_no", 0, 64, &s, c) < 0 ||
+        chk_str(ext, p, "open_date", dates, 32, &open_date, c) < 0 ||
+        chk_str(ext, p, "valid_date", dates, 32, &valid_date, c) < 0 ||
+        chk_str(ext, p, "level", 0, 64, &s, c) < 0 ||
+        chk_str(ext, p, "point", 0, 64, &point, c) < 0 ||
+        chk_str(ext, p, "balance", 0, 64, &balance, c) < 0 ||
+        chk_str(ext, p, "template_id", 0, 32, &s, c) < 0 ||
+        chk_str(ext, p, "front_image_id", 0, 1024, &s, c) < 0)
         return -1;
     snprintf(open_path, sizeof(open_path), "%s.open_date", p);
     snprintf(valid_path, sizeof(valid_path), "%s.valid_date", p);
-    if (check_datetime(open_path, open_date, 1, c) < 0 ||
-        check_datetime(valid_path, valid_date, 1, c) < 0)
+    if (chk_datetime(open_path, open_date, 1, c) < 0 ||
+        chk_datetime(valid_path, valid_date, 1, c) < 0)
         return -1;
     if (point && validate_decimal(point, 1) < 0)
-        return fail(c, "%s.point must be a number with at most 2 decimals", p);
+        return chk_fail(c, "%s.point must be a number with at most 2 decimals", p);
     if (balance && validate_decimal(balance, 1) < 0)
-        return fail(c, "%s.balance must be an amount in yuan with at most 2 decimals", p);
-    if (get_obj(ext, p, "mdcode_info", 0, &md, c) < 0 || (md && check_mdcode(md, p, c) < 0))
+        return chk_fail(c, "%s.balance must be an amount in yuan with at most 2 decimals", p);
+    if (chk_obj(ext, p, "mdcode_info", 0, &md, c) < 0 || (md && check_mdcode(md, p, c) < 0))
         return -1;
     if (json_object_object_get_ex(ext, "front_text_list", &list) && list &&
         check_front_text(list, p, c) < 0)
@@ -833,13 +779,13 @@ static int check_member(json_object *m, struct check *c)
     static const char *const keys[] = {"name", "gende", "birth", "cell", NULL};
     const char *p = "member_ext_info";
     const char *s, *gende, *birth;
-    if (only_keys(m, p, keys, c) < 0 || get_str(m, p, "name", 0, 64, &s, c) < 0 ||
-        get_str(m, p, "gende", 0, 32, &gende, c) < 0 ||
-        get_str(m, p, "birth", 0, 32, &birth, c) < 0 || get_str(m, p, "cell", 0, 32, &s, c) < 0)
+    if (chk_only_keys(m, p, keys, c) < 0 || chk_str(m, p, "name", 0, 64, &s, c) < 0 ||
+        chk_str(m, p, "gende", 0, 32, &gende, c) < 0 ||
+        chk_str(m, p, "birth", 0, 32, &birth, c) < 0 || chk_str(m, p, "cell", 0, 32, &s, c) < 0)
         return -1;
     if (gende && strcmp(gende, "MALE") != 0 && strcmp(gende, "FEMALE") != 0)
-        return fail(c, "member_ext_info.gende must be MALE or FEMALE");
-    return check_datetime("member_ext_info.birth", birth, 0, c);
+        return chk_fail(c, "member_ext_info.gende must be MALE or FEMALE");
+    return chk_datetime("member_ext_info.birth", birth, 0, c);
 }
 
 /* What an open call asks for, borrowed from its parsed biz_content. */
@@ -855,17 +801,17 @@ static int check_open(json_object *biz, struct open_req *r, struct check *c)
         "member_ext_info", "open_card_channel", "open_card_channel_id", NULL};
     json_object *user;
     memset(r, 0, sizeof(*r));
-    if (only_keys(biz, "", keys, c) < 0 ||
-        get_str(biz, "", "out_serial_no", 1, 64, &r->out_serial_no, c) < 0 ||
-        get_str(biz, "", "card_template_id", 1, 32, &r->template_id, c) < 0 ||
-        get_obj(biz, "", "card_user_info", 1, &user, c) < 0 ||
+    if (chk_only_keys(biz, "", keys, c) < 0 ||
+        chk_str(biz, "", "out_serial_no", 1, 64, &r->out_serial_no, c) < 0 ||
+        chk_str(biz, "", "card_template_id", 1, 32, &r->template_id, c) < 0 ||
+        chk_obj(biz, "", "card_user_info", 1, &user, c) < 0 ||
         check_user(user, "card_user_info", &r->user_id, c) < 0 ||
-        get_obj(biz, "", "card_ext_info", 1, &r->ext, c) < 0 ||
+        chk_obj(biz, "", "card_ext_info", 1, &r->ext, c) < 0 ||
         check_ext(r->ext, "card_ext_info", 1, c) < 0 ||
-        get_obj(biz, "", "member_ext_info", 0, &r->member, c) < 0 ||
+        chk_obj(biz, "", "member_ext_info", 0, &r->member, c) < 0 ||
         (r->member && check_member(r->member, c) < 0) ||
-        get_str(biz, "", "open_card_channel", 0, 64, &r->channel, c) < 0 ||
-        get_str(biz, "", "open_card_channel_id", 0, 64, &r->channel_id, c) < 0)
+        chk_str(biz, "", "open_card_channel", 0, 64, &r->channel, c) < 0 ||
+        chk_str(biz, "", "open_card_channel_id", 0, 64, &r->channel_id, c) < 0)
         return -1;
     return 0;
 }
@@ -875,11 +821,11 @@ static int check_open(json_object *biz, struct open_req *r, struct check *c)
 static int check_biz_card_target(json_object *biz, const char **no, struct check *c)
 {
     const char *type;
-    if (get_str(biz, "", "target_card_no", 1, 32, no, c) < 0 ||
-        get_str(biz, "", "target_card_no_type", 1, 64, &type, c) < 0)
+    if (chk_str(biz, "", "target_card_no", 1, 32, no, c) < 0 ||
+        chk_str(biz, "", "target_card_no_type", 1, 64, &type, c) < 0)
         return -1;
     if (strcmp(type, "BIZ_CARD") != 0)
-        return fail(c, "target_card_no_type must be BIZ_CARD");
+        return chk_fail(c, "target_card_no_type must be BIZ_CARD");
     return 0;
 }
 
@@ -889,10 +835,11 @@ static int check_msg_info(json_object *m, const char **changed_point, struct che
 {
     static const char *const keys[] = {"changed_point", NULL};
     const char *p = "merchant_card_msg_info";
-    if (only_keys(m, p, keys, c) < 0 || get_str(m, p, "changed_point", 0, 64, changed_point, c) < 0)
+    if (chk_only_keys(m, p, keys, c) < 0 ||
+        chk_str(m, p, "changed_point", 0, 64, changed_point, c) < 0)
         return -1;
     if (*changed_point && validate_decimal(*changed_point, 1) < 0)
-        return fail(c, "%s.changed_point must be a number with at most 2 decimals", p);
+        return chk_fail(c, "%s.changed_point must be a number with at most 2 decimals", p);
     return 0;
 }
 
@@ -915,14 +862,14 @@ static int check_update(json_object *biz, struct update_req *r, struct check *c)
     const char *ext;
     json_object *msg;
     memset(r, 0, sizeof(*r));
-    if (only_keys(biz, "", keys, c) < 0 || check_biz_card_target(biz, &r->card_no, c) < 0 ||
-        get_str(biz, "", "occur_time", 1, 32, &r->occur_time, c) < 0 ||
-        check_datetime("occur_time", r->occur_time, 1, c) < 0 ||
-        get_obj(biz, "", "card_info", 1, &r->card_info, c) < 0 ||
+    if (chk_only_keys(biz, "", keys, c) < 0 || check_biz_card_target(biz, &r->card_no, c) < 0 ||
+        chk_str(biz, "", "occur_time", 1, 32, &r->occur_time, c) < 0 ||
+        chk_datetime("occur_time", r->occur_time, 1, c) < 0 ||
+        chk_obj(biz, "", "card_info", 1, &r->card_info, c) < 0 ||
         check_ext(r->card_info, "card_info", 0, c) < 0 ||
-        get_obj(biz, "", "merchant_card_msg_info", 0, &msg, c) < 0 ||
+        chk_obj(biz, "", "merchant_card_msg_info", 0, &msg, c) < 0 ||
         (msg && check_msg_info(msg, &r->changed_point, c) < 0) ||
-        get_str(biz, "", "ext_info", 0, 1024, &ext, c) < 0)
+        chk_str(biz, "", "ext_info", 0, 1024, &ext, c) < 0)
         return -1;
     return 0;
 }
@@ -938,16 +885,16 @@ static int check_delete(json_object *biz, struct delete_req *r, struct check *c)
                                        "reason_code",   "ext_info",       NULL};
     const char *ext, *why;
     memset(r, 0, sizeof(*r));
-    if (only_keys(biz, "", keys, c) < 0 ||
-        get_str(biz, "", "out_serial_no", 1, 32, &r->out_serial_no, c) < 0 ||
+    if (chk_only_keys(biz, "", keys, c) < 0 ||
+        chk_str(biz, "", "out_serial_no", 1, 32, &r->out_serial_no, c) < 0 ||
         check_biz_card_target(biz, &r->card_no, c) < 0 ||
-        get_str(biz, "", "reason_code", 1, 32, &r->reason_code, c) < 0 ||
-        get_str(biz, "", "ext_info", 0, 1024, &ext, c) < 0)
+        chk_str(biz, "", "reason_code", 1, 32, &r->reason_code, c) < 0 ||
+        chk_str(biz, "", "ext_info", 0, 1024, &ext, c) < 0)
         return -1;
     why = r->reason_code;
     if (strcmp(why, "USER_UNBUND") != 0 && strcmp(why, "CANCEL") != 0 &&
         strcmp(why, "PRESENT") != 0)
-        return fail(c, "reason_code must be USER_UNBUND, CANCEL or PRESENT");
+        return chk_fail(c, "reason_code must be USER_UNBUND, CANCEL or PRESENT");
     return 0;
 }
 
@@ -975,11 +922,11 @@ static json_object *make_card_info(const char *biz_card_no, const struct open_re
     json_object *ci = json_object_new_object(), *v;
     if (!ci)
         return NULL;
-    add_str(ci, "biz_card_no", biz_card_no);
+    sim_add_str(ci, "biz_card_no", biz_card_no);
     for (size_t i = 0; i < NCARD_FIELDS; i++) {
         const char *k = card_fields[i];
         if (strcmp(k, "template_id") == 0 && !(json_object_object_get_ex(r->ext, k, &v) && v))
-            add_str(ci, k, r->template_id);
+            sim_add_str(ci, k, r->template_id);
         else
             copy_field(ci, r->ext, k);
     }
@@ -1016,8 +963,8 @@ static int check_fixed_dates(const struct sim_card *card, json_object *upd, stru
                               ? json_object_get_string(had)
                               : "";
         if (strcmp(was, json_object_get_string(v)) != 0)
-            return fail(c, "card_info.%s cannot be changed by an update (the card's is '%s')",
-                        fixed[i], was);
+            return chk_fail(c, "card_info.%s cannot be changed by an update (the card's is '%s')",
+                            fixed[i], was);
     }
     return 0;
 }
@@ -1035,9 +982,9 @@ static struct sim_card *card_new(struct sim *s, const struct open_req *r)
         return NULL;
     unsigned long seq = (unsigned long)(++s->card_seq % 100000000);
     snprintf(biz, sizeof(biz), "%s%08lu", s->instance, seq);
-    random_digits(s, rnd, 12);
+    sim_random_digits(s, rnd, 12);
     snprintf(qr, sizeof(qr), "QR%s%08lu", rnd, seq);
-    random_digits(s, rnd, 8);
+    sim_random_digits(s, rnd, 8);
     snprintf(bar, sizeof(bar), "28%s%08lu", rnd, seq);
     c->biz_card_no = strdup(biz);
     c->qr_code = strdup(qr);
@@ -1115,14 +1062,14 @@ static json_object *string_or_null(const char *s)
 json_object *sim_card_json(const struct sim *s, const struct sim_card *c)
 {
     json_object *o = json_object_new_object();
-    add_str(o, "biz_card_no", c->biz_card_no);
-    add_str(o, "out_serial_no", c->out_serial_no);
-    add_str(o, "user_id", c->user_id);
-    add_str(o, "qr_code", c->qr_code);
-    add_str(o, "bar_code", c->bar_code);
-    add_str(o, "card_template_id", c->template_id);
+    sim_add_str(o, "biz_card_no", c->biz_card_no);
+    sim_add_str(o, "out_serial_no", c->out_serial_no);
+    sim_add_str(o, "user_id", c->user_id);
+    sim_add_str(o, "qr_code", c->qr_code);
+    sim_add_str(o, "bar_code", c->bar_code);
+    sim_add_str(o, "card_template_id", c->template_id);
     json_object_object_add(o, "card_info", json_object_get(c->card_info));
-    add_str(o, "status", c->deleted ? "deleted" : "active");
+    sim_add_str(o, "status", c->deleted ? "deleted" : "active");
     json_object_object_add(o, "delete_reason", string_or_null(c->delete_reason));
     json_object_object_add(o, "biz_serial_no", string_or_null(c->biz_serial_no));
     json_object_object_add(o, "updates", json_object_new_int64(c->updates));
@@ -1134,9 +1081,8 @@ json_object *sim_card_json(const struct sim *s, const struct sim_card *c)
 
 /* ----------------------------------------------------------------- methods */
 
-/* A signed success node of method made of o (which it puts). */
-static int method_success(struct sim_node *out, const char *method, enum alipay_sign_type type,
-                          json_object *o)
+int sim_method_success(struct sim_node *out, const char *method, enum alipay_sign_type type,
+                       json_object *o)
 {
     char name[128];
     node_name_for(method, name, sizeof(name));
@@ -1146,24 +1092,37 @@ static int method_success(struct sim_node *out, const char *method, enum alipay_
 static int answer_open(struct sim_node *out, const char *method, enum alipay_sign_type type,
                        const struct sim_card *c)
 {
-    json_object *o = code_object("10000", "Success", NULL, NULL);
+    json_object *o = sim_code_object("10000", "Success", NULL, NULL);
     json_object_object_add(o, "card_info", json_object_get(c->card_info));
     if (c->open_card_channel)
-        add_str(o, "open_card_channel", c->open_card_channel);
+        sim_add_str(o, "open_card_channel", c->open_card_channel);
     if (c->open_card_channel_id)
-        add_str(o, "open_card_channel_id", c->open_card_channel_id);
-    return method_success(out, method, type, o);
+        sim_add_str(o, "open_card_channel_id", c->open_card_channel_id);
+    return sim_method_success(out, method, type, o);
 }
 
-static int do_open(struct sim *s, json_object *biz, const char *method, enum alipay_sign_type type,
-                   struct sim_node *out)
+/* A token the simulator issued acts for its member only; tokens it never
+ * issued are taken on trust, as they always were (clients' tests make
+ * them up). */
+static int token_fits(const struct sim *s, const struct sim_req *req, const char *user_id)
 {
+    const char *token = alipay_params_get(req->params, "auth_token");
+    const char *owner = token ? member_token_user(s, token) : NULL;
+    return !owner || strcmp(owner, user_id) == 0;
+}
+
+static int do_open(struct sim *s, const struct sim_req *req, struct sim_node *out)
+{
+    const char *method = req->method;
+    enum alipay_sign_type type = req->type;
     struct open_req r;
     struct check c;
-    if (check_open(biz, &r, &c) < 0)
-        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+    if (check_open(req->biz, &r, &c) < 0)
+        return sim_business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+    if (!token_fits(s, req, r.user_id))
+        return sim_bad_token(out, req);
     if (!sim_template_known(s, r.template_id))
-        return business_error(out, method, type, "TEMPLATE_NOT_EXIT", "会员卡模板不存在");
+        return sim_business_error(out, method, type, "TEMPLATE_NOT_EXIT", "会员卡模板不存在");
     /* Alipay dedups on out_serial_no: a retry gets the card it opened. */
     struct sim_card *card = lookup(s->by_serial, r.out_serial_no);
     if (!card) {
@@ -1175,21 +1134,23 @@ static int do_open(struct sim *s, json_object *biz, const char *method, enum ali
     return answer_open(out, method, type, card);
 }
 
-static int do_query(struct sim *s, json_object *biz, const char *method, enum alipay_sign_type type,
-                    struct sim_node *out)
+static int do_query(struct sim *s, const struct sim_req *req, struct sim_node *out)
 {
+    json_object *biz = req->biz;
+    const char *method = req->method;
+    enum alipay_sign_type type = req->type;
     static const char *const keys[] = {"target_card_no", "target_card_no_type", "card_user_info",
                                        "ext_info", NULL};
     struct check c;
     const char *no, *no_type, *ext, *user_id = NULL;
     json_object *user;
-    if (only_keys(biz, "", keys, &c) < 0 ||
-        get_str(biz, "", "target_card_no", 1, 32, &no, &c) < 0 ||
-        get_str(biz, "", "target_card_no_type", 1, 64, &no_type, &c) < 0 ||
-        get_obj(biz, "", "card_user_info", 0, &user, &c) < 0 ||
+    if (chk_only_keys(biz, "", keys, &c) < 0 ||
+        chk_str(biz, "", "target_card_no", 1, 32, &no, &c) < 0 ||
+        chk_str(biz, "", "target_card_no_type", 1, 64, &no_type, &c) < 0 ||
+        chk_obj(biz, "", "card_user_info", 0, &user, &c) < 0 ||
         (user && check_user(user, "card_user_info", &user_id, &c) < 0) ||
-        get_str(biz, "", "ext_info", 0, 1024, &ext, &c) < 0)
-        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+        chk_str(biz, "", "ext_info", 0, 1024, &ext, &c) < 0)
+        return sim_business_error(out, method, type, "INVALID_PARAMETER", c.msg);
 
     struct lh_table *index;
     if (strcmp(no_type, "BIZ_CARD") == 0)
@@ -1199,35 +1160,36 @@ static int do_query(struct sim *s, json_object *biz, const char *method, enum al
     else if (strcmp(no_type, "D_BAR_CODE") == 0)
         index = s->by_bar;
     else
-        return business_error(out, method, type, "INVALID_PARAMETER",
-                              "target_card_no_type must be BIZ_CARD, D_QR_CODE or D_BAR_CODE");
+        return sim_business_error(out, method, type, "INVALID_PARAMETER",
+                                  "target_card_no_type must be BIZ_CARD, D_QR_CODE or D_BAR_CODE");
     const struct sim_card *card = lookup(index, no);
     /* card_user_info, when given, is one more condition of the query. A
      * deleted card is gone for Alipay, by its number and by its codes. */
     if (!card || card->deleted || (user_id && strcmp(user_id, card->user_id) != 0))
-        return business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
+        return sim_business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
 
     char url[128];
     snprintf(url, sizeof(url), "alipays://platformapi/startapp?appId=20000021&b=m&p=%s",
              card->biz_card_no);
-    json_object *o = code_object("10000", "Success", NULL, NULL);
+    json_object *o = sim_code_object("10000", "Success", NULL, NULL);
     json_object_object_add(o, "card_info", json_object_get(card->card_info));
-    add_str(o, "schema_url", url);
-    return method_success(out, method, type, o);
+    sim_add_str(o, "schema_url", url);
+    return sim_method_success(out, method, type, o);
 }
 
-static int do_update(struct sim *s, json_object *biz, const char *method,
-                     enum alipay_sign_type type, struct sim_node *out)
+static int do_update(struct sim *s, const struct sim_req *req, struct sim_node *out)
 {
+    const char *method = req->method;
+    enum alipay_sign_type type = req->type;
     struct update_req r;
     struct check c;
-    if (check_update(biz, &r, &c) < 0)
-        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+    if (check_update(req->biz, &r, &c) < 0)
+        return sim_business_error(out, method, type, "INVALID_PARAMETER", c.msg);
     struct sim_card *card = lookup(s->by_biz, r.card_no);
     if (!card || card->deleted)
-        return business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
+        return sim_business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
     if (check_fixed_dates(card, r.card_info, &c) < 0)
-        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+        return sim_business_error(out, method, type, "INVALID_PARAMETER", c.msg);
     json_object *merged = merge_card_info(card->card_info, r.card_info);
     if (!merged)
         return -1;
@@ -1236,68 +1198,94 @@ static int do_update(struct sim *s, json_object *biz, const char *method,
     card->updates++;
     if (r.changed_point)
         card->points_messages++; /* Alipay would now tell the member */
-    json_object *o = code_object("10000", "Success", NULL, NULL);
-    add_str(o, "result_code", "SUCCESS");
-    return method_success(out, method, type, o);
+    json_object *o = sim_code_object("10000", "Success", NULL, NULL);
+    sim_add_str(o, "result_code", "SUCCESS");
+    return sim_method_success(out, method, type, o);
 }
 
 static int answer_delete(struct sim_node *out, const char *method, enum alipay_sign_type type,
                          const struct sim_card *c)
 {
-    json_object *o = code_object("10000", "Success", NULL, NULL);
-    add_str(o, "biz_serial_no", c->biz_serial_no);
-    return method_success(out, method, type, o);
+    json_object *o = sim_code_object("10000", "Success", NULL, NULL);
+    sim_add_str(o, "biz_serial_no", c->biz_serial_no);
+    return sim_method_success(out, method, type, o);
 }
 
-static int do_delete(struct sim *s, json_object *biz, const char *method,
-                     enum alipay_sign_type type, struct sim_node *out)
+static int do_delete(struct sim *s, const struct sim_req *req, struct sim_node *out)
 {
+    const char *method = req->method;
+    enum alipay_sign_type type = req->type;
     struct delete_req r;
     struct check c;
-    if (check_delete(biz, &r, &c) < 0)
-        return business_error(out, method, type, "INVALID_PARAMETER", c.msg);
+    if (check_delete(req->biz, &r, &c) < 0)
+        return sim_business_error(out, method, type, "INVALID_PARAMETER", c.msg);
     /* Alipay dedups on out_serial_no: the retry of a delete whose answer
      * was lost gets that answer again, though the card is gone by now. */
     struct sim_card *card = lookup(s->by_delete, r.out_serial_no);
     if (card && strcmp(card->biz_card_no, r.card_no) != 0)
-        return business_error(out, method, type, "INVALID_PARAMETER",
-                              "out_serial_no was already used to delete another card");
+        return sim_business_error(out, method, type, "INVALID_PARAMETER",
+                                  "out_serial_no was already used to delete another card");
     if (card)
         return answer_delete(out, method, type, card);
     card = lookup(s->by_biz, r.card_no);
     if (!card || card->deleted)
-        return business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
+        return sim_business_error(out, method, type, "CARD_NOT_EXIT", "会员卡不存在");
     if (card_delete(s, card, &r) < 0)
         return -1;
     return answer_delete(out, method, type, card);
 }
 
+/* Every method the gateway knows, and whether it takes a biz_content
+ * (oauth.token's parameters are parameters of their own). */
+static const struct method_def {
+    const char *name;
+    int biz;
+    int (*run)(struct sim *s, const struct sim_req *r, struct sim_node *out);
+} methods[] = {
+    {METHOD_OPEN, 1, do_open},
+    {METHOD_QUERY, 1, do_query},
+    {METHOD_UPDATE, 1, do_update},
+    {METHOD_DELETE, 1, do_delete},
+    {METHOD_TEMPLATE_CREATE, 1, program_template_create},
+    {METHOD_TEMPLATE_QUERY, 1, program_template_query},
+    {METHOD_TEMPLATE_MODIFY, 1, program_template_modify},
+    {METHOD_FORM_SET, 1, program_form_set},
+    {METHOD_ACTIVATEURL_APPLY, 1, program_activateurl_apply},
+    {METHOD_OAUTH_TOKEN, 0, member_oauth_token},
+    {METHOD_ACTIVATEFORM_QUERY, 1, member_activateform_query},
+};
+
+static const struct method_def *method_find(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (strcmp(methods[i].name, name) == 0)
+            return &methods[i];
+    return NULL;
+}
+
 int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *out)
 {
-    enum alipay_sign_type type = s->sign_type_default;
-    int r = check_public(s, p, &type, out);
+    struct sim_req req = {.params = p, .type = s->sign_type_default};
+    int r = check_public(s, p, &req.type, out);
     if (r != 0)
         return r < 0 ? -1 : 0;
 
-    const char *method = alipay_params_get(p, "method");
+    req.method = alipay_params_get(p, "method");
+    const struct method_def *m = method_find(req.method);
+    if (!m->biz)
+        return m->run(s, &req, out);
     const char *biz_text = alipay_params_get(p, "biz_content");
     if (!biz_text)
-        return business_error(out, method, type, "INVALID_PARAMETER", "biz_content is required");
-    json_object *biz = jsonx_parse(biz_text, strlen(biz_text));
-    if (!biz || !json_object_is_type(biz, json_type_object)) {
-        json_object_put(biz);
-        return business_error(out, method, type, "INVALID_PARAMETER",
-                              "biz_content must be a JSON object");
+        return sim_business_error(out, req.method, req.type, "INVALID_PARAMETER",
+                                  "biz_content is required");
+    req.biz = jsonx_parse(biz_text, strlen(biz_text));
+    if (!req.biz || !json_object_is_type(req.biz, json_type_object)) {
+        json_object_put(req.biz);
+        return sim_business_error(out, req.method, req.type, "INVALID_PARAMETER",
+                                  "biz_content must be a JSON object");
     }
-    if (strcmp(method, METHOD_OPEN) == 0)
-        r = do_open(s, biz, method, type, out);
-    else if (strcmp(method, METHOD_UPDATE) == 0)
-        r = do_update(s, biz, method, type, out);
-    else if (strcmp(method, METHOD_DELETE) == 0)
-        r = do_delete(s, biz, method, type, out);
-    else
-        r = do_query(s, biz, method, type, out);
-    json_object_put(biz);
+    r = m->run(s, &req, out);
+    json_object_put(req.biz);
     return r;
 }
 
@@ -1311,13 +1299,13 @@ int sim_fault_node(struct sim *s, const struct alipay_params *p, enum sim_fault_
         type = s->sign_type_default;
     switch (mode) {
     case SIM_FAULT_CODE_20000:
-        return method_code(out, method, type, "20000", "Service Currently Unavailable",
-                           "isp.unknow-error", "系统繁忙");
+        return sim_method_code(out, method, type, "20000", "Service Currently Unavailable",
+                               "isp.unknow-error", "系统繁忙");
     case SIM_FAULT_CODE_20001:
-        return method_code(out, method, type, "20001", "Insufficient Token Permissions",
-                           "aop.invalid-auth-token", "无效的访问令牌");
+        return sim_method_code(out, method, type, "20001", "Insufficient Token Permissions",
+                               "aop.invalid-auth-token", "无效的访问令牌");
     default:
-        return gateway_error(out, "40002", "isv.invalid-app-id", "无效的AppID参数", type);
+        return sim_gateway_error(out, "40002", "isv.invalid-app-id", "无效的AppID参数", type);
     }
 }
 

@@ -3,10 +3,12 @@
  *
  * Everything the simulator knows lives in one struct sim that main owns and
  * hands to every callback: the keys, the known card templates, the opened
- * cards (in memory only, deleted ones included), the fault rules and the
- * call counters. This module does no I/O: it turns the parameters of one
- * gateway call (card.open, .query, .update or .delete) into the answer
- * node, and the HTTP side (gateway.c, control.c) puts it on the wire. */
+ * cards (in memory only, deleted ones included), the members' sign-ups,
+ * the fault rules and the call counters. This module does no I/O: it turns
+ * the parameters of one gateway call into the answer node (card.open,
+ * .query, .update and .delete here; the membership program's methods in
+ * program.c and member.c), and the HTTP side (gateway.c, control.c) puts
+ * it on the wire. */
 #ifndef ALIPAY_SIM_SIM_H
 #define ALIPAY_SIM_SIM_H
 
@@ -82,7 +84,16 @@ struct sim {
     char *app_id;             /* NULL: every app id is accepted */
     enum alipay_sign_type sign_type_default;
 
-    json_object *templates; /* known template ids (an object used as a set) */
+    /* The membership program (program.c): template id -> its record, and
+     * each template.create's request_id -> the template id it made. */
+    json_object *templates;
+    json_object *template_requests;
+    uint64_t template_seq;
+
+    /* The members' sign-ups (member.c): request_id -> member, auth code ->
+     * grant, access and refresh token -> user id. */
+    json_object *members, *auth_codes, *access_tokens, *refresh_tokens;
+    uint64_t member_seq;
 
     struct sim_card *cards, *cards_tail; /* in opening order */
     size_t ncards;
@@ -121,11 +132,13 @@ int sim_init(struct sim *s, EVP_PKEY *app_public, EVP_PKEY *alipay_private, cons
 /* Frees everything s owns (not the pending answers: see gateway_shutdown). */
 void sim_free(struct sim *s);
 
-/* Adds a known template; returns 0, or -1 when the id is empty or too long. */
+/* Adds a known template (program.c); an id already known keeps its
+ * record. Returns 0, or -1 when the id is empty or too long. */
 int sim_template_add(struct sim *s, const char *template_id);
 int sim_template_known(const struct sim *s, const char *template_id);
 
-/* Forgets faults, counters (in-flight ones too) and cards (templates stay). */
+/* Forgets faults, counters (in-flight ones and the templates'
+ * activateurl_calls too), cards and members' sign-ups (templates stay). */
 void sim_reset(struct sim *s);
 
 /* ---- faults ---- */
@@ -191,8 +204,8 @@ struct sim_node {
 void sim_node_free(struct sim_node *n);
 
 /* Handles one gateway call: checks the public parameters and the signature,
- * then the method (opening, looking up, updating or deleting a card). Fills
- * out; returns 0, or -1 only when out of memory. */
+ * then runs the method. Fills out; returns 0, or -1 only when out of
+ * memory. */
 int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *out);
 
 /* The answer a fault mode stands for, without doing any work: the signed

@@ -1,8 +1,11 @@
 /* alipay-sim, the real binary over plain HTTP: requests signed with the
  * app's key (tests/vectors/keys) open, query, update and delete cards, and
- * show how many changes of a card were in flight at once; the answers verify
- * with the simulated Alipay public key, refusals come the way alipay.md and
- * the seeds say, every fault mode shows, and the counters count.
+ * show how many changes of a card were in flight at once; they set up a
+ * membership program (templates, the sign-up form, the activation link),
+ * and a member signs up (POST /_sim/members), trades the auth code for a
+ * token and has the form read with it. The answers verify with the
+ * simulated Alipay public key, refusals come the way alipay.md and the seeds
+ * say, every fault mode shows, and the counters count.
  *
  * One simulator serves the "sim" test case (reset before each test); the
  * "process" case starts its own to check the CLI and a clean exit. */
@@ -26,6 +29,13 @@
 #define QUERY "alipay.marketing.card.query"
 #define UPDATE "alipay.marketing.card.update"
 #define DELETE "alipay.marketing.card.delete"
+#define TPL_CREATE "alipay.marketing.card.template.create"
+#define TPL_QUERY "alipay.marketing.card.template.query"
+#define TPL_MODIFY "alipay.marketing.card.template.modify"
+#define FORM_SET "alipay.marketing.card.formtemplate.set"
+#define URL_APPLY "alipay.marketing.card.activateurl.apply"
+#define OAUTH "alipay.system.oauth.token"
+#define FORM_QUERY "alipay.marketing.card.activateform.query"
 #define APP_ID "2014072300007148"
 #define TEMPLATE "20170308000000000058101000300045" /* the seeds' template */
 #define USER "2088302463082075"                     /* the seeds' user */
@@ -123,13 +133,14 @@ static const char *str_at(json_object *o, const char *key)
 struct call {
     const char *method;
     const char *biz;
-    const char *sign_type; /* default RSA2 */
-    time_t when;           /* timestamp, default now */
-    const char *omit;      /* a public parameter left out */
-    EVP_PKEY *key;         /* signing key, default the app's */
-    int tamper;            /* change biz_content after signing */
-    int plus_spaces;       /* encode spaces as '+', as HTML forms do */
-    const char *app_id;    /* default APP_ID */
+    const char *sign_type;     /* default RSA2 */
+    time_t when;               /* timestamp, default now */
+    const char *omit;          /* a public parameter left out */
+    EVP_PKEY *key;             /* signing key, default the app's */
+    int tamper;                /* change biz_content after signing */
+    int plus_spaces;           /* encode spaces as '+', as HTML forms do */
+    const char *app_id;        /* default APP_ID */
+    const char *const *params; /* more parameters: key, value, ..., NULL */
 };
 
 static char *escape(const char *s, int plus_spaces)
@@ -185,6 +196,8 @@ static void gw_build(const struct call *c, char **url_out, char **body_out)
     for (size_t i = 0; i < sizeof(pub) / sizeof(pub[0]); i++)
         if (!c->omit || strcmp(c->omit, pub[i][0]) != 0)
             alipay_params_set(&p, pub[i][0], pub[i][1]);
+    for (size_t i = 0; c->params && c->params[i]; i += 2)
+        alipay_params_set(&p, c->params[i], c->params[i + 1]);
     if (c->biz)
         alipay_params_set(&p, "biz_content", c->biz);
     char *content = alipay_sign_content(&p);
@@ -1474,6 +1487,759 @@ START_TEST(faults_apply_to_update_and_delete)
 }
 END_TEST
 
+/* ------------------------------------------------- the membership program */
+
+#define LOGO "1T8Pp00AT7eo9NoAJkMR3AAAACMAAQEC"
+#define CALLBACK "https://cards.example.com/callbacks/card-activation"
+
+/* template.create's biz_content (the SDK's
+ * AlipayMarketingCardTemplateCreateModel) with every field Alipay
+ * requires. */
+static char *template_biz(const char *request_id, const char *name)
+{
+    return fmt("{\"request_id\":\"%s\",\"card_type\":\"OUT_MEMBER_CARD\",\"biz_no_prefix\":\"CG\","
+               "\"biz_no_suffix_len\":\"12\",\"write_off_type\":\"qrcode\","
+               "\"template_style_info\":{\"card_show_name\":\"%s\",\"logo_id\":\"" LOGO "\","
+               "\"background_id\":\"" LOGO "\",\"bg_color\":\"rgb(55,112,179)\"},"
+               "\"column_info_list\":[{\"code\":\"BENEFIT_INFO\",\"title\":\"会员权益\","
+               "\"operate_type\":\"openNative\",\"more_info\":{\"title\":\"会员专享\","
+               "\"descs\":[\"生日7折\"]}}],"
+               "\"field_rule_list\":[{\"field_name\":\"Balance\",\"rule_name\":"
+               "\"ASSIGN_FROM_REQUEST\",\"rule_value\":\"Balance\"},{\"field_name\":"
+               "\"ValidDate\",\"rule_name\":\"DATE_IN_FUTURE\",\"rule_value\":\"24m\"}]}",
+               request_id, name);
+}
+
+/* A successful call of method; the reply's node is trusted. */
+static void call_ok(const char *method, const char *biz, const char *const *params,
+                    struct alipay_reply *rep)
+{
+    struct call c = {.method = method, .biz = biz, .params = params};
+    call_judged(&c, rep);
+    ck_assert_msg(rep->outcome == ALIPAY_OK, "%s: %s", method, rep->detail);
+    ck_assert_int_eq(rep->verified, 1);
+}
+
+/* Creates a template; returns its id (malloc'd). */
+static char *create_template(const char *request_id, const char *name)
+{
+    char *biz = template_biz(request_id, name);
+    struct alipay_reply rep;
+    call_ok(TPL_CREATE, biz, NULL, &rep);
+    char *id = strdup(str_at(rep.node, "template_id"));
+    alipay_reply_free(&rep);
+    free(biz);
+    return id;
+}
+
+/* GET /_sim/templates/{id} (caller puts). */
+static json_object *template_state(const char *id)
+{
+    char route[128];
+    long status;
+    snprintf(route, sizeof(route), "/templates/%s", id);
+    json_object *o = control("GET", route, NULL, &status);
+    ck_assert_int_eq(status, 200);
+    return o;
+}
+
+/* How many templates the simulator knows (they outlive resets). */
+static size_t templates_count(void)
+{
+    json_object *o = control("GET", "/templates", NULL, NULL);
+    size_t n = json_object_array_length(json_object_object_get(o, "templates"));
+    json_object_put(o);
+    return n;
+}
+
+/* Sets the form as the SDK's users do: each part is the JSON text of
+ * {"common_fields":[...]} (OpenFormFieldDO types them as String). */
+static void set_form(const char *id)
+{
+    char *biz = fmt("{\"template_id\":\"%s\",\"fields\":{"
+                    "\"required\":\"{\\\"common_fields\\\":[\\\"OPEN_FORM_FIELD_MOBILE\\\","
+                    "\\\"OPEN_FORM_FIELD_NAME\\\"]}\","
+                    "\"optional\":\"{\\\"common_fields\\\":[\\\"OPEN_FORM_FIELD_GENDER\\\"]}\"}}",
+                    id);
+    struct alipay_reply rep;
+    call_ok(FORM_SET, biz, NULL, &rep);
+    alipay_reply_free(&rep);
+    free(biz);
+}
+
+/* activateurl.apply with CALLBACK; returns apply_card_url (malloc'd). */
+static char *apply_url(const char *id, const char *out_string)
+{
+    char extra[128] = "";
+    if (out_string)
+        snprintf(extra, sizeof(extra), ",\"out_string\":\"%s\"", out_string);
+    char *biz = fmt("{\"template_id\":\"%s\",\"callback\":\"" CALLBACK "\"%s}", id, extra);
+    struct alipay_reply rep;
+    call_ok(URL_APPLY, biz, NULL, &rep);
+    char *url = strdup(str_at(rep.node, "apply_card_url"));
+    alipay_reply_free(&rep);
+    free(biz);
+    return url;
+}
+
+/* A template with a form (mobile and name required, gender optional) and
+ * an activation link that hands "pos-7" back; returns its id. */
+static char *program_up(const char *request_id)
+{
+    char *id = create_template(request_id, "cardgate会员卡");
+    set_form(id);
+    free(apply_url(id, "pos-7"));
+    return id;
+}
+
+/* POST /_sim/members; the answer (caller puts) after checking its status. */
+static json_object *sign_up(const char *body, long want)
+{
+    long status;
+    json_object *o = control("POST", "/members", body, &status);
+    ck_assert_msg(status == want, "POST /_sim/members %s: %ld, expected %ld", body, status, want);
+    return o;
+}
+
+/* A member of template id signs up; returns the answer (caller puts). */
+static json_object *member_of(const char *id, const char *user)
+{
+    char body[256];
+    if (user)
+        snprintf(body, sizeof(body), "{\"template_id\":\"%s\",\"user_id\":\"%s\"}", id, user);
+    else
+        snprintf(body, sizeof(body), "{\"template_id\":\"%s\"}", id);
+    return sign_up(body, 201);
+}
+
+/* alipay.system.oauth.token for an auth code: the raw answer. */
+static void oauth(const char *grant, const char *key, const char *value, struct ts_http *r)
+{
+    const char *const params[] = {"grant_type", grant, key, value, NULL};
+    struct call c = {.method = OAUTH, .params = params};
+    ck_assert_int_eq(gw_call(&c, r), 0);
+    ck_assert_int_eq(r->status, 200);
+}
+
+/* The node `name` of an answer when its signature verifies (caller puts),
+ * else NULL. For answers a judge cannot take: oauth.token's success has no
+ * code. */
+static json_object *signed_node(const struct ts_http *r, const char *name)
+{
+    const char *node, *sig;
+    size_t nlen, slen;
+    if (alipay_response_find(r->body, r->body_len, name, &node, &nlen) < 0 ||
+        alipay_response_find(r->body, r->body_len, "sign", &sig, &slen) < 0)
+        return NULL;
+    char *sigz = strndup(sig, slen), *text = strndup(node, nlen);
+    int ok = alipay_sign_verify(alipay_pub, ALIPAY_SIGN_RSA2, node, nlen, sigz);
+    json_object *o = ok ? parse(text) : NULL;
+    free(sigz);
+    free(text);
+    return o;
+}
+
+/* Trades an auth code for a token; returns the token (malloc'd) after
+ * checking the answer names user. */
+static char *token_for(const char *code, const char *user)
+{
+    struct ts_http r;
+    oauth("authorization_code", "code", code, &r);
+    json_object *n = signed_node(&r, "alipay_system_oauth_token_response");
+    ck_assert_msg(n != NULL, "no signed token answer: %s", r.body);
+    ck_assert_str_eq(str_at(n, "user_id"), user);
+    char *token = strdup(str_at(n, "access_token"));
+    json_object_put(n);
+    ts_http_free(&r);
+    return token;
+}
+
+/* The unsigned error_response's sub_code of a refused oauth.token. */
+static void expect_oauth_refused(const char *grant, const char *key, const char *value,
+                                 const char *sub_code)
+{
+    struct ts_http r;
+    oauth(grant, key, value, &r);
+    json_object *o = parse(r.body);
+    json_object *n = json_object_object_get(o, "error_response");
+    ck_assert_msg(n != NULL && !json_object_object_get_ex(o, "sign", NULL), "%s", r.body);
+    ck_assert_str_eq(str_at(n, "code"), "40002");
+    ck_assert_str_eq(str_at(n, "msg"), "Invalid Arguments");
+    ck_assert_str_eq(str_at(n, "sub_code"), sub_code);
+    json_object_put(o);
+    ts_http_free(&r);
+}
+
+/* activateform.query of template id and request_id with token (NULL: none). */
+static void form_query(const char *id, const char *request_id, const char *token,
+                       struct alipay_reply *rep)
+{
+    const char *const params[] = {"auth_token", token, NULL};
+    char *biz = fmt("{\"biz_type\":\"MEMBER_CARD\",\"template_id\":\"%s\",\"request_id\":\"%s\"}",
+                    id, request_id);
+    struct call c = {.method = FORM_QUERY, .biz = biz, .params = token ? params : NULL};
+    call_judged(&c, rep);
+    free(biz);
+}
+
+START_TEST(template_create_dedup_query_modify)
+{
+    reset();
+    size_t before = templates_count();
+    char *a = create_template("TPL-REQ-1", "金卡");
+    /* Alipay dedups on request_id; the other fields are not compared. */
+    char *again = create_template("TPL-REQ-1", "银卡");
+    char *b = create_template("TPL-REQ-2", "银卡");
+    ck_assert_str_eq(a, again);
+    ck_assert_str_ne(a, b);
+    ck_assert_int_eq(strlen(a), 32);
+    ck_assert_int_eq(strspn(a, "0123456789"), 32);
+
+    json_object *st = template_state(a);
+    ck_assert_str_eq(str_at(st, "template_id"), a);
+    ck_assert_str_eq(str_at(st, "request_id"), "TPL-REQ-1");
+    ck_assert(is_null(st, "callback"));
+    ck_assert(is_null(st, "form"));
+    ck_assert_int_eq(int_at(st, "activateurl_calls"), 0);
+    json_object *tpl = json_object_object_get(st, "template");
+    ck_assert_str_eq(str_at(tpl, "card_type"), "OUT_MEMBER_CARD");
+    ck_assert(!json_object_object_get_ex(tpl, "request_id", NULL));
+    json_object_put(st);
+    control_ok("GET", "/templates/20990101000000000000000000000009", NULL, 404);
+
+    /* query answers the stored fields, Chinese text unchanged. */
+    char *q = fmt("{\"template_id\":\"%s\"}", a);
+    struct alipay_reply rep;
+    call_ok(TPL_QUERY, q, NULL, &rep);
+    ck_assert_str_eq(str_at(rep.node, "template_id"), a);
+    ck_assert_str_eq(str_at(rep.node, "biz_no_suffix_len"), "12");
+    ck_assert_str_eq(
+        str_at(json_object_object_get(rep.node, "template_style_info"), "card_show_name"), "金卡");
+    alipay_reply_free(&rep);
+
+    /* modify replaces the fields it gives, whole, and keeps the others. */
+    char *m = fmt("{\"template_id\":\"%s\",\"request_id\":\"TPL-MOD-1\",\"write_off_type\":"
+                  "\"dqrcode\",\"template_style_info\":{\"card_show_name\":\"钻石卡\","
+                  "\"logo_id\":\"" LOGO "\",\"background_id\":\"" LOGO "\","
+                  "\"bg_color\":\"rgb(0,0,0)\"}}",
+                  a);
+    call_ok(TPL_MODIFY, m, NULL, &rep);
+    ck_assert_str_eq(str_at(rep.node, "template_id"), a);
+    alipay_reply_free(&rep);
+    call_ok(TPL_QUERY, q, NULL, &rep);
+    ck_assert_str_eq(str_at(rep.node, "write_off_type"), "dqrcode");
+    ck_assert_str_eq(str_at(rep.node, "biz_no_prefix"), "CG");
+    json_object *style = json_object_object_get(rep.node, "template_style_info");
+    ck_assert_str_eq(str_at(style, "card_show_name"), "钻石卡");
+    ck_assert_str_eq(str_at(style, "bg_color"), "rgb(0,0,0)");
+    alipay_reply_free(&rep);
+
+    /* Unknown templates, for query and modify. */
+    expect_rejected(TPL_QUERY, "{\"template_id\":\"20990101000000000000000000000009\"}",
+                    "TEMPLATE_NOT_EXIT", "会员卡模板不存在");
+    char *m2 = fmt("{\"template_id\":\"20990101000000000000000000000009\",\"request_id\":\"X\"}");
+    expect_rejected(TPL_MODIFY, m2, "TEMPLATE_NOT_EXIT", NULL);
+
+    /* A created template opens cards; templates are listed. */
+    char *open = open_biz("S-tpl-new", b, "");
+    struct alipay_reply orep;
+    call_ok(OPEN, open, NULL, &orep);
+    alipay_reply_free(&orep);
+    ck_assert_int_eq(templates_count(), before + 2);
+    free(open);
+    free(m2);
+    free(m);
+    free(q);
+    free(a);
+    free(again);
+    free(b);
+}
+END_TEST
+
+/* Replaces the first `from` in a malloc'd string with `to`; frees s. */
+static char *edit(char *s, const char *from, const char *to)
+{
+    char *at = strstr(s, from);
+    ck_assert_msg(at != NULL, "%s not in %s", from, s);
+    char *e = fmt("%.*s%s%s", (int)(at - s), s, to, at + strlen(from));
+    free(s);
+    return e;
+}
+
+START_TEST(template_refusals)
+{
+    reset();
+    size_t before = templates_count();
+    static const struct {
+        const char *from, *to, *field;
+    } bad[] = {
+        {"\"request_id\":\"TPL-BAD\",", "", "request_id is required"},
+        {"\"card_type\":\"OUT_MEMBER_CARD\",", "", "card_type is required"},
+        {"OUT_MEMBER_CARD", "INNER_CARD", "card_type must be OUT_MEMBER_CARD"},
+        {"\"12\"", "\"5\"", "biz_no_suffix_len"},
+        {"\"qrcode\"", "\"hologram\"", "write_off_type must be one of"},
+        {"\"qrcode\"", "\"mdqrcode\"", "mdcode_notify_conf is required"},
+        {"\"logo_id\":\"" LOGO "\",", "", "template_style_info.logo_id is required"},
+        {"\"bg_color\"", "\"colour\"", "template_style_info.colour is not a known field"},
+        {"\"field_rule_list\":[", "\"field_rules\":[", "field_rules is not a known field"},
+        {"\"ASSIGN_FROM_REQUEST\"", "\"COPY\"", "field_rule_list[0].rule_name"},
+        {"\"24m\"", "\"2 years\"", "field_rule_list[1].rule_value"},
+        {"\"code\":\"BENEFIT_INFO\",", "", "column_info_list[0].code is required"},
+        {"\"openNative\"", "\"openApp\"", "column_info_list[0].operate_type"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *biz = edit(template_biz("TPL-BAD", "金卡"), bad[i].from, bad[i].to);
+        expect_rejected(TPL_CREATE, biz, "INVALID_PARAMETER", bad[i].field);
+        free(biz);
+    }
+    expect_rejected(TPL_CREATE, "[1]", "INVALID_PARAMETER", "biz_content must be a JSON object");
+    ck_assert_int_eq(templates_count(), before); /* nothing was made */
+
+    /* A modify names the template and cannot change the card type. */
+    char *id = create_template("TPL-OK", "金卡");
+    char *m = fmt("{\"template_id\":\"%s\",\"request_id\":\"M1\",\"card_type\":"
+                  "\"OUT_MEMBER_CARD\"}",
+                  id);
+    expect_rejected(TPL_MODIFY, m, "INVALID_PARAMETER", "card_type is not a known field");
+    free(m);
+    m = fmt("{\"template_id\":\"%s\"}", id);
+    expect_rejected(TPL_MODIFY, m, "INVALID_PARAMETER", "request_id is required");
+    free(m);
+    m = fmt("{\"template_id\":\"%s\",\"request_id\":\"M2\",\"template_style_info\":"
+            "{\"card_show_name\":\"x\"}}",
+            id);
+    expect_rejected(TPL_MODIFY, m, "INVALID_PARAMETER", "template_style_info.logo_id");
+    free(m);
+    free(id);
+}
+END_TEST
+
+START_TEST(form_set_checked)
+{
+    reset();
+    char *id = create_template("TPL-FORM", "金卡");
+    set_form(id);
+    json_object *st = template_state(id);
+    json_object *form = json_object_object_get(st, "form");
+    json_object *req = json_object_object_get(form, "required");
+    ck_assert_int_eq(json_object_array_length(req), 2);
+    ck_assert_str_eq(json_object_get_string(json_object_array_get_idx(req, 0)),
+                     "OPEN_FORM_FIELD_MOBILE");
+    ck_assert_str_eq(json_object_get_string(
+                         json_object_array_get_idx(json_object_object_get(form, "optional"), 0)),
+                     "OPEN_FORM_FIELD_GENDER");
+    json_object_put(st);
+
+    /* The parts as objects work too; the last form set is the form. */
+    char *biz = fmt("{\"template_id\":\"%s\",\"fields\":{\"required\":{\"common_fields\":"
+                    "[\"OPEN_FORM_FIELD_BIRTHDAY_WITH_YEAR\"]}}}",
+                    id);
+    struct alipay_reply rep;
+    call_ok(FORM_SET, biz, NULL, &rep);
+    ck_assert_str_eq(rep.code, "10000");
+    alipay_reply_free(&rep);
+    free(biz);
+    st = template_state(id);
+    req = json_object_object_get(json_object_object_get(st, "form"), "required");
+    ck_assert_int_eq(json_object_array_length(req), 1);
+    json_object_put(st);
+
+    static const struct {
+        const char *fields, *sub_msg;
+    } bad[] = {
+        {"{\"required\":{\"common_fields\":[\"OPEN_FORM_FIELD_SHOE_SIZE\"]}}",
+         "'OPEN_FORM_FIELD_SHOE_SIZE' is not a form field"},
+        {"{\"required\":{\"common_fields\":[]}}",
+         "fields.required.common_fields must not be empty"},
+        {"{\"optional\":{\"common_fields\":[\"OPEN_FORM_FIELD_NAME\"]}}",
+         "fields.required is required"},
+        {"{\"required\":{\"common_fields\":[\"OPEN_FORM_FIELD_NAME\"]},\"optional\":"
+         "{\"common_fields\":[\"OPEN_FORM_FIELD_NAME\"]}}",
+         "both required and optional"},
+        {"{\"required\":{\"common_fields\":[\"OPEN_FORM_FIELD_NAME\",\"OPEN_FORM_FIELD_NAME\"]}}",
+         "twice"},
+        {"{\"required\":\"not json\"}", "fields.required must be"},
+        {"{\"required\":{\"common_fields\":[\"OPEN_FORM_FIELD_IDCARD\"]},\"optional\":"
+         "{\"common_fields\":[\"OPEN_FORM_FIELD_CERT_NO\"]}}",
+         "OPEN_FORM_FIELD_IDCARD cannot be in one form"},
+        {"{\"required\":{\"fields\":[]}}", "fields.required.fields is not a known field"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        biz = fmt("{\"template_id\":\"%s\",\"fields\":%s}", id, bad[i].fields);
+        expect_rejected(FORM_SET, biz, "INVALID_PARAMETER", bad[i].sub_msg);
+        free(biz);
+    }
+    expect_rejected(
+        FORM_SET,
+        "{\"template_id\":\"20990101000000000000000000000009\",\"fields\":{\"required\":"
+        "{\"common_fields\":[\"OPEN_FORM_FIELD_NAME\"]}}}",
+        "TEMPLATE_NOT_EXIT", NULL);
+    free(id);
+}
+END_TEST
+
+START_TEST(activateurl_apply_link)
+{
+    reset();
+    char *id = create_template("TPL-URL", "金卡");
+    /* No activation link yet: there is nowhere to send a member. */
+    char *body = fmt("{\"template_id\":\"%s\"}", id);
+    json_object_put(sign_up(body, 400));
+    json_object_put(sign_up("{\"template_id\":\"20990101000000000000000000000009\"}", 404));
+    json_object_put(sign_up("{\"user_id\":\"" USER "\"}", 400));
+
+    char *url = apply_url(id, "pos-7");
+    char *want = fmt("https://memberprod.alipay.com/account/openform/activecard.htm?app_id=" APP_ID
+                     "&template_id=%s&__webview_options=canPullDown%%3dNO%%26transparentTitle%%3d"
+                     "auto&out_string=pos-7&callback=https%%3A%%2F%%2Fcards.example.com%%2F"
+                     "callbacks%%2Fcard-activation",
+                     id);
+    ck_assert_str_eq(url, want);
+    free(url);
+    url = apply_url(id, NULL);
+    ck_assert_ptr_null(strstr(url, "out_string"));
+    free(url);
+
+    json_object *st = template_state(id);
+    ck_assert_int_eq(int_at(st, "activateurl_calls"), 2);
+    ck_assert_str_eq(str_at(st, "callback"), CALLBACK);
+    ck_assert(is_null(st, "out_string")); /* the last link's */
+    json_object_put(st);
+
+    static const struct {
+        const char *callback, *sub_msg;
+    } bad[] = {
+        {CALLBACK "?shop=7", "without parameters"},
+        {"ftp://cards.example.com/cb", "http:// or https://"},
+        {"", "callback is required"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *biz = fmt("{\"template_id\":\"%s\",\"callback\":\"%s\"}", id, bad[i].callback);
+        expect_rejected(URL_APPLY, biz, "INVALID_PARAMETER", bad[i].sub_msg);
+        free(biz);
+    }
+    expect_rejected(URL_APPLY,
+                    "{\"template_id\":\"20990101000000000000000000000009\",\"callback\":"
+                    "\"" CALLBACK "\"}",
+                    "TEMPLATE_NOT_EXIT", NULL);
+    st = template_state(id);
+    ck_assert_int_eq(int_at(st, "activateurl_calls"), 2);
+    json_object_put(st);
+    free(want);
+    free(body);
+    free(id);
+}
+END_TEST
+
+START_TEST(member_oauth_token)
+{
+    reset();
+    char *id = program_up("TPL-MEMBER");
+    json_object *m = member_of(id, NULL);
+    const char *code = str_at(m, "auth_code"), *rid = str_at(m, "request_id");
+    const char *user = str_at(m, "user_id");
+    ck_assert(user && strlen(user) == 16 && strncmp(user, "2088", 4) == 0);
+    ck_assert(code && strlen(code) == 32);
+    /* The address Alipay sends the member's browser to. */
+    char *want = fmt(CALLBACK "?app_id=" APP_ID "&template_id=%s&auth_code=%s&request_id=%s"
+                              "&out_string=pos-7",
+                     id, code, rid);
+    ck_assert_str_eq(str_at(m, "callback_url"), want);
+    free(want);
+    /* The required fields, filled in. */
+    json_object *form = json_object_object_get(m, "form");
+    ck_assert_str_eq(str_at(form, "OPEN_FORM_FIELD_NAME"), "张三");
+    ck_assert_int_eq(strlen(str_at(form, "OPEN_FORM_FIELD_MOBILE")), 11);
+    ck_assert(!json_object_object_get_ex(form, "OPEN_FORM_FIELD_GENDER", NULL));
+
+    /* The success is signed and carries no code (the SDK's response). */
+    struct ts_http r;
+    oauth("authorization_code", "code", code, &r);
+    json_object *n = signed_node(&r, "alipay_system_oauth_token_response");
+    ck_assert_msg(n != NULL, "%s", r.body);
+    ck_assert(!json_object_object_get_ex(n, "code", NULL));
+    ck_assert_str_eq(str_at(n, "user_id"), user);
+    ck_assert_str_eq(str_at(n, "alipay_user_id"), user);
+    ck_assert(str_at(n, "access_token") && str_at(n, "refresh_token"));
+    ck_assert_int_gt(int_at(n, "expires_in"), 0);
+    ck_assert_int_gt(int_at(n, "re_expires_in"), 0);
+    char *refresh = strdup(str_at(n, "refresh_token"));
+    json_object_put(n);
+    ts_http_free(&r);
+
+    /* A code is good once. Unknown codes and grant types are refused. */
+    expect_oauth_refused("authorization_code", "code", code, "isv.code-invalid");
+    expect_oauth_refused("authorization_code", "code", "00000000000000000000000000000000",
+                         "isv.code-invalid");
+    expect_oauth_refused("password", "code", code, "isv.grant-type-invalid");
+
+    /* A refresh token gives a new access token for the same member, once. */
+    struct ts_http rr;
+    oauth("refresh_token", "refresh_token", refresh, &rr);
+    n = signed_node(&rr, "alipay_system_oauth_token_response");
+    ck_assert_msg(n != NULL, "%s", rr.body);
+    ck_assert_str_eq(str_at(n, "user_id"), user);
+    json_object_put(n);
+    ts_http_free(&rr);
+    expect_oauth_refused("refresh_token", "refresh_token", refresh, "isv.refresh-token-invalid");
+    free(refresh);
+
+    /* An expired code is refused like a used one; another member's code
+     * is theirs. */
+    char *body = fmt("{\"template_id\":\"%s\",\"auth_code_ttl_ms\":0}", id);
+    json_object *late = sign_up(body, 201);
+    expect_oauth_refused("authorization_code", "code", str_at(late, "auth_code"),
+                         "isv.code-invalid");
+    free(body);
+    body = fmt("{\"template_id\":\"%s\",\"auth_code_ttl_ms\":300}", id);
+    json_object *soon = sign_up(body, 201);
+    usleep(400000);
+    expect_oauth_refused("authorization_code", "code", str_at(soon, "auth_code"),
+                         "isv.code-invalid");
+    free(body);
+    json_object *other = member_of(id, USER);
+    ck_assert_str_ne(str_at(other, "request_id"), rid);
+    free(token_for(str_at(other, "auth_code"), USER));
+
+    json_object_put(other);
+    json_object_put(soon);
+    json_object_put(late);
+    json_object_put(m);
+    free(id);
+}
+END_TEST
+
+START_TEST(member_forms_and_declines)
+{
+    reset();
+    char *id = program_up("TPL-FORMS");
+    static const struct {
+        const char *form;
+        long status;
+    } forms[] = {
+        {"{\"OPEN_FORM_FIELD_MOBILE\":\"13900000000\",\"OPEN_FORM_FIELD_NAME\":\"李四\","
+         "\"OPEN_FORM_FIELD_GENDER\":\"女\"}",
+         201},
+        {"{\"OPEN_FORM_FIELD_MOBILE\":\"13900000000\"}", 400}, /* name is required */
+        {"{\"OPEN_FORM_FIELD_MOBILE\":\"13900000000\",\"OPEN_FORM_FIELD_NAME\":\"李四\","
+         "\"OPEN_FORM_FIELD_EMAIL\":\"a@b.c\"}",
+         400}, /* not in the template's form */
+        {"{\"OPEN_FORM_FIELD_SHOE_SIZE\":\"42\"}", 400},
+        {"{\"OPEN_FORM_FIELD_MOBILE\":13900000000,\"OPEN_FORM_FIELD_NAME\":\"李四\"}", 400},
+    };
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        char *body = fmt("{\"template_id\":\"%s\",\"form\":%s}", id, forms[i].form);
+        json_object_put(sign_up(body, forms[i].status));
+        free(body);
+    }
+    char *body = fmt("{\"template_id\":\"%s\",\"user_id\":\"1088302463082075\"}", id);
+    json_object_put(sign_up(body, 400));
+    free(body);
+    body = fmt("{\"template_id\":\"%s\",\"colour\":\"red\"}", id);
+    json_object_put(sign_up(body, 400));
+    free(body);
+
+    /* A member who closes the form is never sent back: nothing to follow. */
+    body = fmt("{\"template_id\":\"%s\",\"declined\":true}", id);
+    json_object *d = sign_up(body, 201);
+    ck_assert(json_object_get_boolean(json_object_object_get(d, "declined")));
+    ck_assert(is_null(d, "callback_url"));
+    ck_assert(is_null(d, "auth_code"));
+    ck_assert(is_null(d, "request_id"));
+    ck_assert_ptr_nonnull(str_at(d, "user_id"));
+    json_object_put(d);
+    free(body);
+    free(id);
+}
+END_TEST
+
+START_TEST(activateform_query_by_token)
+{
+    reset();
+    char *id = program_up("TPL-QUERYFORM");
+    char *body = fmt("{\"template_id\":\"%s\",\"form\":{\"OPEN_FORM_FIELD_MOBILE\":"
+                     "\"13000000000\",\"OPEN_FORM_FIELD_NAME\":\"张三\"}}",
+                     id);
+    json_object *m = sign_up(body, 201);
+    const char *rid = str_at(m, "request_id");
+    char *token = token_for(str_at(m, "auth_code"), str_at(m, "user_id"));
+    json_object *m2 = member_of(id, NULL);
+    char *token2 = token_for(str_at(m2, "auth_code"), str_at(m2, "user_id"));
+
+    /* infos is a JSON array, as text, of one-field objects. */
+    struct alipay_reply rep;
+    form_query(id, rid, token, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    ck_assert_str_eq(str_at(rep.node, "infos"), "[{\"OPEN_FORM_FIELD_MOBILE\":\"13000000000\"},"
+                                                "{\"OPEN_FORM_FIELD_NAME\":\"张三\"}]");
+    alipay_reply_free(&rep);
+
+    /* Only the member's own token reads the form. */
+    const char *tokens[] = {token2, "composeB-made-up-token", NULL};
+    for (size_t i = 0; i < 3; i++) {
+        form_query(id, rid, tokens[i], &rep);
+        ck_assert_msg(rep.outcome == ALIPAY_AUTH_FAILED, "%zu: %s", i, rep.detail);
+        ck_assert_int_eq(rep.verified, 1);
+        ck_assert_str_eq(rep.code, "20001");
+        ck_assert_str_eq(rep.sub_code, "aop.invalid-auth-token");
+        alipay_reply_free(&rep);
+    }
+    /* Unknown forms and templates; biz_type from the list. */
+    form_query(id, "00000000000000000000000000000000", token, &rep);
+    ck_assert_int_eq(rep.outcome, ALIPAY_REJECTED);
+    ck_assert_str_eq(rep.sub_code, "INVALID_PARAMETER");
+    ck_assert_ptr_nonnull(strstr(rep.sub_msg, "request_id"));
+    alipay_reply_free(&rep);
+    form_query("20990101000000000000000000000009", rid, token, &rep);
+    ck_assert_str_eq(rep.sub_code, "TEMPLATE_NOT_EXIT");
+    alipay_reply_free(&rep);
+    const char *const params[] = {"auth_token", token, NULL};
+    char *biz =
+        fmt("{\"biz_type\":\"COUPON\",\"template_id\":\"%s\",\"request_id\":\"%s\"}", id, rid);
+    struct call c = {.method = FORM_QUERY, .biz = biz, .params = params};
+    call_judged(&c, &rep);
+    ck_assert_str_eq(rep.sub_code, "INVALID_PARAMETER");
+    ck_assert_ptr_nonnull(strstr(rep.sub_msg, "biz_type"));
+    alipay_reply_free(&rep);
+
+    free(biz);
+    free(token);
+    free(token2);
+    json_object_put(m2);
+    json_object_put(m);
+    free(body);
+    free(id);
+}
+END_TEST
+
+START_TEST(card_open_with_member_token)
+{
+    reset();
+    char *id = program_up("TPL-OPEN");
+    json_object *stranger = member_of(id, NULL), *member = member_of(id, USER);
+    char *theirs = token_for(str_at(stranger, "auth_code"), str_at(stranger, "user_id"));
+    char *mine = token_for(str_at(member, "auth_code"), USER);
+
+    /* A token the simulator issued acts for its own member only. */
+    char *biz = open_biz("S-token-1", id, "");
+    const char *const other[] = {"auth_token", theirs, NULL};
+    struct call c = {.method = OPEN, .biz = biz, .params = other};
+    struct alipay_reply rep;
+    call_judged(&c, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_AUTH_FAILED, "%s", rep.detail);
+    ck_assert_str_eq(rep.sub_code, "aop.invalid-auth-token");
+    alipay_reply_free(&rep);
+    ck_assert_int_eq(cards_count(), 0);
+
+    const char *const own[] = {"auth_token", mine, NULL};
+    call_ok(OPEN, biz, own, &rep);
+    alipay_reply_free(&rep);
+    /* Tokens it never issued are taken on trust, as before. */
+    free(biz);
+    biz = open_biz("S-token-2", id, "");
+    const char *const made_up[] = {"auth_token", "authusrB-made-up", NULL};
+    call_ok(OPEN, biz, made_up, &rep);
+    alipay_reply_free(&rep);
+    ck_assert_int_eq(cards_count(), 2);
+
+    free(biz);
+    free(mine);
+    free(theirs);
+    json_object_put(member);
+    json_object_put(stranger);
+    free(id);
+}
+END_TEST
+
+/* The same faults as for cards: refusals change nothing (a template is
+ * not made, a code not spent), signature shapes do the work; the calls
+ * are counted by method. */
+START_TEST(faults_apply_to_program_methods)
+{
+    reset();
+    size_t before = templates_count();
+    add_fault("{\"mode\":\"code_20000\",\"method\":\"" TPL_CREATE "\",\"count\":1}");
+    char *biz = template_biz("TPL-FAULT", "金卡");
+    struct call c = {.method = TPL_CREATE, .biz = biz};
+    struct alipay_reply rep;
+    call_judged(&c, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_UNAVAILABLE, "%s", rep.detail);
+    ck_assert_str_eq(rep.sub_code, "isp.unknow-error");
+    alipay_reply_free(&rep);
+    ck_assert_int_eq(templates_count(), before);
+    char *id = create_template("TPL-FAULT", "金卡");
+    set_form(id);
+
+    /* activateurl.apply: a bad signature still asks for the link. */
+    add_fault("{\"mode\":\"bad_signature\",\"method\":\"" URL_APPLY "\",\"count\":1}");
+    char *apply = fmt("{\"template_id\":\"%s\",\"callback\":\"" CALLBACK "\"}", id);
+    struct call a = {.method = URL_APPLY, .biz = apply};
+    call_judged(&a, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_BAD_SIGNATURE, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    json_object *st = template_state(id);
+    ck_assert_int_eq(int_at(st, "activateurl_calls"), 1);
+    json_object_put(st);
+
+    /* oauth.token: refused or lost answers spend no code. */
+    json_object *m = member_of(id, NULL);
+    const char *code = str_at(m, "auth_code");
+    add_fault("{\"mode\":\"error_response\",\"method\":\"" OAUTH "\",\"count\":1}");
+    add_fault("{\"mode\":\"http_500\",\"method\":\"" OAUTH "\",\"count\":1}");
+    add_fault("{\"mode\":\"drop\",\"method\":\"" OAUTH "\",\"count\":1}");
+    add_fault("{\"mode\":\"delay\",\"method\":\"" OAUTH "\",\"count\":1,\"delay_ms\":300}");
+    expect_oauth_refused("authorization_code", "code", code, "isv.invalid-app-id");
+    const char *const params[] = {"grant_type", "authorization_code", "code", code, NULL};
+    struct call o = {.method = OAUTH, .params = params};
+    struct ts_http r;
+    ck_assert_int_eq(gw_call(&o, &r), 0);
+    ck_assert_int_eq(r.status, 500);
+    ts_http_free(&r);
+    ck_assert_int_eq(gw_call(&o, &r), -1);
+    ts_http_free(&r);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char *token = token_for(code, str_at(m, "user_id"));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_int_ge((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 280);
+
+    /* activateform.query: 20001 on demand, then the form. */
+    add_fault("{\"mode\":\"code_20001\",\"method\":\"" FORM_QUERY "\",\"count\":1}");
+    add_fault("{\"mode\":\"sign_first\",\"method\":\"" FORM_QUERY "\",\"count\":1}");
+    form_query(id, str_at(m, "request_id"), token, &rep);
+    ck_assert_int_eq(rep.outcome, ALIPAY_AUTH_FAILED);
+    alipay_reply_free(&rep);
+    form_query(id, str_at(m, "request_id"), token, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+
+    json_object *calls = control("GET", "/calls", NULL, NULL);
+    json_object *by = json_object_object_get(calls, "methods");
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(by, TPL_CREATE)), 2);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(by, FORM_SET)), 1);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(by, URL_APPLY)), 1);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(by, OAUTH)), 4);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(by, FORM_QUERY)), 2);
+    json_object_put(calls);
+
+    /* A reset forgets sign-ups, tokens and counts; templates stay. */
+    reset();
+    form_query(id, str_at(m, "request_id"), token, &rep);
+    ck_assert_int_eq(rep.outcome, ALIPAY_AUTH_FAILED);
+    alipay_reply_free(&rep);
+    st = template_state(id);
+    ck_assert_int_eq(int_at(st, "activateurl_calls"), 0);
+    ck_assert_str_eq(str_at(st, "callback"), CALLBACK);
+    json_object_put(st);
+
+    free(token);
+    json_object_put(m);
+    free(apply);
+    free(id);
+    free(biz);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("alipay-sim");
@@ -1503,6 +2269,15 @@ int main(void)
     tcase_add_test(t, delete_round_trip);
     tcase_add_test(t, max_in_flight_per_card);
     tcase_add_test(t, faults_apply_to_update_and_delete);
+    tcase_add_test(t, template_create_dedup_query_modify);
+    tcase_add_test(t, template_refusals);
+    tcase_add_test(t, form_set_checked);
+    tcase_add_test(t, activateurl_apply_link);
+    tcase_add_test(t, member_oauth_token);
+    tcase_add_test(t, member_forms_and_declines);
+    tcase_add_test(t, activateform_query_by_token);
+    tcase_add_test(t, card_open_with_member_token);
+    tcase_add_test(t, faults_apply_to_program_methods);
     suite_add_tcase(s, t);
     TCase *p = tcase_create("process");
     tcase_set_timeout(p, 60);
