@@ -168,6 +168,28 @@ static int set_gateway(struct config *c, const struct setting *s, const char *v,
     return replace_string(c, s, v, err, errlen);
 }
 
+/* The service's public address, where Alipay sends members back: an
+ * http(s) URL, kept without a trailing '/' (paths are appended to it). */
+static int set_public_url(struct config *c, const struct setting *s, const char *v, int cont,
+                          char *err, size_t errlen)
+{
+    char buf[48];
+    size_t skip = strncasecmp(v, "https://", 8) == 0  ? 8
+                  : strncasecmp(v, "http://", 7) == 0 ? 7
+                                                      : 0;
+    if (!skip || !v[skip] || v[skip] == '/' || strpbrk(v, " \t\r\n?#") || strlen(v) > 400)
+        return fail(err, errlen, s,
+                    "must be the http:// or https:// address members reach cardgate at, "
+                    "without ? or # (got \"%s\")",
+                    shown(v, buf));
+    if (replace_string(c, s, v, err, errlen) < 0)
+        return -1;
+    size_t n = strlen(c->public_url);
+    while (n > skip && c->public_url[n - 1] == '/')
+        c->public_url[--n] = '\0';
+    return 0;
+}
+
 static int set_app_id(struct config *c, const struct setting *s, const char *v, int cont, char *err,
                       size_t errlen)
 {
@@ -372,6 +394,7 @@ static const struct setting settings[] = {
      3600},
     {"CARDGATE_LOCK_MARGIN_MS", "server", "lock_margin_ms", set_long, FIELD(lock_margin_ms), 0,
      3600000},
+    {"CARDGATE_PUBLIC_URL", "server", "public_url", set_public_url, FIELD(public_url), 0, 0},
     {"CARDGATE_DATABASE_URL", "database", "url", set_database_url, FIELD(database_url), 0, 0},
     {"CARDGATE_DB_POOL_SIZE", "database", "pool_size", set_int, FIELD(db_pool_size), 1, 100},
     {"CARDGATE_API_KEYS", "auth", "api_keys", set_api_keys, 0, 0, 0},
@@ -634,6 +657,7 @@ void config_free(struct config *c)
     free(c->alipay_private_key_file);
     free(c->alipay_public_key_file);
     free(c->alipay_ca_file);
+    free(c->public_url);
     free(c->request_hash_secret);
     if (c->api_keys)
         OPENSSL_cleanse(c->api_keys, c->n_api_keys * sizeof *c->api_keys);

@@ -22,6 +22,7 @@
  *   CARDGATE_ALIPAY_SIGN_TYPE         [alipay] sign_type      RSA2
  *   CARDGATE_ALIPAY_TIMEOUT_MS        [alipay] timeout_ms     15000
  *   CARDGATE_ALIPAY_CA_FILE           [alipay] ca_file        (system bundle)
+ *   CARDGATE_PUBLIC_URL               [server] public_url     (none: members' sign-up off)
  *   CARDGATE_LOG_LEVEL                [log] level             info
  *   CARDGATE_LOG_FORMAT               [log] format            json
  *
@@ -61,6 +62,7 @@ struct config {
     char *alipay_gateway;
     char *alipay_app_id, *alipay_private_key_file, *alipay_public_key_file;
     char *alipay_ca_file;      /* NULL: the system bundle */
+    char *public_url;          /* NULL: members' sign-up is off; no trailing '/' */
     char *request_hash_secret; /* NULL: derived from the app's private key */
     enum alipay_sign_type alipay_sign_type;
     long alipay_timeout_ms;

@@ -9,10 +9,25 @@
 static const double bucket_ms[METRICS_BUCKETS] = {5,   10,   25,   50,   100,   250,
                                                   500, 1000, 2500, 5000, 10000, 30000};
 static const char *const route_names[METRICS_ROUTES] = {
-    "open", "query", "lookup", "list", "update", "delete", "healthz", "readyz", "metrics", "other"};
+    "open",      "query",      "lookup",  "list",   "update",  "delete",
+    "templates", "activation", "healthz", "readyz", "metrics", "other"};
 static const char *const method_names[METRICS_METHODS] = {
-    "alipay.marketing.card.open", "alipay.marketing.card.query", "alipay.marketing.card.update",
-    "alipay.marketing.card.delete"};
+    "alipay.marketing.card.open",
+    "alipay.marketing.card.query",
+    "alipay.marketing.card.update",
+    "alipay.marketing.card.delete",
+    "alipay.marketing.card.template.create",
+    "alipay.marketing.card.template.query",
+    "alipay.marketing.card.template.modify",
+    "alipay.marketing.card.formtemplate.set",
+    "alipay.marketing.card.activateurl.apply",
+    "alipay.system.oauth.token",
+    "alipay.marketing.card.activateform.query"};
+
+const char *metrics_method_name(enum metrics_method m)
+{
+    return method_names[m];
+}
 
 void metrics_init(struct metrics *m)
 {

@@ -10,12 +10,14 @@
 #include "alipay_response.h"
 
 enum metrics_route {
-    METRICS_ROUTE_OPEN,   /* POST /v1/cards */
-    METRICS_ROUTE_QUERY,  /* GET /v1/cards/{biz_card_no} */
-    METRICS_ROUTE_LOOKUP, /* GET /v1/cards/lookup */
-    METRICS_ROUTE_LIST,   /* GET /v1/cards */
-    METRICS_ROUTE_UPDATE, /* PATCH /v1/cards/{biz_card_no} */
-    METRICS_ROUTE_DELETE, /* DELETE /v1/cards/{biz_card_no} */
+    METRICS_ROUTE_OPEN,       /* POST /v1/cards */
+    METRICS_ROUTE_QUERY,      /* GET /v1/cards/{biz_card_no} */
+    METRICS_ROUTE_LOOKUP,     /* GET /v1/cards/lookup */
+    METRICS_ROUTE_LIST,       /* GET /v1/cards */
+    METRICS_ROUTE_UPDATE,     /* PATCH /v1/cards/{biz_card_no} */
+    METRICS_ROUTE_DELETE,     /* DELETE /v1/cards/{biz_card_no} */
+    METRICS_ROUTE_TEMPLATES,  /* /v1/templates... */
+    METRICS_ROUTE_ACTIVATION, /* GET /callbacks/card-activation */
     METRICS_ROUTE_HEALTHZ,
     METRICS_ROUTE_READYZ,
     METRICS_ROUTE_METRICS,
@@ -28,8 +30,18 @@ enum metrics_method {
     METRICS_METHOD_QUERY,
     METRICS_METHOD_UPDATE,
     METRICS_METHOD_DELETE,
+    METRICS_METHOD_TEMPLATE_CREATE,
+    METRICS_METHOD_TEMPLATE_QUERY,
+    METRICS_METHOD_TEMPLATE_MODIFY,
+    METRICS_METHOD_FORMTEMPLATE_SET,
+    METRICS_METHOD_ACTIVATEURL_APPLY,
+    METRICS_METHOD_OAUTH_TOKEN,
+    METRICS_METHOD_ACTIVATEFORM_QUERY,
     METRICS_METHODS
 };
+
+/* The method's name as Alipay spells it ("alipay.marketing.card.open"). */
+const char *metrics_method_name(enum metrics_method m);
 
 #define METRICS_OUTCOMES (ALIPAY_TIMEOUT + 1)
 #define METRICS_BUCKETS 12

@@ -38,6 +38,10 @@ const struct pg_statement store_statements[] = {
      "ORDER BY created_at, biz_card_no LIMIT 1000",
      2},
     {"schema_check", "SELECT 1 FROM schema_migrations WHERE version = $1", 1},
+    {"template_configure",
+     "SELECT apply_card_url FROM card_template_configure($1, $2, $3, $4::jsonb, $5)", 5},
+    {"template_activation",
+     "SELECT activation::text, external_no FROM card_template_activation($1, $2)", 2},
 };
 const size_t store_statements_count = sizeof(store_statements) / sizeof(store_statements[0]);
 
@@ -212,6 +216,48 @@ int store_cards_list(struct pg_pool *pool, const char *app_id, enum store_card_f
                                         "cards_by_out_serial_no"};
     const char *values[] = {app_id, value};
     return exec_or_free(pool, stmts[by], 2, values, on_cards, pending_new((void (*)(void))cb, arg));
+}
+
+/* --- one row ------------------------------------------------------------- */
+
+#define STORE_ROW_MAX 8
+
+static void on_row(PGresult *res, int unavailable, const char *error, void *arg)
+{
+    struct pending *p = arg;
+    store_row_cb cb = (store_row_cb)p->cb;
+    void *uarg = p->arg;
+    free(p);
+    if (!result_ok(res)) {
+        cb(NULL, unavailable, error ? error : "query failed", uarg);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        cb(NULL, 0, NULL, uarg);
+        return;
+    }
+    const char *row[STORE_ROW_MAX] = {0};
+    int n = PQnfields(res) < STORE_ROW_MAX ? PQnfields(res) : STORE_ROW_MAX;
+    for (int i = 0; i < n; i++)
+        row[i] = PQgetisnull(res, 0, i) ? NULL : PQgetvalue(res, 0, i);
+    cb(row, 0, NULL, uarg);
+}
+
+int store_template_configure(struct pg_pool *pool, const char *app_id, const char *template_id,
+                             const char *caller, const char *settings, const char *callback,
+                             store_row_cb cb, void *arg)
+{
+    const char *values[] = {app_id, template_id, caller, settings, callback};
+    return exec_or_free(pool, "template_configure", 5, values, on_row,
+                        pending_new((void (*)(void))cb, arg));
+}
+
+int store_template_activation(struct pg_pool *pool, const char *app_id, const char *template_id,
+                              store_row_cb cb, void *arg)
+{
+    const char *values[] = {app_id, template_id};
+    return exec_or_free(pool, "template_activation", 2, values, on_row,
+                        pending_new((void (*)(void))cb, arg));
 }
 
 /* --- schema -------------------------------------------------------------- */

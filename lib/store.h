@@ -99,6 +99,24 @@ typedef void (*store_cards_cb)(json_object *cards, int unavailable, const char *
 int store_cards_list(struct pg_pool *p, const char *app_id, enum store_card_filter by,
                      const char *value, store_cards_cb cb, void *arg);
 
+/* The first row of a query as text (row[i] NULL for SQL NULL), valid during
+ * the callback; row NULL when there was none (error NULL) or the database
+ * failed (error says; unavailable 1 when it could not be reached). */
+typedef void (*store_row_cb)(const char *const *row, int unavailable, const char *error, void *arg);
+
+/* Stores a template's activation settings (settings: a JSON object's text)
+ * and answers the sign-up URL already asked for with that callback: row[0]
+ * (NULL when none yet). */
+int store_template_configure(struct pg_pool *p, const char *app_id, const char *template_id,
+                             const char *caller, const char *settings, const char *callback,
+                             store_row_cb cb, void *arg);
+
+/* A template's activation settings (row[0], JSON text) and a fresh number
+ * for a member's external_card_no (row[1]); no row when the template has
+ * no settings. */
+int store_template_activation(struct pg_pool *p, const char *app_id, const char *template_id,
+                              store_row_cb cb, void *arg);
+
 /* current: 1 when the newest embedded migration is applied, 0 when behind,
  * -1 when the database could not answer. */
 typedef void (*store_schema_cb)(int current, const char *error, void *arg);

@@ -283,7 +283,7 @@ BEGIN
      WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial
        AND CASE WHEN p_state = 'succeeded' THEN c.state <> 'succeeded'
                 ELSE c.lock_token = p_token AND c.state = 'pending'
-                     AND (p_operation <> 'open' OR NOT EXISTS (
+                     AND (p_operation NOT IN ('open', 'activate') OR NOT EXISTS (
                           SELECT 1 FROM cards k
                            WHERE k.app_id = p_app_id AND k.out_serial_no = p_serial))
            END

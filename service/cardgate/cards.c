@@ -130,8 +130,9 @@ static int open_success(struct request *r, struct alipay_reply *rep, struct ledg
 }
 
 /* A 201 and its replays carry Location: /v1/cards/{biz_card_no}. */
-static void open_decorate(struct request *r, int status, const char *biz_card_no)
+static void open_decorate(struct request *r, int status, const char *biz_card_no, const char *body)
 {
+    (void)body;
     if (status == 201 && biz_card_no)
         handler_add_location(r, biz_card_no);
 }
@@ -364,7 +365,7 @@ static void query_answered(struct alipay_reply *rep, void *arg)
                       (long)rep->latency_ms);
     if (!ok) {
         int status;
-        char *body = ledger_gateway_error(rep, 1, &status);
+        char *body = ledger_gateway_error(rep, LEDGER_CARD_404, &status);
         reply_send(r, status, JSON_TYPE, body);
         free(body);
         return;

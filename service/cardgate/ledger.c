@@ -31,7 +31,7 @@ void ledger_call_free(struct ledger_call *c)
     c->record = NULL;
 }
 
-void ledger_gateway_answer(const struct alipay_reply *rep, int card_not_found_404,
+void ledger_gateway_answer(const struct alipay_reply *rep, int not_found_404,
                            struct ledger_answer *out)
 {
     int status;
@@ -40,8 +40,11 @@ void ledger_gateway_answer(const struct alipay_reply *rep, int card_not_found_40
     const struct alipay_reply *a = rep->verified ? rep : NULL;
     switch (rep->outcome) {
     case ALIPAY_REJECTED:
-        if (card_not_found_404 && alipay_card_not_found(rep)) {
+        if ((not_found_404 & LEDGER_CARD_404) && alipay_card_not_found(rep)) {
             status = 404, code = "CARD_NOT_FOUND", msg = "Alipay has no such card";
+        } else if ((not_found_404 & LEDGER_TEMPLATE_404) && rep->sub_code &&
+                   strcmp(rep->sub_code, "TEMPLATE_NOT_EXIT") == 0) {
+            status = 404, code = "TEMPLATE_NOT_FOUND", msg = "Alipay has no such template";
         } else {
             status = 422, code = "ALIPAY_REJECTED", msg = "Alipay refused the request";
         }
@@ -72,14 +75,20 @@ void ledger_gateway_answer(const struct alipay_reply *rep, int card_not_found_40
     *out = (struct ledger_answer){status, code, msg, a};
 }
 
-char *ledger_gateway_error(const struct alipay_reply *rep, int card_not_found_404, int *status)
+char *ledger_gateway_error(const struct alipay_reply *rep, int not_found_404, int *status)
 {
     struct ledger_answer a;
-    ledger_gateway_answer(rep, card_not_found_404, &a);
+    ledger_gateway_answer(rep, not_found_404, &a);
     char message[384];
     snprintf(message, sizeof(message), "%s (%s)", a.message, rep->detail);
     *status = a.status;
     return error_body(a.code, message, NULL, a.alipay);
+}
+
+static int not_found_flags(const struct ledger_op *op)
+{
+    return (op->card_not_found_404 ? LEDGER_CARD_404 : 0) |
+           (op->template_not_found_404 ? LEDGER_TEMPLATE_404 : 0);
 }
 
 /* The body of an error in the op's own form. */
@@ -191,7 +200,7 @@ static void finish_success(struct request *r, const struct alipay_reply *rep, co
     c->status = s->status;
     c->answer = s->body;
     if (c->op->decorate)
-        c->op->decorate(r, s->status, s->biz_card_no);
+        c->op->decorate(r, s->status, s->biz_card_no, s->body);
     finish(r, "succeeded", rep, method, NULL, s->biz_card_no, s->card);
     free(s->biz_card_no);
     free(s->card);
@@ -202,7 +211,7 @@ static void finish_failure(struct request *r, const struct alipay_reply *rep, co
     struct ledger_call *c = &r->ledger;
     struct ledger_answer a;
     char message[384];
-    ledger_gateway_answer(rep, c->op->card_not_found_404, &a);
+    ledger_gateway_answer(rep, not_found_flags(c->op), &a);
     snprintf(message, sizeof(message), "%s (%s)", a.message, rep->detail);
     c->status = a.status;
     c->answer = error_text(c->op, a.status, a.code, message, NULL, a.alipay);
@@ -255,19 +264,25 @@ void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen)
     finish_success(r, seen, NULL, &s);
 }
 
-void ledger_fail(struct request *r, struct alipay_reply *rep)
+void ledger_fail_as(struct request *r, const struct alipay_reply *rep, int status, const char *code,
+                    const char *message)
 {
     struct ledger_call *c = &r->ledger;
+    c->status = status;
+    c->answer = error_text(c->op, status, code, message, NULL, NULL);
+    finish(r, "failed", rep, NULL, c->prior, NULL, NULL);
+}
+
+void ledger_fail(struct request *r, struct alipay_reply *rep)
+{
     int timeout = rep->outcome == ALIPAY_TIMEOUT;
     char message[384];
     snprintf(message, sizeof(message),
              "could not check at Alipay whether the previous attempt went through; nothing was "
              "sent: retry later (%s)",
              rep->detail);
-    c->status = timeout ? 504 : 502;
-    c->answer = error_text(c->op, c->status, timeout ? "ALIPAY_TIMEOUT" : "ALIPAY_UNAVAILABLE",
-                           message, NULL, NULL);
-    finish(r, "failed", rep, NULL, c->prior, NULL, NULL);
+    ledger_fail_as(r, rep, timeout ? 504 : 502, timeout ? "ALIPAY_TIMEOUT" : "ALIPAY_UNAVAILABLE",
+                   message);
 }
 
 void ledger_stop(struct request *r, const struct alipay_reply *rep, int status, const char *code,
@@ -276,7 +291,9 @@ void ledger_stop(struct request *r, const struct alipay_reply *rep, int status, 
     struct ledger_call *c = &r->ledger;
     c->status = status;
     c->answer = error_text(c->op, status, code, message, NULL, rep->verified ? rep : NULL);
-    finish(r, "failed", rep, NULL, NULL, NULL, NULL);
+    /* The op's own call was not sent: that, not the step's outcome, is
+     * what the next attempt must know. */
+    finish(r, "failed", rep, NULL, "not_sent", NULL, NULL);
 }
 
 int ledger_set_auth_token(struct request *r, const char *token)
@@ -293,7 +310,7 @@ static void replay(struct request *r, const struct store_claim *cl)
     atomic_fetch_add(&r->w->srv->metrics.idempotent_replays, 1);
     reply_add_header(r, "Idempotent-Replayed", "true");
     if (r->ledger.op->decorate)
-        r->ledger.op->decorate(r, cl->http_status, cl->biz_card_no);
+        r->ledger.op->decorate(r, cl->http_status, cl->biz_card_no, cl->body);
     reply_send(r, cl->http_status, content_type(r->ledger.op), cl->body);
 }
 

@@ -33,7 +33,8 @@ struct ledger_op {
     const char *operation; /* open | update | delete: card_requests.operation */
     const char *method;    /* the Alipay method */
     enum metrics_method metric;
-    int card_not_found_404; /* CARD_NOT_EXIT answers 404 CARD_NOT_FOUND (else 422) */
+    int card_not_found_404;     /* CARD_NOT_EXIT answers 404 CARD_NOT_FOUND (else 422) */
+    int template_not_found_404; /* TEMPLATE_NOT_EXIT answers 404 TEMPLATE_NOT_FOUND */
     /* Gateway calls one attempt may make in a row (verify's query, then the
      * call): the lock lives that many gateway timeouts plus the margin, so
      * a live holder is never taken over. 0 counts as 1. */
@@ -44,7 +45,7 @@ struct ledger_op {
      * Alipay dedups it on out_serial_no. */
     int cool_down;
     /* Optional: headers of a success and of its replays (Location). */
-    void (*decorate)(struct request *r, int status, const char *biz_card_no);
+    void (*decorate)(struct request *r, int status, const char *biz_card_no, const char *body);
     /* Optional: the endpoint's own form for every error it answers (the
      * member's sign-up answers HTML pages): the body, malloc'd, sent as
      * content_type. NULL: the JSON error envelope. */
@@ -101,6 +102,9 @@ void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen);
  * not final, and the previous attempt's outcome stays what the ledger
  * remembers, so the next retry verifies again. */
 void ledger_fail(struct request *r, struct alipay_reply *rep);
+/* The same with the op's own status, code and message. */
+void ledger_fail_as(struct request *r, const struct alipay_reply *rep, int status, const char *code,
+                    const char *message);
 
 /* prepare could not go on (its own call failed with rep, or what it got
  * cannot be used): the attempt fails, not final, answered with status,
@@ -115,16 +119,19 @@ int ledger_set_auth_token(struct request *r, const char *token);
 void ledger_call_free(struct ledger_call *c);
 
 /* The contract's answer for a gateway outcome other than success: its
- * status, error code and message (a static string). card_not_found_404: a
- * CARD_NOT_EXIT refusal is 404 CARD_NOT_FOUND. */
+ * status, error code and message (a static string). not_found_404 (flags):
+ * LEDGER_CARD_404 turns a CARD_NOT_EXIT refusal into 404 CARD_NOT_FOUND,
+ * LEDGER_TEMPLATE_404 a TEMPLATE_NOT_EXIT into 404 TEMPLATE_NOT_FOUND. */
+#define LEDGER_CARD_404 1
+#define LEDGER_TEMPLATE_404 2
 struct ledger_answer {
     int status;
     const char *code, *message;
     const struct alipay_reply *alipay; /* the codes to show: NULL unless verified */
 };
-void ledger_gateway_answer(const struct alipay_reply *rep, int card_not_found_404,
+void ledger_gateway_answer(const struct alipay_reply *rep, int not_found_404,
                            struct ledger_answer *out);
 /* The same as the JSON error envelope: sets *status, returns the body. */
-char *ledger_gateway_error(const struct alipay_reply *rep, int card_not_found_404, int *status);
+char *ledger_gateway_error(const struct alipay_reply *rep, int not_found_404, int *status);
 
 #endif

@@ -18,6 +18,8 @@
 #include "ops.h"
 #include "routes.h"
 #include "server.h"
+#include "signup.h"
+#include "templates.h"
 
 static const char usage[] =
     "usage: cardgate [--config FILE] [serve | migrate]\n"
@@ -218,6 +220,8 @@ int main(int argc, char **argv)
     struct route_table routes;
     routes_init(&routes);
     cards_register(&routes);
+    templates_register(&routes);
+    signup_register(&routes);
     ops_register(&routes);
     srv.routes = &routes;
 

@@ -37,6 +37,7 @@ static const char *const all_vars[] = {
     "CARDGATE_DB_POOL_SIZE",
     "CARDGATE_LOCK_MARGIN_MS",
     "CARDGATE_IDLE_TIMEOUT_S",
+    "CARDGATE_PUBLIC_URL",
 };
 
 static void clear_env(void)
@@ -108,6 +109,7 @@ START_TEST(test_defaults)
     ck_assert_ptr_null(c.alipay_private_key_file);
     ck_assert_ptr_null(c.alipay_public_key_file);
     ck_assert_ptr_null(c.alipay_ca_file);
+    ck_assert_ptr_null(c.public_url); /* members' sign-up is off */
     ck_assert_int_eq(c.alipay_sign_type, ALIPAY_SIGN_RSA2);
     ck_assert_int_eq(c.alipay_timeout_ms, 15000);
     ck_assert_int_eq(c.log_level, LOG_INFO);
@@ -227,7 +229,10 @@ START_TEST(test_env_only)
     setenv("CARDGATE_LOG_LEVEL", "warning", 1);
     setenv("CARDGATE_ALIPAY_TIMEOUT_MS", "600000", 1);
     setenv("CARDGATE_WORKERS", "256", 1);
+    setenv("CARDGATE_PUBLIC_URL", "https://cards.example.com/pos//", 1);
     ck_assert_msg(config_load(&c, NULL, err, sizeof err) == 0, "%s", err);
+    /* Paths are appended to it: no trailing '/'. */
+    ck_assert_str_eq(c.public_url, "https://cards.example.com/pos");
     ck_assert_str_eq(c.listen_host, "0.0.0.0");
     ck_assert_int_eq(c.listen_port, 8081);
     ck_assert_str_eq(c.database_url, "host=/tmp dbname=cg");
@@ -276,6 +281,10 @@ static const struct {
     {"CARDGATE_LOCK_MARGIN_MS", "soon"},
     {"CARDGATE_IDLE_TIMEOUT_S", "0"},
     {"CARDGATE_IDLE_TIMEOUT_S", "3601"},
+    {"CARDGATE_PUBLIC_URL", "cards.example.com"},
+    {"CARDGATE_PUBLIC_URL", "https://"},
+    {"CARDGATE_PUBLIC_URL", "https://cards.example.com/?x=1"},
+    {"CARDGATE_PUBLIC_URL", "https://cards.example.com/#top"},
 };
 
 START_TEST(test_bad_value_names_variable)
@@ -554,7 +563,7 @@ START_TEST(test_example_ini)
         out[n++] = '\n';
     }
     out[n] = '\0';
-    ck_assert_uint_eq(keys, 18); /* one per setting in config.h */
+    ck_assert_uint_eq(keys, 19); /* one per setting in config.h */
     char *path = write_ini(out);
     ck_assert_msg(config_load(&c, path, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(config_load(&d, NULL, err, sizeof err), 0);
