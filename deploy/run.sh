@@ -69,6 +69,7 @@ simport=${CARDGATE_SIM_PORT:-8081}
 
 export CARDGATE_DATABASE_URL="host=127.0.0.1 port=$pgport user=postgres dbname=cardgate"
 export CARDGATE_LISTEN=127.0.0.1:8080
+export CARDGATE_PUBLIC_URL=http://127.0.0.1:8080
 export CARDGATE_API_KEYS="dev:$api_hash"
 export CARDGATE_ALIPAY_GATEWAY="http://127.0.0.1:$simport/gateway.do"
 export CARDGATE_ALIPAY_APP_ID=2021000000000001
@@ -127,4 +128,23 @@ After a purchase: points, balance and level, with a "+20 points" message to the 
 The member leaves (reason_code USER_UNBUND, CANCEL or PRESENT):
   curl -s -X DELETE -H 'Authorization: Bearer $api_key' \\
     'http://127.0.0.1:8080/v1/cards/BIZ_CARD_NO?out_serial_no=$serial-D&reason_code=CANCEL'
+
+A membership program from scratch, and a member signing up at the till (paste in order):
+  K='Authorization: Bearer $api_key'; J='Content-Type: application/json; charset=utf-8'
+  TPL=\$(curl -s -X POST http://127.0.0.1:8080/v1/templates -H "\$K" -H "\$J" -d '{"request_id":"$serial-T",
+      "template":{"card_type":"OUT_MEMBER_CARD","biz_no_prefix":"demo","biz_no_suffix_len":"10",
+        "write_off_type":"qrcode","template_style_info":{"card_show_name":"会员卡","logo_id":"1T8Pp00AT7eo9NoAJkMR3AAAACMAAQEC",
+        "background_id":"1T8Pp00AT7eo9NoAJkMR3AAAACMAAQEC","bg_color":"rgb(55,112,179)"},
+        "field_rule_list":[{"field_name":"Balance","rule_name":"ASSIGN_FROM_REQUEST","rule_value":"Balance"}]}}' \\
+    | sed -n 's/.*"template_id":"\\([^"]*\\)".*/\\1/p'); echo "template \$TPL"
+  curl -s -X PUT http://127.0.0.1:8080/v1/templates/\$TPL/form -H "\$K" -H "\$J" \\
+    -d '{"required":["OPEN_FORM_FIELD_MOBILE","OPEN_FORM_FIELD_NAME"],"optional":["OPEN_FORM_FIELD_GENDER"]}'
+  curl -s -X PUT http://127.0.0.1:8080/v1/templates/\$TPL/activation -H "\$K" -H "\$J" \\
+    -d '{"valid_date":"2030-12-31 23:59:59","level":"VIP1","point":"0","balance":"0.00",
+         "external_card_no_prefix":"M","success_url":"https://example.com/welcome"}'
+  # apply_card_url is the QR code the till shows. The simulator plays the member who scans it
+  # and fills in the form; Alipay then sends the member's browser to cardgate's callback:
+  CB=\$(curl -s -X POST http://127.0.0.1:$simport/_sim/members -d "{\\"template_id\\":\\"\$TPL\\"}" \\
+    | sed -n 's/.*"callback_url":"\\([^"]*\\)".*/\\1/p'); echo "\$CB"
+  curl -si "\$CB" | grep -i '^location'   # 302 to success_url?biz_card_no=...: the card is open
 MSG
