@@ -8,10 +8,7 @@
 
 ALTER TABLE card_requests
     ADD COLUMN operation text NOT NULL DEFAULT 'open'
-        CHECK (operation IN ('open', 'update', 'delete', 'activate')),
-    -- A call that timed out may still land at Alipay: until this time no
-    -- retry of it (and, for a change, no other change of its card) is sent.
-    ADD COLUMN retry_after timestamptz;
+        CHECK (operation IN ('open', 'update', 'delete', 'activate'));
 CREATE INDEX card_requests_created_at_idx ON card_requests (created_at);
 
 ALTER TABLE cards
@@ -103,8 +100,7 @@ BEGIN
                                     r.biz_card_no, NULL::text;
                 RETURN;
             END IF;
-            IF (r.state = 'pending' AND r.lock_expires_at >= now())
-               OR (r.state = 'failed' AND r.retry_after >= now()) THEN
+            IF r.state = 'pending' AND r.lock_expires_at >= now() THEN
                 RETURN QUERY SELECT 'in_progress'::text, NULL::integer, NULL::text, r.attempts,
                                     NULL::text, NULL::text;
                 RETURN;
@@ -154,11 +150,10 @@ BEGIN
                    lock_expires_at = expires, attempts = c.attempts + 1, caller = p_caller,
                    last_outcome = CASE WHEN c.state = 'pending' THEN 'abandoned'
                                        ELSE c.last_outcome END,
-                   retry_after = NULL, updated_at = now()
+                   updated_at = now()
              WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial
                AND c.request_hash = p_hash
-               AND ((c.state = 'failed' AND (c.retry_after IS NULL OR c.retry_after < now()))
-                    OR (c.state = 'pending' AND c.lock_expires_at < now()))
+               AND (c.state = 'failed' OR (c.state = 'pending' AND c.lock_expires_at < now()))
             RETURNING c.* INTO r;
             IF NOT FOUND THEN
                 CONTINUE; -- changed under us: judge it again
@@ -249,8 +244,10 @@ $$;
 -- ledger must never say otherwise); other outcomes count only while the
 -- lock is still ours and, for an open, no card is recorded for the serial.
 -- p_cool_ms > 0 (a 'failed' call that may still land at Alipay: it timed
--- out or its connection broke): no retry of it, and no other change of its
--- card, for that long; the card's lock stays ours until then.
+-- out or its connection broke): no other change of its card for that long,
+-- so the late call cannot land after a newer one (the card's lock stays
+-- with this out_serial_no until then). Its own retry may go at once: it
+-- checks the card first (see the README).
 -- p_method NULL: no gateway call to record (an update found already applied).
 -- Returns false when the outcome was not taken into the ledger.
 CREATE FUNCTION card_request_finish(p_app_id text, p_serial text, p_token text, p_state text,
@@ -277,8 +274,6 @@ BEGIN
            response_body = CASE WHEN p_state = 'failed' THEN NULL ELSE p_body END,
            biz_card_no = coalesce(p_biz_card_no, c.biz_card_no),
            lock_token = NULL, locked_at = NULL, lock_expires_at = NULL, updated_at = now(),
-           retry_after = CASE WHEN p_state = 'failed' AND cool > interval '0'
-                              THEN now() + cool END,
            completed_at = CASE WHEN p_state = 'failed' THEN NULL ELSE now() END
      WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial
        AND CASE WHEN p_state = 'succeeded' THEN c.state <> 'succeeded'

@@ -150,9 +150,8 @@ static void recorded(int ok, int held, const char *error, void *arg)
 }
 
 /* A failed call that may still be carried out at Alipay: it was sent (or
- * may have been) and no answer came. Until the margin has passed, neither
- * its retry nor another change of the card may go, or the late call could
- * land after them. */
+ * may have been) and no answer came. Until the margin has passed no other
+ * change of the card may go, or the late call could land after it. */
 static int may_still_land(const struct ledger_op *op, const char *state, const char *method,
                           const struct alipay_reply *rep)
 {

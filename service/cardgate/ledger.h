@@ -40,9 +40,9 @@ struct ledger_op {
      * a live holder is never taken over. 0 counts as 1. */
     int gateway_calls;
     /* After a call that may still land at Alipay (timeout, broken
-     * connection), hold its retry and the card's other changes for the lock
-     * margin: for changes, whose order matters. An open needs no wait:
-     * Alipay dedups it on out_serial_no. */
+     * connection), hold the card's other changes for the lock margin: for
+     * changes, whose order matters (its own retry checks the card first).
+     * An open needs no wait: Alipay dedups it on out_serial_no. */
     int cool_down;
     /* Optional: headers of a success and of its replays (Location). */
     void (*decorate)(struct request *r, int status, const char *biz_card_no, const char *body);
