@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 const char *alipay_outcome_name(enum alipay_outcome o)
 {
@@ -190,14 +191,38 @@ static char *decode_json_string(const char *raw, size_t len)
     return s;
 }
 
-static enum alipay_outcome outcome_of_code(const char *code)
+int alipay_sub_code_is_system_failure(const char *sub_code)
+{
+    /* Alipay's own failures, written into a 40004: the request was not
+     * judged, so the refusal is not final. One list, here. */
+    static const char *const exact[] = {"SYSTEM_ERROR", "SYSTEM_BUSY", "UNKNOW_ERROR",
+                                        "UNKNOWN_ERROR"};
+    static const char *const suffix[] = {".SYSTEM_ERROR",  ".SYSTEM_BUSY",  ".UNKNOW_ERROR",
+                                         ".UNKNOWN_ERROR", ".system-error", ".unknow-error"};
+    if (!sub_code)
+        return 0;
+    if (strncmp(sub_code, "isp.", 4) == 0) /* "isp": Alipay's side of the call */
+        return 1;
+    size_t n = strlen(sub_code);
+    for (size_t i = 0; i < sizeof(exact) / sizeof(*exact); i++)
+        if (strcasecmp(sub_code, exact[i]) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof(suffix) / sizeof(*suffix); i++) {
+        size_t k = strlen(suffix[i]);
+        if (n > k && strcasecmp(sub_code + n - k, suffix[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static enum alipay_outcome outcome_of_code(const char *code, const char *sub_code)
 {
     if (!code)
         return ALIPAY_BAD_SIGNATURE;
     if (strcmp(code, "10000") == 0)
         return ALIPAY_OK;
     if (strcmp(code, "40004") == 0)
-        return ALIPAY_REJECTED;
+        return alipay_sub_code_is_system_failure(sub_code) ? ALIPAY_UNAVAILABLE : ALIPAY_REJECTED;
     if (strcmp(code, "20001") == 0)
         return ALIPAY_AUTH_FAILED;
     if (strcmp(code, "40001") == 0 || strcmp(code, "40002") == 0 || strcmp(code, "40006") == 0)
@@ -264,7 +289,7 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
         }
         out->verified = 1;
         take_codes(out, node);
-        out->outcome = is_error ? ALIPAY_REFUSED : outcome_of_code(out->code);
+        out->outcome = is_error ? ALIPAY_REFUSED : outcome_of_code(out->code, out->sub_code);
         /* alipay.system.oauth.token answers its success without a code
          * (access_token, user_id, ...): Alipay's own SDKs treat it so. */
         if (!is_error && !out->code && strcmp(method, ALIPAY_OAUTH_TOKEN) == 0 &&

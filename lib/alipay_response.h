@@ -16,7 +16,8 @@
 /* The outcome classes of the contract's mapping table (api.md §2). */
 enum alipay_outcome {
     ALIPAY_OK,            /* code 10000, signature verified */
-    ALIPAY_REJECTED,      /* code 40004, signature verified: final */
+    ALIPAY_REJECTED,      /* code 40004, signature verified: final (but see
+                           * alipay_sub_code_is_system_failure) */
     ALIPAY_AUTH_FAILED,   /* code 20001: the user's or provider's token refused */
     ALIPAY_REFUSED,       /* 40001/40002/40006 or error_response: our config/signing */
     ALIPAY_UNAVAILABLE,   /* 20000, HTTP status other than 200, connection failure */
@@ -25,6 +26,11 @@ enum alipay_outcome {
 };
 
 const char *alipay_outcome_name(enum alipay_outcome o);
+
+/* 1 when a 40004's sub_code says Alipay itself failed (SYSTEM_ERROR,
+ * *.SYSTEM_ERROR, UNKNOW_ERROR, isp.*, ...): such a 40004 is judged
+ * ALIPAY_UNAVAILABLE, not final, instead of a final ALIPAY_REJECTED. */
+int alipay_sub_code_is_system_failure(const char *sub_code);
 
 /* What one gateway call came to. Strings are NUL-terminated and owned by
  * the reply; free with alipay_reply_free. code/msg/sub_code/sub_msg are set

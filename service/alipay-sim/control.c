@@ -152,7 +152,7 @@ static const char *fault_req_read(json_object *o, struct fault_req *f)
         return "unknown field (known: mode, method, out_serial_no, count, delay_ms)";
     if (opt_string(o, "mode", &mode_name) < 0 || !mode_name ||
         sim_fault_mode_parse(mode_name, &f->mode) < 0)
-        return "mode must be one of delay, code_20000, code_20001, bad_signature, "
+        return "mode must be one of delay, code_20000, code_20001, system_error, bad_signature, "
                "unsigned_success, error_response, http_500, drop, sign_first";
     if (opt_string(o, "method", &f->method) < 0)
         return "method must be a string";

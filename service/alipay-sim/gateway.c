@@ -147,6 +147,7 @@ static void answer(struct sim *s, struct evhttp_request *req, const struct alipa
         return;
     case SIM_FAULT_CODE_20000:
     case SIM_FAULT_CODE_20001:
+    case SIM_FAULT_SYSTEM_ERROR:
     case SIM_FAULT_ERROR_RESPONSE:
         /* A refusal changes nothing: the card is not opened. */
         rc = sim_fault_node(s, p, mode, &node);

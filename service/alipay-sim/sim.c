@@ -46,6 +46,7 @@ static const char *const fault_names[] = {
     [SIM_FAULT_HTTP_500] = "http_500",
     [SIM_FAULT_DROP] = "drop",
     [SIM_FAULT_SIGN_FIRST] = "sign_first",
+    [SIM_FAULT_SYSTEM_ERROR] = "system_error",
 };
 
 int sim_fault_mode_parse(const char *name, enum sim_fault_mode *out)
@@ -1304,6 +1305,9 @@ int sim_fault_node(struct sim *s, const struct alipay_params *p, enum sim_fault_
     case SIM_FAULT_CODE_20001:
         return sim_method_code(out, method, type, "20001", "Insufficient Token Permissions",
                                "aop.invalid-auth-token", "无效的访问令牌");
+    case SIM_FAULT_SYSTEM_ERROR:
+        return sim_method_code(out, method, type, "40004", "Business Failed", "SYSTEM_ERROR",
+                               "系统异常");
     default:
         return sim_gateway_error(out, "40002", "isv.invalid-app-id", "无效的AppID参数", type);
     }

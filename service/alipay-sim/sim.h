@@ -36,6 +36,7 @@ enum sim_fault_mode {
     SIM_FAULT_HTTP_500,         /* HTTP 500 with a text body */
     SIM_FAULT_DROP,             /* close the connection without answering */
     SIM_FAULT_SIGN_FIRST,       /* normal answer with "sign" before the node */
+    SIM_FAULT_SYSTEM_ERROR,     /* signed 40004 SYSTEM_ERROR: Alipay failed inside */
 };
 
 /* "code_20000" -> SIM_FAULT_CODE_20000; returns -1 for an unknown name. */

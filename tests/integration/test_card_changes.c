@@ -75,19 +75,25 @@ static void assert_header(const struct ts_http *r, const char *name, const char 
     free(v);
 }
 
-static void open_card(const struct ts_stack *st, const char *serial, const char *external,
-                      char **biz_card_no)
+/* The POST /v1/cards body the tests open cards with. */
+static void open_body(char *out, size_t n, const char *serial, const char *external)
 {
-    char url[128], body[1024];
-    struct ts_http r;
-    snprintf(url, sizeof(url), "%s/v1/cards", st->cg.url);
-    snprintf(body, sizeof(body),
+    snprintf(out, n,
              "{\"out_serial_no\":\"%s\",\"card_template_id\":\"20170308000000000058101000300045\","
              "\"user_id\":\"2088302463082075\",\"auth_token\":\"composeB_token\","
              "\"card\":{\"external_card_no\":\"%s\",\"open_date\":\"2024-02-20 21:20:46\","
              "\"valid_date\":\"2030-02-20 21:20:46\",\"level\":\"VIP1\",\"point\":\"88\","
              "\"balance\":\"10.00\"}}",
              serial, external);
+}
+
+static void open_card(const struct ts_stack *st, const char *serial, const char *external,
+                      char **biz_card_no)
+{
+    char url[128], body[1024];
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/v1/cards", st->cg.url);
+    open_body(body, sizeof(body), serial, external);
     ck_assert_int_eq(ts_http_call("POST", url, json_headers, body, &r), 0);
     ck_assert_msg(r.status == 201, "open: %ld %s", r.status, r.body);
     *biz_card_no = field_of(&r, "biz_card_no");
@@ -437,6 +443,7 @@ START_TEST(test_gateway_outcomes_for_changes)
 {
     static const struct outcome_case cases[] = {
         {"code_20000", 502, "ALIPAY_UNAVAILABLE", 0},
+        {"system_error", 502, "ALIPAY_UNAVAILABLE", 0}, /* a 40004 that is Alipay's failure */
         {"code_20001", 422, "ALIPAY_AUTH_FAILED", 0},
         {"error_response", 502, "ALIPAY_REQUEST_REFUSED", 0},
         {"bad_signature", 502, "ALIPAY_BAD_SIGNATURE", 0},
@@ -448,6 +455,18 @@ START_TEST(test_gateway_outcomes_for_changes)
     struct ts_http r;
     char *biz;
     stack_up(&st, NULL);
+    /* An open that met Alipay's internal failure is retried, not refused
+     * for good. */
+    ck_assert_int_eq(ts_sim_fault(&st.sim, "{\"mode\":\"system_error\",\"method\":"
+                                           "\"alipay.marketing.card.open\",\"count\":1}"),
+                     0);
+    char url[160], first[1024];
+    snprintf(url, sizeof(url), "%s/v1/cards", st.cg.url);
+    open_body(first, sizeof(first), "oc-open", "EXT-OC");
+    ts_http_call("POST", url, json_headers, first, &r);
+    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    assert_field(&r, "error.alipay.sub_code", "SYSTEM_ERROR");
+    ts_http_free(&r);
     open_card(&st, "oc-open", "EXT-OC", &biz);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct outcome_case *c = &cases[i];

@@ -170,6 +170,13 @@ static void check_code(const char *code, const char *sub_code, enum alipay_outco
 START_TEST(test_code_classes)
 {
     check_code("40004", "TEMPLATE_NOT_EXIT", ALIPAY_REJECTED);
+    check_code("40004", "CARD_NOT_EXIT", ALIPAY_REJECTED);
+    /* Alipay's own failures in a 40004 are not final. */
+    check_code("40004", "SYSTEM_ERROR", ALIPAY_UNAVAILABLE);
+    check_code("40004", "ACQ.SYSTEM_ERROR", ALIPAY_UNAVAILABLE);
+    check_code("40004", "UNKNOW_ERROR", ALIPAY_UNAVAILABLE);
+    check_code("40004", "isp.unknow-error", ALIPAY_UNAVAILABLE);
+    check_code("40004", "SYSTEM_ERROR_IN_TEMPLATE", ALIPAY_REJECTED);
     check_code("20001", "aop.invalid-auth-token", ALIPAY_AUTH_FAILED);
     check_code("20000", "isp.unknow-error", ALIPAY_UNAVAILABLE);
     check_code("40001", "isv.missing-method", ALIPAY_REFUSED);
