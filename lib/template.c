@@ -140,9 +140,13 @@ int template_check(json_object *tpl, int for_create, struct validate_error *err)
             return fail(err, "template.biz_no_suffix_len",
                         "template.biz_no_suffix_len must be a number from 8 to 32, as a string");
     }
+    if (!for_create && json_object_object_get_ex(tpl, "card_type", NULL))
+        return fail(err, "template.card_type",
+                    "template.card_type cannot be changed (template.modify does not take it)");
+    /* A modify replaces the style whole: it must be complete there too. */
     if (json_object_object_get_ex(tpl, "template_style_info", &v) &&
-        check_fields(v, "template.template_style_info", style_fields, NFIELDS(style_fields),
-                     for_create, err) < 0)
+        check_fields(v, "template.template_style_info", style_fields, NFIELDS(style_fields), 1,
+                     err) < 0)
         return -1;
     return 0;
 }
@@ -275,9 +279,14 @@ char *template_form_biz(const char *template_id, json_object *body)
         json_object *list;
         if (!json_object_object_get_ex(body, lists[i], &list))
             continue;
+        /* OpenFormFieldDO types required/optional as String: the JSON text
+         * of {"common_fields": [...]}, as the SDK's users send it. */
         json_object *common = json_object_new_object();
         json_object_object_add(common, "common_fields", json_object_get(list));
-        json_object_object_add(fields, lists[i], common);
+        char *text = jsonx_text(common);
+        json_object_put(common);
+        json_object_object_add(fields, lists[i], text ? json_object_new_string(text) : NULL);
+        free(text);
     }
     json_object_object_add(o, "template_id", json_object_new_string(template_id));
     json_object_object_add(o, "fields", fields);

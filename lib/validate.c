@@ -111,6 +111,10 @@ static const struct vfield member_fields[] = {
 #define TEXT_LIST_MAX_ROWS 4
 _Static_assert(TEXT_LIST_MAX_ROWS <= 10, "row paths use a one-digit index");
 
+#define RESERVED_MESSAGE                                                                           \
+    "out_serial_no must not begin with template:, template-modify: or activateurl: (cardgate's "   \
+    "own keys)"
+
 /* ---- errors and paths ---- */
 
 static void set_err(struct validate_error *err, const char *field, const char *fmt, ...)
@@ -597,6 +601,10 @@ int validate_card_open(json_object *root, struct validate_card_open *out,
         err->field[0] = err->message[0] = '\0';
     if (check_object(root, "", top_fields, NFIELDS(top_fields), err) != 0)
         return -1;
+    if (validate_serial_reserved(get_str(root, "out_serial_no"))) {
+        set_err(err, "out_serial_no", RESERVED_MESSAGE);
+        return -1;
+    }
     if (!out)
         return 0;
     out->root = root;
@@ -620,6 +628,10 @@ int validate_card_update(json_object *root, struct validate_card_update *out,
         err->field[0] = err->message[0] = '\0';
     if (check_object(root, "", update_fields, NFIELDS(update_fields), err) != 0)
         return -1;
+    if (validate_serial_reserved(get_str(root, "out_serial_no"))) {
+        set_err(err, "out_serial_no", RESERVED_MESSAGE);
+        return -1;
+    }
     if (!out)
         return 0;
     json_object *card = json_object_object_get(root, "card");
@@ -793,6 +805,15 @@ char *validate_card_update_biz(const struct validate_card_update *req, const cha
         out = jsonx_text(biz);
     json_object_put(biz);
     return out;
+}
+
+int validate_serial_reserved(const char *serial)
+{
+    static const char *const reserved[] = {"template:", "template-modify:", "activateurl:"};
+    for (size_t i = 0; serial && i < sizeof(reserved) / sizeof(*reserved); i++)
+        if (strncmp(serial, reserved[i], strlen(reserved[i])) == 0)
+            return 1;
+    return 0;
 }
 
 int validate_reason_code(const char *s)

@@ -84,6 +84,11 @@ int validate_card_update(json_object *root, struct validate_card_update *out,
  * of memory. */
 char *validate_card_update_biz(const struct validate_card_update *req, const char *biz_card_no);
 
+/* 1 when an out_serial_no begins with a prefix cardgate keeps for its own
+ * ledger keys (template:, template-modify:, activateurl:): a caller's
+ * serial number may not, so the two can never meet. */
+int validate_serial_reserved(const char *serial);
+
 /* card.delete's reason_code: USER_UNBUND, CANCEL or PRESENT. 0 or -1. */
 int validate_reason_code(const char *s);
 

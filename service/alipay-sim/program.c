@@ -682,8 +682,14 @@ int program_activateurl_apply(struct sim *s, const struct sim_req *r, struct sim
     set_or_null(rec, "app_id", app_id);
     if (json_object_object_get_ex(rec, "activateurl_calls", &calls))
         json_object_set_int64(calls, json_object_get_int64(calls) + 1);
-    json_object *o = sim_code_object("10000", "Success", NULL, NULL);
-    sim_add_str(o, "apply_card_url", url);
+    /* AlipayMarketingCardActivateurlApplyResponse: the link comes
+     * URL-encoded (使用时需URLDecode解码), as Alipay sends it. */
+    char *sent = sim_url_encode(url);
     free(url);
+    if (!sent)
+        return -1;
+    json_object *o = sim_code_object("10000", "Success", NULL, NULL);
+    sim_add_str(o, "apply_card_url", sent);
+    free(sent);
     return sim_method_success(out, r->method, r->type, o);
 }

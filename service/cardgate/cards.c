@@ -322,10 +322,11 @@ static void cards_delete(struct request *r)
         return;
     const char *serial = evhttp_find_header(&q, "out_serial_no");
     const char *reason = evhttp_find_header(&q, "reason_code");
-    if (validate_text(serial, 32) < 0) {
+    if (validate_text(serial, 32) < 0 || validate_serial_reserved(serial)) {
         evhttp_clear_headers(&q);
         return reply_error(r, 400, "INVALID_PARAMETER",
-                           "out_serial_no is required: 1 to 32 characters, no control characters",
+                           "out_serial_no is required: 1 to 32 characters, no control characters, "
+                           "not beginning with template:, template-modify: or activateurl:",
                            "out_serial_no", NULL);
     }
     if (validate_reason_code(reason) < 0) {

@@ -105,6 +105,14 @@ static const char *content_type(const struct ledger_op *op)
     return op->content_type ? op->content_type : JSON_TYPE;
 }
 
+/* The field the ledger's refusals name: the op's key field. */
+static const char *key_field(const struct ledger_op *op)
+{
+    if (!op->key_field)
+        return "out_serial_no";
+    return *op->key_field ? op->key_field : NULL;
+}
+
 /* Answers an error in the op's form and frees r. */
 static void refuse(struct request *r, int status, const char *code, const char *message,
                    const char *field)
@@ -214,8 +222,8 @@ static void finish_failure(struct request *r, const struct alipay_reply *rep, co
     snprintf(message, sizeof(message), "%s (%s)", a.message, rep->detail);
     c->status = a.status;
     c->answer = error_text(c->op, a.status, a.code, message, NULL, a.alipay);
-    finish(r, rep->outcome == ALIPAY_REJECTED ? "rejected" : "failed", rep, method, NULL, NULL,
-           NULL);
+    int final = rep->outcome == ALIPAY_REJECTED && !c->op->rejection_not_final;
+    finish(r, final ? "rejected" : "failed", rep, method, NULL, NULL, NULL);
 }
 
 /* --- the gateway call --------------------------------------------------- */
@@ -336,13 +344,13 @@ static void claimed(const struct store_claim *cl, const char *error, void *arg)
         return replay(r, cl);
     case STORE_MISMATCH:
         return refuse(r, 422, "OUT_SERIAL_NO_REUSED",
-                      "this out_serial_no was already used for a different request",
-                      "out_serial_no");
+                      "this key (out_serial_no or request_id) was already used for a different "
+                      "request",
+                      key_field(c->op));
     case STORE_IN_PROGRESS:
         reply_add_header(r, "Retry-After", "1");
         return refuse(r, 409, "REQUEST_IN_PROGRESS",
-                      "a request with this out_serial_no is in progress; retry later",
-                      "out_serial_no");
+                      "a request with this key is in progress; retry later", key_field(c->op));
     case STORE_NO_CARD:
         return refuse(r, 404, "CARD_NOT_FOUND",
                       "cardgate has no card with this biz_card_no for this app", NULL);

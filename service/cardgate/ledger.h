@@ -35,6 +35,13 @@ struct ledger_op {
     enum metrics_method metric;
     int card_not_found_404;     /* CARD_NOT_EXIT answers 404 CARD_NOT_FOUND (else 422) */
     int template_not_found_404; /* TEMPLATE_NOT_EXIT answers 404 TEMPLATE_NOT_FOUND */
+    /* Alipay's business refusals (40004) are final, stored and replayed,
+     * unless this is set: then a retry asks again (the ledger only has to
+     * keep a success from being repeated). */
+    int rejection_not_final;
+    /* The request's field that holds the key, named by the 409 and 422 of
+     * the ledger; NULL: "out_serial_no"; "": none (the key is derived). */
+    const char *key_field;
     /* Gateway calls one attempt may make in a row (verify's query, then the
      * call): the lock lives that many gateway timeouts plus the margin, so
      * a live holder is never taken over. 0 counts as 1. */

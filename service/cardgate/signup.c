@@ -104,9 +104,12 @@ static void page_text(int status, const char *code, const char **zh, const char 
     }
 }
 
+/* A page in Chinese, then English; footer (HTML of ours: the error code, a
+ * link) is shown small at the end. Nothing from the request goes in. */
 static char *page(const char *title_zh, const char *title_en, const char *zh, const char *en,
-                  const char *code, int refresh)
+                  const char *footer, int refresh)
 {
+    const char *code = footer;
     const char *fmt =
         "<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">%s"
@@ -121,6 +124,13 @@ static char *page(const char *title_zh, const char *title_en, const char *zh, co
         snprintf(s, n, fmt, meta, title_zh, title_en, title_zh, zh, title_en, en,
                  code ? "<p><small>" : "", code ? code : "", code ? "</small></p>" : "");
     return s;
+}
+
+/* The success page, with `extra` (HTML) after its text. */
+static char *success_body(const char *extra)
+{
+    return page("开卡成功", "Your card is open", "会员卡已放入您的支付宝卡包。",
+                "Your membership card is now in your Alipay wallet.", extra, 0);
 }
 
 /* The ledger's error_page: every error the member can meet. Codes are
@@ -171,6 +181,74 @@ static const char *settings_str(const struct signup *s, const char *key)
     return json_object_get_string(v);
 }
 
+/* Where a success sends the member: success_url?biz_card_no=…, malloc'd;
+ * NULL when the settings have no success_url. */
+static char *next_url(const struct signup *s, const char *biz_card_no)
+{
+    const char *url = settings_str(s, "success_url");
+    if (!url || !biz_card_no)
+        return NULL;
+    char *enc = evhttp_uriencode(biz_card_no, -1, 0);
+    size_t n = strlen(url) + (enc ? strlen(enc) : 0) + 16;
+    char *next = malloc(n);
+    if (next)
+        snprintf(next, n, "%s%cbiz_card_no=%s", url, strchr(url, '?') ? '&' : '?', enc ? enc : "");
+    free(enc);
+    return next;
+}
+
+#define NEXT_LINK "<a id=\"next\" href=\""
+
+/* The success page; with a link to `next` when there is one. The link is
+ * also where a replay of the 302 takes its Location from, so a reload goes
+ * where the first answer went even if the settings changed since. */
+static char *success_page(const char *next)
+{
+    char *escaped = NULL;
+    if (next) {
+        /* success_url has no quotes, spaces or control characters (the
+         * settings' check); & is the one character to escape. */
+        size_t n = strlen(next);
+        escaped = malloc(5 * n + 1);
+        if (!escaped)
+            return NULL;
+        char *o = escaped;
+        for (const char *c = next; *c; c++)
+            o = *c == '&' ? stpcpy(o, "&amp;") : (*o = *c, o + 1);
+        *o = '\0';
+    }
+    char link[1200] = "";
+    if (escaped)
+        snprintf(link, sizeof(link), NEXT_LINK "%.1000s\">继续 / Continue</a>", escaped);
+    free(escaped);
+    char *page = success_body(link);
+    return page;
+}
+
+/* A 302 (and its replays) carries Location: the link of the page. */
+static void signup_decorate(struct request *r, int status, const char *biz_card_no,
+                            const char *body)
+{
+    (void)biz_card_no;
+    const char *at = status == 302 && body ? strstr(body, NEXT_LINK) : NULL;
+    if (!at)
+        return;
+    at += strlen(NEXT_LINK);
+    size_t n = strcspn(at, "\"");
+    char *location = malloc(n + 1), *o = location;
+    if (!location)
+        return;
+    for (size_t i = 0; i < n;) {
+        if (strncmp(at + i, "&amp;", 5) == 0)
+            *o++ = '&', i += 5;
+        else
+            *o++ = at[i++];
+    }
+    *o = '\0';
+    reply_add_header(r, "Location", location);
+    free(location);
+}
+
 static int signup_success(struct request *r, struct alipay_reply *rep, struct ledger_success *out)
 {
     struct signup *s = r->data;
@@ -192,9 +270,10 @@ static int signup_success(struct request *r, struct alipay_reply *rep, struct le
         if (json_object_object_get_ex(res.card.json, kept[i], &v))
             json_object_object_add(card, kept[i], json_object_get(v));
     }
-    out->status = settings_str(s, "success_url") ? 302 : 200;
-    out->body = page("开卡成功", "Your card is open", "会员卡已放入您的支付宝卡包。",
-                     "Your membership card is now in your Alipay wallet.", NULL, 0);
+    char *next = next_url(s, res.card.biz_card_no);
+    out->status = next ? 302 : 200;
+    out->body = success_page(next);
+    free(next);
     out->biz_card_no = strdup(res.card.biz_card_no);
     out->card = jsonx_text(card);
     json_object_put(card);
@@ -204,26 +283,6 @@ static int signup_success(struct request *r, struct alipay_reply *rep, struct le
     free(out->biz_card_no);
     free(out->card);
     return -1;
-}
-
-/* A 302 (and its replays) goes to success_url?biz_card_no=…. */
-static void signup_decorate(struct request *r, int status, const char *biz_card_no,
-                            const char *body)
-{
-    (void)body;
-    const char *url = settings_str(r->data, "success_url");
-    if (status != 302 || !url || !biz_card_no)
-        return;
-    char *enc = evhttp_uriencode(biz_card_no, -1, 0);
-    size_t n = strlen(url) + (enc ? strlen(enc) : 0) + 16;
-    char *location = malloc(n);
-    if (location) {
-        snprintf(location, n, "%s%cbiz_card_no=%s", url, strchr(url, '?') ? '&' : '?',
-                 enc ? enc : "");
-        reply_add_header(r, "Location", location);
-    }
-    free(location);
-    free(enc);
 }
 
 /* --- the steps before the open: the member's token, then the form ---------- */
@@ -327,6 +386,7 @@ static void signup_undecided(struct request *r)
 
 static const struct ledger_op signup_op = {
     .operation = "activate",
+    .key_field = "",
     .method = ALIPAY_CARD_OPEN,
     .metric = METRICS_METHOD_OPEN,
     .gateway_calls = 3, /* the token, the form, the open */
@@ -383,9 +443,6 @@ static char *take_param(struct evkeyvalq *q, const char *name, size_t max)
 static void signup_callback(struct request *r)
 {
     struct server *srv = r->w->srv;
-    static const char *const allowed[] = {"app_id",     "template_id", "auth_code",
-                                          "request_id", "out_string",  "scope",
-                                          "source",     "state",       NULL};
     if (!srv->cfg.public_url)
         return send_page(r, 503, "ACTIVATION_NOT_CONFIGURED");
     struct signup *s = calloc(1, sizeof(*s));
@@ -399,26 +456,20 @@ static void signup_callback(struct request *r)
     TAILQ_INIT(&q);
     if (query && evhttp_parse_query_str(query, &q) < 0)
         return send_page(r, 400, "INVALID_PARAMETER");
-    int unknown = 0;
-    for (struct evkeyval *kv = TAILQ_FIRST(&q); kv; kv = TAILQ_NEXT(kv, next)) {
-        size_t i = 0;
-        while (allowed[i] && strcmp(kv->key, allowed[i]) != 0)
-            i++;
-        unknown |= !allowed[i];
-    }
+    /* Parameters beyond these (out_string, Alipay's own tracking ones) are
+     * left alone: a redirect from Alipay may carry more than it documents. */
     s->app_id = take_param(&q, "app_id", 32);
     s->template_id = take_param(&q, "template_id", 32);
     s->request_id = take_param(&q, "request_id", 64);
     s->auth_code = take_param(&q, "auth_code", 128);
     int no_code = !evhttp_find_header(&q, "auth_code");
     evhttp_clear_headers(&q);
-    if (unknown || !s->app_id || !s->template_id || !s->request_id ||
+    if (!s->app_id || !s->template_id || !s->request_id ||
         strcmp(s->app_id, srv->cfg.alipay_app_id) != 0)
         return send_page(r, 400, "INVALID_PARAMETER");
-    /* Alipay sends no auth_code when the member did not authorise. */
+    /* No auth_code: the member did not authorise (or the link is cut). */
     if (!s->auth_code)
-        return send_page(r, no_code ? 422 : 400,
-                         no_code ? "FORM_NOT_COMPLETED" : "INVALID_PARAMETER");
+        return send_page(r, 400, no_code ? "FORM_NOT_COMPLETED" : "INVALID_PARAMETER");
     if (store_template_activation(r->w->pg, srv->cfg.alipay_app_id, s->template_id, settings_read,
                                   r) < 0)
         send_page(r, 503, "DATABASE_UNAVAILABLE");

@@ -155,6 +155,7 @@ static void create_decorate(struct request *r, int status, const char *biz_card_
 
 static const struct ledger_op create_op = {
     .operation = "template",
+    .key_field = "request_id",
     .method = "alipay.marketing.card.template.create",
     .metric = METRICS_METHOD_TEMPLATE_CREATE,
     .decorate = create_decorate,
@@ -169,8 +170,9 @@ static int body_hash(struct request *r, json_object *what, char out[65])
     return validate_request_hash(what, srv->hash_key, sizeof(srv->hash_key), out);
 }
 
-/* The ledger key of a template request: its own out_serial_no namespace, so
- * a request_id can never collide with a card's serial number. */
+/* The ledger key of a template request: its own out_serial_no namespace
+ * ("template:<request_id>"), which card serial numbers may not use
+ * (validate_serial_reserved). */
 static void run_template_op(struct request *r, const struct ledger_op *op, const char *ns,
                             json_object *what)
 {
@@ -207,6 +209,7 @@ static int modify_success(struct request *r, struct alipay_reply *rep, struct le
 
 static const struct ledger_op modify_op = {
     .operation = "template_modify",
+    .key_field = "request_id",
     .method = "alipay.marketing.card.template.modify",
     .metric = METRICS_METHOD_TEMPLATE_MODIFY,
     .template_not_found_404 = 1,
@@ -347,20 +350,30 @@ static char *activateurl_biz(struct request *r)
 static int activateurl_success(struct request *r, struct alipay_reply *rep,
                                struct ledger_success *out)
 {
-    const char *url = rep ? str_of(rep->node, "apply_card_url") : NULL;
+    const char *sent = rep ? str_of(rep->node, "apply_card_url") : NULL;
+    /* Alipay sends the link URL-encoded (its SDK: 使用时需URLDecode解码). */
+    char *url = sent && !strstr(sent, "://") ? evhttp_uridecode(sent, 0, NULL)
+                                             : (sent ? strdup(sent) : NULL);
     char *callback = activation_callback(r->w->srv);
-    if (!url || !*url || !callback) {
+    if (!url || strncmp(url, "http", 4) != 0 || !strstr(url, "://") || !callback) {
+        free(url);
         free(callback);
         return -1;
     }
     json_object *card = json_object_new_object();
     json_object_object_add(card, "callback", json_object_new_string(callback));
     free(callback);
-    return template_success(out, 200, r->param, url, card);
+    int rc = template_success(out, 200, r->param, url, card);
+    free(url);
+    return rc;
 }
 
 static const struct ledger_op activateurl_op = {
     .operation = "activation_url",
+    .key_field = "",
+    /* A refusal (the callback's domain not yet allowed in Alipay's console,
+     * the template still in review) must not block the template for good. */
+    .rejection_not_final = 1,
     .method = "alipay.marketing.card.activateurl.apply",
     .metric = METRICS_METHOD_ACTIVATEURL_APPLY,
     .template_not_found_404 = 1,

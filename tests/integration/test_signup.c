@@ -270,7 +270,15 @@ START_TEST(test_templates)
         "\"card_show_name\":\"x\",\"logo_id\":\"l\",\"background_id\":\"b\",\"bg_color\":\"c\"},"
         "\"field_rule_list\":[]}}",
         &r);
-    assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", NULL);
+    assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "request_id");
+    ts_http_free(&r);
+    /* A card's serial number cannot take the templates' keys. */
+    api(&st, "POST", "/v1/cards",
+        "{\"out_serial_no\":\"template:tpl-a\",\"card_template_id\":\"T\",\"user_id\":"
+        "\"2088302463082075\",\"card\":{\"open_date\":\"2024-02-20 21:20:46\","
+        "\"valid_date\":\"2030-02-20 21:20:46\"}}",
+        &r);
+    assert_error(&r, 400, "INVALID_PARAMETER", "out_serial_no");
     ts_http_free(&r);
 
     api(&st, "GET", path, NULL, &r);
@@ -403,8 +411,15 @@ START_TEST(test_whole_flow)
     ck_assert_int_eq(method_calls(&st, OPEN), opens);
     ck_assert_int_eq(method_calls(&st, OAUTH), tokens);
 
-    /* A second member gets the next number; without success_url, a page. */
+    /* A second member gets the next number; without success_url, a page.
+     * The first member's reload still goes where its first answer went. */
     set_up_signup(&st, id, NULL);
+    follow(&st, cb, &r);
+    ck_assert_int_eq(r.status, 302);
+    loc = ts_http_header(&r, "Location");
+    ck_assert_msg(loc && strstr(loc, biz), "Location %s", loc ? loc : "-");
+    free(loc);
+    ts_http_free(&r);
     char *cb2 = member_signs_up(&st, id, NULL, NULL);
     follow(&st, cb2, &r);
     assert_page(&r, 200, NULL);
@@ -528,13 +543,14 @@ START_TEST(test_failures)
     free(cb);
 
     /* A member who declined the form never comes back with a code: a
-     * callback without one says so, and asks Alipay nothing. */
+     * callback without one says so (400, as any link missing a part), and
+     * asks Alipay nothing. */
     long tokens = method_calls(&st, OAUTH);
     char path[256];
     snprintf(path, sizeof(path),
              "/callbacks/card-activation?app_id=" APP_ID "&template_id=%s&request_id=r1", id);
     follow(&st, path, &r);
-    assert_page(&r, 422, "FORM_NOT_COMPLETED");
+    assert_page(&r, 400, "FORM_NOT_COMPLETED");
     ts_http_free(&r);
     /* Links that are not ours or not whole: 400, nothing asked. */
     static const char *const bad[] = {
@@ -552,14 +568,48 @@ START_TEST(test_failures)
     }
     ck_assert_int_eq(method_calls(&st, OAUTH), tokens);
 
-    /* And the next member signs up as if nothing happened. */
+    /* And the next member signs up as if nothing happened, even through a
+     * redirect that carries parameters Alipay does not document. */
     ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
     cb = member_signs_up(&st, id, NULL, NULL);
-    follow(&st, cb, &r);
+    char extra[1100];
+    snprintf(extra, sizeof(extra), "%s&spm=a.b.c&out_string=pos-7", cb);
+    follow(&st, extra, &r);
     ck_assert_msg(r.status == 302, "%ld %s", r.status, r.body);
     ts_http_free(&r);
     free(cb);
     free(id);
+    ck_assert_int_eq(ts_stack_down(&st), 0);
+}
+END_TEST
+
+/* Alipay refusing the sign-up address (a template it does not know yet, a
+ * callback domain not yet allowed) does not block the template for good:
+ * once Alipay has it, the same PUT gets the address. */
+START_TEST(test_activation_refusal_not_final)
+{
+    struct ts_stack st;
+    struct ts_http r;
+    stack_up(&st, PUBLIC_URL);
+    const char *id = "20991231000000000000000000000077";
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/templates/%s/activation", id);
+    api(&st, "PUT", path, "{\"valid_date\":\"2030-12-31 23:59:59\"}", &r);
+    assert_error(&r, 404, "TEMPLATE_NOT_FOUND", NULL);
+    ts_http_free(&r);
+    /* The template comes to exist at Alipay (made in its console). */
+    struct ts_http made;
+    sim_post(&st, "/templates", "{\"template_id\":\"20991231000000000000000000000077\"}", &made);
+    ck_assert_int_eq(made.status, 201);
+    ts_http_free(&made);
+    api(&st, "PUT", path, "{\"valid_date\":\"2030-12-31 23:59:59\"}", &r);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    char *url = field_of(&r, "apply_card_url");
+    /* Decoded: Alipay sends it URL-encoded. */
+    ck_assert_msg(url && strncmp(url, "https://", 8) == 0, "apply_card_url %s", url ? url : "-");
+    free(url);
+    ts_http_free(&r);
+    ck_assert_int_eq(method_calls(&st, APPLY), 2);
     ck_assert_int_eq(ts_stack_down(&st), 0);
 }
 END_TEST
@@ -663,6 +713,7 @@ int main(void)
     tcase_add_test(tc, test_whole_flow);
     tcase_add_test(tc, test_concurrent_hits_one_card);
     tcase_add_test(tc, test_failures);
+    tcase_add_test(tc, test_activation_refusal_not_final);
     tcase_add_test(tc, test_not_configured);
     tcase_add_test(tc, test_nothing_of_the_member_kept);
     suite_add_tcase(s, tc);

@@ -10,6 +10,7 @@
  * One simulator serves the "sim" test case (reset before each test); the
  * "process" case starts its own to check the CLI and a clean exit. */
 #include <check.h>
+#include <event2/http.h>
 #include <curl/curl.h>
 #include <json-c/json.h>
 #include <stdarg.h>
@@ -1567,7 +1568,8 @@ static void set_form(const char *id)
     free(biz);
 }
 
-/* activateurl.apply with CALLBACK; returns apply_card_url (malloc'd). */
+/* activateurl.apply with CALLBACK; returns apply_card_url, URL-decoded as
+ * the SDK's response class says it must be before use (malloc'd). */
 static char *apply_url(const char *id, const char *out_string)
 {
     char extra[128] = "";
@@ -1576,7 +1578,10 @@ static char *apply_url(const char *id, const char *out_string)
     char *biz = fmt("{\"template_id\":\"%s\",\"callback\":\"" CALLBACK "\"%s}", id, extra);
     struct alipay_reply rep;
     call_ok(URL_APPLY, biz, NULL, &rep);
-    char *url = strdup(str_at(rep.node, "apply_card_url"));
+    const char *sent = str_at(rep.node, "apply_card_url");
+    ck_assert_msg(strncmp(sent, "https%3A%2F%2F", 14) == 0, "not encoded as Alipay sends it: %s",
+                  sent);
+    char *url = evhttp_uridecode(sent, 0, NULL);
     alipay_reply_free(&rep);
     free(biz);
     return url;

@@ -77,7 +77,13 @@ START_TEST(template_rules)
     assert_template("{\"write_off_type\":\"barcode\"}", 0, NULL);
     assert_template("{}", 0, "template");
     assert_template("{\"template_style_info\":{\"logo_id\":7}}", 0,
-                    "template.template_style_info.logo_id");
+                    "template.template_style_info.card_show_name");
+    /* template.modify takes no card_type, and replaces the style whole. */
+    assert_template("{\"card_type\":\"OUT_MEMBER_CARD\"}", 0, "template.card_type");
+    assert_template("{" STYLE "}", 0, NULL);
+    assert_template("{\"template_style_info\":{\"card_show_name\":\"x\",\"logo_id\":\"L\","
+                    "\"background_id\":\"B\"}}",
+                    0, "template.template_style_info.bg_color");
 
     struct validate_error err;
     ck_assert_int_eq(template_check_request_id("2016072600000000000000001", &err), 0);
@@ -141,10 +147,11 @@ START_TEST(form_rules_and_biz)
     json_object *o = parse("{\"required\":[\"OPEN_FORM_FIELD_MOBILE\",\"OPEN_FORM_FIELD_NAME\"],"
                            "\"optional\":[\"OPEN_FORM_FIELD_GENDER\"]}");
     char *biz = template_form_biz("T1", o);
-    /* AlipayMarketingCardFormtemplateSetModel: fields.required/optional.common_fields */
-    ck_assert_str_eq(biz, "{\"template_id\":\"T1\",\"fields\":{\"required\":{\"common_fields\":["
-                          "\"OPEN_FORM_FIELD_MOBILE\",\"OPEN_FORM_FIELD_NAME\"]},\"optional\":{"
-                          "\"common_fields\":[\"OPEN_FORM_FIELD_GENDER\"]}}}");
+    /* AlipayMarketingCardFormtemplateSetModel: fields (OpenFormFieldDO), whose
+     * required/optional are Strings: the JSON text of {"common_fields": [...]} */
+    ck_assert_str_eq(biz, "{\"template_id\":\"T1\",\"fields\":{\"required\":\"{\\\"common_fields\\\":["
+                          "\\\"OPEN_FORM_FIELD_MOBILE\\\",\\\"OPEN_FORM_FIELD_NAME\\\"]}\",\"optional\":\"{"
+                          "\\\"common_fields\\\":[\\\"OPEN_FORM_FIELD_GENDER\\\"]}\"}}");
     free(biz);
     json_object_put(o);
 }
