@@ -72,6 +72,7 @@ export CARDGATE_LISTEN=127.0.0.1:8080
 export CARDGATE_PUBLIC_URL=http://127.0.0.1:8080
 export CARDGATE_API_KEYS="dev:$api_hash"
 export CARDGATE_ALIPAY_GATEWAY="http://127.0.0.1:$simport/gateway.do"
+export CARDGATE_ALIPAY_ALLOW_HTTP=1 # the simulator speaks plain http
 export CARDGATE_ALIPAY_APP_ID=2021000000000001
 export CARDGATE_ALIPAY_PRIVATE_KEY_FILE="$run/keys/app_private.pem"
 export CARDGATE_ALIPAY_PUBLIC_KEY_FILE="$run/keys/alipay_public.pem"

@@ -410,6 +410,7 @@ static const struct setting settings[] = {
     {"CARDGATE_ALIPAY_TIMEOUT_MS", "alipay", "timeout_ms", set_long, FIELD(alipay_timeout_ms), 10,
      600000},
     {"CARDGATE_ALIPAY_CA_FILE", "alipay", "ca_file", set_path, FIELD(alipay_ca_file), 0, 0},
+    {"CARDGATE_ALIPAY_ALLOW_HTTP", "alipay", "allow_http", set_int, FIELD(alipay_allow_http), 0, 1},
     {"CARDGATE_LOG_LEVEL", "log", "level", set_log_level, 0, 0, 0},
     {"CARDGATE_LOG_FORMAT", "log", "format", set_log_format, 0, 0, 0},
 };
@@ -645,6 +646,15 @@ int config_check_serve(const struct config *c, char *err, size_t errlen)
             snprintf(err, errlen, "%s", needed[i].what);
             return -1;
         }
+    }
+    /* Signed requests carry members' data and tokens: never in clear text
+     * but to a simulator the operator names as such. */
+    if (c->alipay_gateway && strncasecmp(c->alipay_gateway, "http://", 7) == 0 &&
+        !c->alipay_allow_http) {
+        snprintf(err, errlen,
+                 "CARDGATE_ALIPAY_GATEWAY: a plain http:// gateway is refused (Alipay's is "
+                 "https://); set CARDGATE_ALIPAY_ALLOW_HTTP=1 for the simulator");
+        return -1;
     }
     return 0;
 }

@@ -22,6 +22,7 @@
  *   CARDGATE_ALIPAY_SIGN_TYPE         [alipay] sign_type      RSA2
  *   CARDGATE_ALIPAY_TIMEOUT_MS        [alipay] timeout_ms     15000
  *   CARDGATE_ALIPAY_CA_FILE           [alipay] ca_file        (system bundle)
+ *   CARDGATE_ALIPAY_ALLOW_HTTP        [alipay] allow_http     0 (http:// gateway refused)
  *   CARDGATE_PUBLIC_URL               [server] public_url     (none: members' sign-up off)
  *   CARDGATE_LOG_LEVEL                [log] level             info
  *   CARDGATE_LOG_FORMAT               [log] format            json
@@ -70,6 +71,7 @@ struct config {
     int log_json;
     long drain_timeout_ms, lock_margin_ms, idle_timeout_s;
     int db_pool_size;
+    int alipay_allow_http; /* 1: a plain http:// gateway (the simulator) is allowed */
 };
 
 /* Fills c: the defaults, then the INI file at path (when path is not NULL),

@@ -66,6 +66,7 @@ static const char **serve_env(const char *db, const char *drop, const char *over
         {"CARDGATE_ALIPAY_PRIVATE_KEY_FILE", ts_vector("keys/app_private_pkcs8_oneline.txt")},
         {"CARDGATE_ALIPAY_PUBLIC_KEY_FILE", ts_vector("keys/alipay_public_sim_oneline.txt")},
         {"CARDGATE_ALIPAY_GATEWAY", "http://127.0.0.1:1/gateway.do"},
+        {"CARDGATE_ALIPAY_ALLOW_HTTP", "1"},
         {"CARDGATE_LISTEN", port},
         {"CARDGATE_WORKERS", "1"},
     };
@@ -143,6 +144,9 @@ START_TEST(test_bad_settings_named)
     assert_refused(db, NULL, "CARDGATE_WORKERS=many", "CARDGATE_WORKERS", NULL);
     assert_refused(db, NULL, "CARDGATE_ALIPAY_SIGN_TYPE=MD5", "CARDGATE_ALIPAY_SIGN_TYPE", NULL);
     assert_refused(db, NULL, "CARDGATE_API_KEYS=pos:nothex", "CARDGATE_API_KEYS", NULL);
+    /* A plain http:// gateway without CARDGATE_ALIPAY_ALLOW_HTTP=1. */
+    assert_refused(db, "CARDGATE_ALIPAY_ALLOW_HTTP", NULL, "CARDGATE_ALIPAY_GATEWAY",
+                   "CARDGATE_ALIPAY_ALLOW_HTTP=1");
     /* Key files: unreadable, not a key, and the app's own public key where
      * Alipay's belongs. */
     assert_refused(db, NULL, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE=/nonexistent/app.pem",
@@ -209,7 +213,7 @@ START_TEST(test_config_file_and_env_precedence)
     fprintf(f,
             "[server]\nlisten = 127.0.0.1:%d\nworkers = 1\n[database]\nurl = %s\n"
             "[alipay]\napp_id = 2014072300007148\nprivate_key_file = %s\npublic_key_file = %s\n"
-            "gateway = http://127.0.0.1:1/gateway.do\n",
+            "gateway = http://127.0.0.1:1/gateway.do\nallow_http = 1\n",
             file_port, db, ts_vector("keys/app_private_pkcs1_oneline.txt"),
             ts_vector("keys/alipay_public_sim.pem"));
     fclose(f);

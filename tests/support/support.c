@@ -366,6 +366,7 @@ static int cardgate_start_once(struct ts_cardgate *cg, const char *db, const str
     snprintf(env[n++], 1024, "CARDGATE_LISTEN=127.0.0.1:%d", cg->port);
     snprintf(env[n++], 1024, "CARDGATE_DATABASE_URL=%s", db);
     snprintf(env[n++], 1024, "CARDGATE_ALIPAY_GATEWAY=%s", sim ? sim->url : "http://127.0.0.1:1/");
+    snprintf(env[n++], 1024, "CARDGATE_ALIPAY_ALLOW_HTTP=1");
     snprintf(env[n++], 1024, "CARDGATE_ALIPAY_APP_ID=2014072300007148");
     snprintf(env[n++], 1024, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE=%s",
              ts_vector("keys/app_private_pkcs1.pem"));

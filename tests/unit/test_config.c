@@ -38,6 +38,7 @@ static const char *const all_vars[] = {
     "CARDGATE_LOCK_MARGIN_MS",
     "CARDGATE_IDLE_TIMEOUT_S",
     "CARDGATE_PUBLIC_URL",
+    "CARDGATE_ALIPAY_ALLOW_HTTP",
 };
 
 static void clear_env(void)
@@ -140,6 +141,7 @@ static const char full_ini[] = "; every key\n"
                                "api_keys = pos:" POS_HASH "\n"
                                "[alipay]\n"
                                "gateway = http://127.0.0.1:20001/gateway.do\n"
+                               "allow_http = 1\n"
                                "app_id = 2021000000000001\n"
                                "private_key_file = /keys/app.pem\n"
                                "public_key_file = /keys/alipay.pem\n"
@@ -175,6 +177,7 @@ START_TEST(test_file_values)
     ck_assert_int_eq(c.alipay_sign_type, ALIPAY_SIGN_RSA);
     ck_assert_int_eq(c.alipay_timeout_ms, 900);
     ck_assert_str_eq(c.alipay_ca_file, "/etc/ca.pem");
+    ck_assert_int_eq(c.alipay_allow_http, 1);
     ck_assert_int_eq(c.log_level, LOG_DEBUG);
     ck_assert_int_eq(c.log_json, 0);
     ck_assert_int_eq(config_check_serve(&c, err, sizeof err), 0);
@@ -282,6 +285,8 @@ static const struct {
     {"CARDGATE_IDLE_TIMEOUT_S", "0"},
     {"CARDGATE_IDLE_TIMEOUT_S", "3601"},
     {"CARDGATE_PUBLIC_URL", "cards.example.com"},
+    {"CARDGATE_ALIPAY_ALLOW_HTTP", "yes"},
+    {"CARDGATE_ALIPAY_ALLOW_HTTP", "2"},
     {"CARDGATE_PUBLIC_URL", "https://"},
     {"CARDGATE_PUBLIC_URL", "https://cards.example.com/?x=1"},
     {"CARDGATE_PUBLIC_URL", "https://cards.example.com/#top"},
@@ -526,6 +531,19 @@ START_TEST(test_check_serve)
     }
     ck_assert_int_eq(config_check_serve(&c, err, sizeof err), 0);
     config_free(&c);
+    /* A plain http:// gateway only when the operator says it is the
+     * simulator. */
+    setenv("CARDGATE_ALIPAY_GATEWAY", "http://127.0.0.1:8081/gateway.do", 1);
+    ck_assert_int_eq(config_load(&c, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(config_check_serve(&c, err, sizeof err), -1);
+    ck_assert_msg(strncmp(err, "CARDGATE_ALIPAY_GATEWAY: ", 25) == 0 &&
+                      strstr(err, "CARDGATE_ALIPAY_ALLOW_HTTP") != NULL,
+                  "%s", err);
+    config_free(&c);
+    setenv("CARDGATE_ALIPAY_ALLOW_HTTP", "1", 1);
+    ck_assert_int_eq(config_load(&c, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(config_check_serve(&c, err, sizeof err), 0);
+    config_free(&c);
 }
 END_TEST
 
@@ -563,7 +581,7 @@ START_TEST(test_example_ini)
         out[n++] = '\n';
     }
     out[n] = '\0';
-    ck_assert_uint_eq(keys, 19); /* one per setting in config.h */
+    ck_assert_uint_eq(keys, 20); /* one per setting in config.h */
     char *path = write_ini(out);
     ck_assert_msg(config_load(&c, path, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(config_load(&d, NULL, err, sizeof err), 0);
