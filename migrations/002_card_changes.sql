@@ -11,6 +11,12 @@ ALTER TABLE card_requests
         CHECK (operation IN ('open', 'update', 'delete', 'activate'));
 CREATE INDEX card_requests_created_at_idx ON card_requests (created_at);
 
+-- The ledger attempt a gateway call belongs to (its lock token): a
+-- completion written twice (its first commit's answer lost) records the
+-- call once.
+ALTER TABLE gateway_calls ADD COLUMN attempt text;
+CREATE UNIQUE INDEX gateway_calls_attempt_key ON gateway_calls (attempt) WHERE attempt IS NOT NULL;
+
 ALTER TABLE cards
     ADD COLUMN level           text,
     ADD COLUMN point           numeric,
@@ -301,9 +307,10 @@ BEGIN
 
     IF p_method IS NOT NULL THEN
         INSERT INTO gateway_calls (app_id, method, out_serial_no, outcome, alipay_code,
-                                   alipay_sub_code, http_status, latency_ms)
+                                   alipay_sub_code, http_status, latency_ms, attempt)
         VALUES (p_app_id, p_method, p_serial, p_outcome, p_code, p_sub_code, p_http_status,
-                p_latency_ms);
+                p_latency_ms, p_token)
+        ON CONFLICT (attempt) WHERE attempt IS NOT NULL DO NOTHING;
     END IF;
     RETURN held;
 END

@@ -141,6 +141,9 @@ START_TEST(test_completion_repeatable)
     ck_assert_int_eq(complete("s4", "A", "succeeded", "BIZ4"), 1);
     ck_assert_int_eq(complete("s4", "A", "succeeded", "BIZ4"), 0);
     ck_assert_int_eq(ts_pg_long(db, "SELECT count(*) FROM cards WHERE out_serial_no = 's4'"), 1);
+    /* ... and one gateway call. */
+    ck_assert_int_eq(
+        ts_pg_long(db, "SELECT count(*) FROM gateway_calls WHERE out_serial_no = 's4'"), 1);
 }
 END_TEST
 
