@@ -21,12 +21,22 @@
  * - every path the service answers is documented (probed with unusual
  *   methods and near-miss paths, plus the path literals in the sources), and
  *   405's Allow agrees with the documented methods;
- * - every error code in the service/cardgate sources (literals in reply_error() and
- *   error_body() calls and `code = "..."` assignments) is in the ErrorCode
- *   enum and in some response's enum, and every documented code is used.
+ * - every error code in the service/cardgate sources (literals in the calls
+ *   that answer errors: reply_error, error_body, send_page, and the ledger's
+ *   refuse, error_text, ledger_stop and ledger_fail_as; and `code = "..."`
+ *   assignments) is in the ErrorCode enum and in some response's enum,
+ *   and every documented code is used;
+ * - the member's sign-up answers HTML pages (text/html): a page is checked
+ *   for its Content-Type, its documented headers, and the error code it
+ *   shows, which must be the one expected and listed in the response's
+ *   x-error-codes (a page of a success shows none).
  *
  * Expected statuses and codes come from spec/api.md §2; the simulator's
- * fault modes (service/alipay-sim/README.md) provoke the gateway outcomes.
+ * fault modes (service/alipay-sim/README.md) provoke the gateway outcomes,
+ * and its POST /_sim/members plays the member who fills in Alipay's form.
+ * The cardgate under test has CARDGATE_PUBLIC_URL set (PUBLIC_URL below);
+ * the answers of one without it come from a second cardgate on the same
+ * database and simulator.
  * Updates and deletes (PATCH and DELETE /v1/cards/{biz_card_no}) are made
  * on cards the tests open first; the simulator's card records
  * (/_sim/cards) show what reached Alipay, so the tests also check that a
@@ -55,7 +65,9 @@
 #define TEMPLATE "20170308000000000058101000300045" /* the seeds' template */
 #define USER "2088302463082075"                     /* the seeds' user */
 #define DATES "\"open_date\":\"2014-02-20 21:20:46\",\"valid_date\":\"2030-02-20 21:20:46\""
-#define BEYOND_TIMEOUT_MS 3500 /* ts_cardgate_start sets a 2 s gateway timeout */
+#define BEYOND_TIMEOUT_MS 3500                  /* ts_cardgate_start sets a 2 s gateway timeout */
+#define PUBLIC_URL "https://cards.example.test" /* where Alipay sends members back */
+#define APP_ID "2014072300007148"               /* ts_cardgate_start's */
 
 /* ================================================== the YAML subset reader */
 
@@ -423,15 +435,20 @@ static void vcheck_string(json_object *v, const char *sp, const char *where, str
         vfail(e, where, "%s does not match %s", where, x);
 }
 
-/* Checks v against the schema at document path sp: $ref (with sibling
- * keywords, as OpenAPI 3.1 allows), type, const, enum, string lengths and
- * patterns, integer bounds, properties / required / additionalProperties,
- * minProperties, if-then, items / maxItems. What the file uses, no more. */
+/* Checks v against the schema at document path sp: the schema `false`,
+ * $ref (with sibling keywords, as OpenAPI 3.1 allows), type, const, enum,
+ * string lengths and patterns, integer bounds, properties / required /
+ * additionalProperties, minProperties, if-then, items / minItems /
+ * maxItems. What the file uses, no more. */
 static void vcheck(json_object *v, const char *sp, const char *where, struct verr *e)
 {
     char rp[512];
     const char *x;
     ck_assert_msg(yget(sp) != NULL, "openapi.yaml has no schema at %s", sp);
+    if (strcmp(yget(sp), "false") == 0) { /* nothing is valid */
+        vfail(e, where, "%s is not allowed", where);
+        return;
+    }
     if ((x = ysub(sp, "$ref")))
         vcheck(v, ref_path(x, rp, sizeof(rp)), where, e);
     if ((x = ysub(sp, "type"))) {
@@ -464,6 +481,8 @@ static void vcheck(json_object *v, const char *sp, const char *where, struct ver
     case json_type_array: {
         size_t n = json_object_array_length(v);
         char items[1100], w[256];
+        if ((x = ysub(sp, "minItems")) && n < strtoul(x, NULL, 10))
+            vfail(e, where, "%s has fewer than %s items", where, x);
         if ((x = ysub(sp, "maxItems")) && n > strtoul(x, NULL, 10))
             vfail(e, where, "%s has more than %s items", where, x);
         ypath(items, sizeof(items), sp, "items", NULL);
@@ -481,10 +500,14 @@ static void vcheck(json_object *v, const char *sp, const char *where, struct ver
 /* ============================================= the environment and calls */
 
 static struct ts_stack st; /* the database, the simulator and cardgate */
+/* A second cardgate on the same database and simulator, without
+ * CARDGATE_PUBLIC_URL (members' sign-up off). Started with the first, so
+ * both run the same build. */
+static struct ts_cardgate off;
 
 /* Documented (path, method, status) triples and whether an answer was seen,
  * in memory the forked tests share with the runner. */
-#define MAX_TRIPLES 128
+#define MAX_TRIPLES 256
 struct triple {
     char path[64], method[8];
     int status;
@@ -506,6 +529,7 @@ static int is_method(const char *k)
 
 static void env_down(void)
 {
+    ts_cardgate_stop(&off);
     ts_stack_down(&st);
 }
 
@@ -540,8 +564,12 @@ static void env_up(void)
 
     /* The seeds' template, and one of the longest id the contract allows. */
     const char *templates[] = {"--templates", TEMPLATE ",xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL};
+    const char *env[] = {"CARDGATE_PUBLIC_URL=" PUBLIC_URL, NULL};
     char why[512];
-    ck_assert_msg(ts_stack_up(&st, templates, NULL, why, sizeof(why)) == 0, "%s", why);
+    ck_assert_msg(ts_stack_up(&st, templates, env, why, sizeof(why)) == 0, "%s", why);
+    unsetenv("CARDGATE_PUBLIC_URL"); /* the second one's environment */
+    ck_assert_msg(ts_cardgate_start(&off, st.db, &st.sim, NULL) == 0,
+                  "the cardgate without CARDGATE_PUBLIC_URL did not start; see %s", off.log);
 }
 
 static const char *const AUTH_JSON[] = {TS_AUTH, TS_JSON, NULL};
@@ -626,8 +654,63 @@ static void check_headers(const char *what, const char *rb, const struct ts_http
     }
 }
 
+/* Whether word appears in text as a whole word (not inside a longer
+ * A-Z 0-9 _ identifier). */
+static int has_word(const char *text, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = strstr(text, word); p; p = strstr(p + 1, word)) {
+        int before = p > text && (strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", p[-1]) != NULL);
+        int after = p[n] && strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", p[n]) != NULL;
+        if (!before && !after)
+            return 1;
+    }
+    return 0;
+}
+
+/* An HTML page (the member's sign-up) against its documented content at
+ * mp (a document path, content|text/html): a page, valid against the
+ * documented string schema, showing exactly one error code of ErrorCode,
+ * which is among the response's x-error-codes, or none when the response
+ * lists none. Returns the code (malloc'd) or NULL. */
+static char *check_page(const char *what, const char *mp, const struct ts_http *r)
+{
+    char sp[900], c[64];
+    ck_assert_msg(strstr(r->body, "<html") != NULL, "%s: not an HTML page: %s", what, r->body);
+    ypath(sp, sizeof(sp), mp, "schema", NULL);
+    if (yget(sp)) {
+        json_object *page = json_object_new_string_len(r->body, (int)r->body_len);
+        struct verr e = {0};
+        vcheck(page, sp, "the page", &e);
+        json_object_put(page);
+        ck_assert_msg(!e.bad, "%s: the page does not match the documented schema: %s", what, e.why);
+    }
+    const char *all = ysub("components|schemas|ErrorCode", "enum");
+    ck_assert_msg(all != NULL, "no ErrorCode enum");
+    char *code = NULL;
+    for (const char *p = all; flow_next(&p, c, sizeof(c));) {
+        if (!has_word(r->body, c))
+            continue;
+        ck_assert_msg(code == NULL, "%s: the page shows two codes, %s and %s", what,
+                      code ? code : "", c);
+        code = strdup(c);
+    }
+    const char *listed = ysub(mp, "x-error-codes");
+    if (listed) {
+        ck_assert_msg(code != NULL, "%s: the page shows none of the codes %s: %s", what, listed,
+                      r->body);
+        ck_assert_msg(flow_has(listed, code), "%s: code %s is not in the documented %s", what, code,
+                      listed);
+    } else {
+        ck_assert_msg(code == NULL, "%s: the page shows %s where no error is documented", what,
+                      code ? code : "");
+    }
+    return code;
+}
+
 /* Checks one answer against the documented response at base (a document
- * path). Returns error.code (malloc'd) or NULL. */
+ * path). Returns error.code (for a page, the code it shows; malloc'd) or
+ * NULL. */
 static char *check_response(const char *what, const char *base, const struct ts_http *r, int head)
 {
     char rb[600], cp[700], sp[900];
@@ -649,6 +732,8 @@ static char *check_response(const char *what, const char *base, const struct ts_
             media = types[i];
     ck_assert_msg(media != NULL, "%s: Content-Type %s is not documented", what, ct);
     free(ct);
+    if (strcmp(media, "text/html") == 0)
+        return check_page(what, ypath(sp, sizeof(sp), cp, media, NULL), r);
     if (strcmp(media, "application/json") != 0)
         return NULL;
     ypath(sp, sizeof(sp), cp, media, "schema", NULL);
@@ -761,6 +846,10 @@ static json_object *body_json(const struct ts_http *r)
 /* ------------------------------------------ updates and deletes of cards */
 
 #define CARD_T "/v1/cards/{biz_card_no}"
+#define TPL_T "/v1/templates/{template_id}"
+#define FORM_T "/v1/templates/{template_id}/form"
+#define ACT_T "/v1/templates/{template_id}/activation"
+#define SIGNUP_T "/callbacks/card-activation"
 #define OCCUR "2026-11-30 10:15:00"
 
 /* The error answer's error.field is field (NULL: it has none). */
@@ -939,9 +1028,11 @@ START_TEST(test_operations_and_security)
 {
     /* The operations api.md §2 names, and bearer security exactly on /v1. */
     static const char *const ops[][2] = {
-        {"/v1/cards", "post"}, {"/v1/cards", "get"}, {CARD_T, "get"},
-        {CARD_T, "patch"},     {CARD_T, "delete"},   {"/v1/cards/lookup", "get"},
-        {"/healthz", "get"},   {"/readyz", "get"},   {"/metrics", "get"},
+        {"/v1/cards", "post"},     {"/v1/cards", "get"}, {CARD_T, "get"},
+        {CARD_T, "patch"},         {CARD_T, "delete"},   {"/v1/cards/lookup", "get"},
+        {"/v1/templates", "post"}, {TPL_T, "get"},       {TPL_T, "patch"},
+        {FORM_T, "put"},           {ACT_T, "put"},       {SIGNUP_T, "get"},
+        {"/healthz", "get"},       {"/readyz", "get"},   {"/metrics", "get"},
     };
     char p[600];
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
@@ -993,6 +1084,36 @@ START_TEST(test_operations_and_security)
     for (size_t i = 0; i < sizeof(enums) / sizeof(enums[0]); i++)
         ck_assert_msg(same_items(yget(enums[i][0]), enums[i][1]), "%s is %s, not %s", enums[i][0],
                       yget(enums[i][0]) ? yget(enums[i][0]) : "(absent)", enums[i][1]);
+    /* The templates' bodies are closed where cardgate closes them and
+     * require what api.md and template.create require; the sign-up's
+     * callback takes Alipay's redirect parameters. */
+    static const char *const closed[] = {"TemplateCreateRequest", "TemplateModifyRequest",
+                                         "FormRequest", "ActivationSettings"};
+    char sp[256];
+    for (size_t i = 0; i < sizeof(closed) / sizeof(closed[0]); i++) {
+        ypath(sp, sizeof(sp), "components", "schemas", closed[i], NULL);
+        ck_assert_msg(ysub(sp, "additionalProperties") &&
+                          strcmp(ysub(sp, "additionalProperties"), "false") == 0,
+                      "%s is not closed", closed[i]);
+    }
+    ck_assert(same_items(ysub("components|schemas|TemplateCreateRequest", "required"),
+                         "[request_id, template]"));
+    ck_assert(same_items(ysub("components|schemas|TemplateModifyRequest", "required"),
+                         "[request_id, template]"));
+    ck_assert(
+        same_items(ysub("components|schemas|TemplateCreateRequest|properties|template", "required"),
+                   "[card_type, biz_no_suffix_len, write_off_type, template_style_info, "
+                   "field_rule_list]"));
+    ck_assert(
+        same_items(ysub("components|schemas|ActivationSettings", "required"), "[valid_date]"));
+    ck_assert(same_items(ysub("components|schemas|FormRequest", "required"), "[required]"));
+    ck_assert(flow_has(ysub("components|schemas|FormField", "enum"), "OPEN_FORM_FIELD_MOBILE"));
+    ck_assert(
+        flow_has(ysub("components|schemas|FormField", "enum"), "OPEN_FORM_FIELD_MEMBER_GRADE"));
+    ck_assert(required_query_param(SIGNUP_T, "get", "app_id"));
+    ck_assert(required_query_param(SIGNUP_T, "get", "template_id"));
+    ck_assert(required_query_param(SIGNUP_T, "get", "request_id"));
+    ck_assert(!required_query_param(SIGNUP_T, "get", "auth_code")); /* FORM_NOT_COMPLETED */
 }
 END_TEST
 
@@ -1013,12 +1134,14 @@ static void take_code(const char *s, char codes[][40], size_t *n, size_t max)
 }
 
 /* The error codes a C source passes to the functions that answer errors
- * (reply_error, error_body, and the ledger's refuse, error_text and
- * ledger_stop) or assigns to a `code` variable. */
+ * (reply_error, error_body, the sign-up's send_page, and the ledger's
+ * refuse, error_text, ledger_stop and ledger_fail_as) or assigns to a
+ * `code` variable. */
 static void scan_codes(const char *text, char codes[][40], size_t *n, size_t max)
 {
-    static const char *const calls[] = {"reply_error(", "error_body(",  "refuse(",
-                                        "error_text(",  "ledger_stop(", NULL};
+    static const char *const calls[] = {"reply_error(",    "error_body(", "send_page(",
+                                        "refuse(",         "error_text(", "ledger_stop(",
+                                        "ledger_fail_as(", NULL};
     for (size_t c = 0; calls[c]; c++) {
         for (const char *p = strstr(text, calls[c]); p; p = strstr(p + 1, calls[c])) {
             int depth = 0;
@@ -1080,16 +1203,23 @@ static char *service_sources(void)
     return all;
 }
 
+/* Whether path ends with tail. */
+static int ends_with(const char *path, const char *tail)
+{
+    size_t l = strlen(path), t = strlen(tail);
+    return l > t && strcmp(path + l - t, tail) == 0;
+}
+
 /* Whether any response of the document (operations and components) lists
- * code in its enum. */
+ * code in its enum, or, for a page, in its x-error-codes. */
 static int some_response_has(const char *code)
 {
     for (size_t i = 0; i < doc.n; i++) {
         const char *p = doc.e[i].path;
-        size_t l = strlen(p);
-        const char *tail = "|properties|error|properties|code|enum";
-        if (l > strlen(tail) && strcmp(p + l - strlen(tail), tail) == 0 &&
-            strstr(p, "|content|application/json|schema|") && flow_has(doc.e[i].value, code))
+        if (((ends_with(p, "|properties|error|properties|code|enum") &&
+              strstr(p, "|content|application/json|schema|")) ||
+             ends_with(p, "|content|text/html|x-error-codes")) &&
+            flow_has(doc.e[i].value, code))
             return 1;
     }
     return 0;
@@ -1119,10 +1249,10 @@ START_TEST(test_error_codes_documented)
             used = used || strcmp(codes[i], c) == 0;
         ck_assert_msg(used, "ErrorCode %s is documented but the service never answers it", c);
     }
-    /* Every response enum draws from ErrorCode. */
+    /* Every response enum (and page's x-error-codes) draws from ErrorCode. */
     for (size_t i = 0; i < doc.n; i++) {
         const char *p = doc.e[i].path;
-        if (!strstr(p, "|properties|error|properties|code|enum"))
+        if (!strstr(p, "|properties|error|properties|code|enum") && !ends_with(p, "|x-error-codes"))
             continue;
         for (const char *q = doc.e[i].value; flow_next(&q, c, sizeof(c));)
             ck_assert_msg(flow_has(all, c), "%s: %s is not in ErrorCode", p, c);
@@ -1253,6 +1383,18 @@ START_TEST(test_routes_documented)
                                              "/v1/cards/20000000000000000001",
                                              "/V1/CARDS",
                                              "/debug",
+                                             "/v1/template",
+                                             "/v1/templates/",
+                                             "/v1/templates/20000000000000000001/",
+                                             "/v1/templates/20000000000000000001/forms",
+                                             "/v1/templates/20000000000000000001/form/x",
+                                             "/v1/templates/20000000000000000001/activate",
+                                             "/v1/templates/a/b/c",
+                                             "/callbacks",
+                                             "/callbacks/",
+                                             "/callbacks/card-activation/",
+                                             "/callbacks/card-activation/x",
+                                             "/callback/card-activation",
                                              NULL};
     for (size_t i = 0; candidates[i]; i++) {
         struct ts_http r;
@@ -2253,6 +2395,869 @@ START_TEST(test_change_timeouts_and_busy)
 }
 END_TEST
 
+/* ============================================ templates and the sign-up */
+
+/* A template the simulator takes (template.create's required fields and
+ * the rows it checks), in pieces for the bodies that leave one out. */
+#define TCT_ "\"card_type\":\"OUT_MEMBER_CARD\""
+#define TSUF_ "\"biz_no_suffix_len\":\"10\""
+#define TWO_ "\"write_off_type\":\"qrcode\""
+#define TSTYLE_                                                                                    \
+    "\"template_style_info\":{\"card_show_name\":\"会员卡\","                                   \
+    "\"logo_id\":\"1T8Pp00AT7eo9NoAJkMR3AAAACMAAQEC\","                                            \
+    "\"background_id\":\"1T8Pp00AT7eo9NoAJkMR3AAAACMAAQEC\",\"bg_color\":\"rgb(55,112,179)\"}"
+#define TRULES_                                                                                    \
+    "\"field_rule_list\":[{\"field_name\":\"Balance\",\"rule_name\":\"ASSIGN_FROM_REQUEST\","      \
+    "\"rule_value\":\"Balance\"}]"
+#define TFIELDS_ TCT_ "," TSUF_ "," TWO_ "," TSTYLE_ "," TRULES_
+#define TREQ_(x) "{\"request_id\":\"@S\",\"template\":{" x "}}"
+#define SUCCESS_URL "https://shop.example.test/welcome"
+#define NO_TEMPLATE "29990101000000000000000000000001" /* Alipay has none */
+#define FORM_BODY                                                                                  \
+    "{\"required\":[\"OPEN_FORM_FIELD_MOBILE\",\"OPEN_FORM_FIELD_NAME\"],"                         \
+    "\"optional\":[\"OPEN_FORM_FIELD_GENDER\",\"OPEN_FORM_FIELD_BIRTHDAY_WITH_YEAR\"]}"
+#define SETTINGS_                                                                                  \
+    "{\"valid_date\":\"2030-12-31 23:59:59\",\"level\":\"VIP1\",\"point\":\"0\","                  \
+    "\"balance\":\"0.00\",\"external_card_no_prefix\":\"M\""
+#define SETTINGS_BODY SETTINGS_ "}"
+
+#define CREATE_M "alipay.marketing.card.template.create"
+#define QUERY_M "alipay.marketing.card.template.query"
+#define MODIFY_M "alipay.marketing.card.template.modify"
+#define FORMSET_M "alipay.marketing.card.formtemplate.set"
+#define APPLY_M "alipay.marketing.card.activateurl.apply"
+#define OAUTH_M "alipay.system.oauth.token"
+#define FORMQ_M "alipay.marketing.card.activateform.query"
+#define OPEN_M "alipay.marketing.card.open"
+
+/* A fault for the next call of an Alipay method (the membership program's
+ * methods have no out_serial_no to match on). */
+static void add_method_fault(const char *mode, const char *method, int delay_ms)
+{
+    char json[256];
+    snprintf(json, sizeof(json), "{\"mode\":\"%s\",\"method\":\"%s\",\"count\":1,\"delay_ms\":%d}",
+             mode, method, delay_ms);
+    ck_assert_msg(ts_sim_fault(&st.sim, json) == 0, "the simulator refused fault %s", json);
+}
+
+/* How many calls of an Alipay method reached the simulator. */
+static long sim_method_calls(const char *method)
+{
+    char url[256];
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/calls", st.sim.control);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    json_object *o = body_json(&r), *m, *v;
+    long n = json_object_object_get_ex(o, "methods", &m) && json_object_object_get_ex(m, method, &v)
+                 ? (long)json_object_get_int64(v)
+                 : 0;
+    json_object_put(o);
+    ts_http_free(&r);
+    return n;
+}
+
+/* Waits (up to 20 s: the machine may be loaded) until the simulator has
+ * seen more than `before` calls of method. */
+static void sim_method_wait(const char *method, long before)
+{
+    for (int i = 0; i < 1000 && sim_method_calls(method) <= before; i++)
+        usleep(20 * 1000);
+    ck_assert_msg(sim_method_calls(method) > before, "%s never reached the simulator", method);
+}
+
+/* The simulator's activateurl_calls of a template. */
+static long sim_activateurl_calls(const char *id)
+{
+    char url[256];
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/templates/%s", st.sim.control, id);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    ck_assert_msg(r.status == 200, "the simulator has no template %s: %s", id, r.body);
+    json_object *o = body_json(&r), *v;
+    long n =
+        json_object_object_get_ex(o, "activateurl_calls", &v) ? (long)json_object_get_int64(v) : -1;
+    json_object_put(o);
+    ts_http_free(&r);
+    return n;
+}
+
+/* The create's body of the template above (malloc'd). */
+static char *template_body(const char *request_id)
+{
+    char *b = malloc(2048);
+    snprintf(b, 2048, "{\"request_id\":\"%s\",\"template\":{" TFIELDS_ "}}", request_id);
+    return b;
+}
+
+/* POST /v1/templates of a fresh template: checks the 201 and its Location
+ * and puts the template's id in id. */
+static void create_template(const char *request_id, char id[64])
+{
+    struct ts_http r;
+    char *b = template_body(request_id), want[128];
+    api(&r, "POST", "/v1/templates", AUTH_JSON, b);
+    free(b);
+    expect(&r, "/v1/templates", "post", 201, NULL);
+    expect_replayed(&r, 0);
+    json_object *o = body_json(&r);
+    snprintf(id, 64, "%s", str_field(o, "template_id"));
+    json_object_put(o);
+    ck_assert_msg(id[0] != '\0', "no template_id: %s", r.body);
+    char *loc = ts_http_header(&r, "Location");
+    snprintf(want, sizeof(want), "/v1/templates/%s", id);
+    ck_assert_msg(loc && strcmp(loc, want) == 0, "Location %s, want %s", loc ? loc : "-", want);
+    free(loc);
+    ts_http_free(&r);
+}
+
+/* A call on template id, or on its sub-resource sub ("/form",
+ * "/activation"). */
+static void template_call(struct ts_http *r, const char *method, const char *id, const char *sub,
+                          const char *const headers[], const char *body)
+{
+    char target[256];
+    snprintf(target, sizeof(target), "/v1/templates/%s%s", id, sub);
+    api(r, method, target, headers, body);
+}
+
+/* Sets template id's form and its activation settings (with success_url
+ * when given); checks both 200s. */
+static void set_up_signup(const char *id, const char *success_url)
+{
+    struct ts_http r;
+    char body[512];
+    template_call(&r, "PUT", id, "/form", AUTH_JSON, FORM_BODY);
+    expect(&r, FORM_T, "put", 200, NULL);
+    ts_http_free(&r);
+    snprintf(body, sizeof(body), SETTINGS_ "%s%s%s}", success_url ? ",\"success_url\":\"" : "",
+             success_url ? success_url : "", success_url ? "\"" : "");
+    template_call(&r, "PUT", id, "/activation", AUTH_JSON, body);
+    expect(&r, ACT_T, "put", 200, NULL);
+    ts_http_free(&r);
+}
+
+/* A member fills in template id's form (POST /_sim/members; extra: more
+ * members of its body): the path and query of the callback Alipay's
+ * redirect to PUBLIC_URL gives (malloc'd), and its auth code in code when
+ * asked. */
+static char *member_signs_up(const char *id, const char *extra, char code[64])
+{
+    char url[256], body[512];
+    const char *h[] = {TS_JSON, NULL};
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/members", st.sim.control);
+    snprintf(body, sizeof(body), "{\"template_id\":\"%s\"%s%s}", id, extra ? "," : "",
+             extra ? extra : "");
+    ck_assert_int_eq(ts_http_call("POST", url, h, body, &r), 0);
+    ck_assert_msg(r.status == 201, "the simulator's member: %ld %s", r.status, r.body);
+    json_object *o = body_json(&r);
+    const char *cb = str_field(o, "callback_url");
+    ck_assert_msg(strncmp(cb, PUBLIC_URL SIGNUP_T "?", strlen(PUBLIC_URL SIGNUP_T "?")) == 0,
+                  "callback_url %s", cb);
+    char *path = strdup(cb + strlen(PUBLIC_URL));
+    if (code)
+        snprintf(code, 64, "%s", str_field(o, "auth_code"));
+    json_object_put(o);
+    ts_http_free(&r);
+    return path;
+}
+
+/* The member's browser at the callback: no key. */
+static void follow(struct ts_http *r, const char *path)
+{
+    api(r, "GET", path, NULL, NULL);
+}
+
+START_TEST(test_templates)
+{
+    /* Create (and its replay), query, modify (and its replay), the form,
+     * and the activation settings with their one sign-up address. */
+    struct ts_http r;
+    char id[64];
+    long creates = sim_method_calls(CREATE_M);
+    create_template("oa-tpl-1", id);
+    char *b = template_body("oa-tpl-1");
+    api(&r, "POST", "/v1/templates", AUTH_JSON, b);
+    expect(&r, "/v1/templates", "post", 201, NULL);
+    expect_replayed(&r, 1);
+    json_object *o = body_json(&r);
+    ck_assert_str_eq(str_field(o, "template_id"), id);
+    json_object_put(o);
+    ts_http_free(&r);
+    free(b);
+    /* The same request_id, another template: refused, not sent. */
+    api(&r, "POST", "/v1/templates", AUTH_JSON,
+        "{\"request_id\":\"oa-tpl-1\",\"template\":{" TCT_ "," TSUF_
+        ",\"write_off_type\":\"barcode\"," TSTYLE_ "," TRULES_ "}}");
+    expect(&r, "/v1/templates", "post", 422, "OUT_SERIAL_NO_REUSED");
+    expect_field(&r, "request_id");
+    ts_http_free(&r);
+    ck_assert_int_eq(sim_method_calls(CREATE_M), creates + 1);
+
+    template_call(&r, "GET", id, "", AUTH, NULL);
+    expect(&r, TPL_T, "get", 200, NULL);
+    o = body_json(&r);
+    json_object *tpl;
+    ck_assert_str_eq(str_field(o, "template_id"), id);
+    ck_assert(json_object_object_get_ex(o, "template", &tpl));
+    ck_assert_str_eq(str_field(tpl, "card_type"), "OUT_MEMBER_CARD");
+    json_object_put(o);
+    ts_http_free(&r);
+
+    const char *mod =
+        "{\"request_id\":\"oa-tpl-1-m\",\"template\":{\"write_off_type\":\"barcode\"}}";
+    for (int i = 0; i < 2; i++) {
+        template_call(&r, "PATCH", id, "", AUTH_JSON, mod);
+        expect(&r, TPL_T, "patch", 200, NULL);
+        expect_replayed(&r, i);
+        o = body_json(&r);
+        ck_assert_str_eq(str_field(o, "template_id"), id);
+        json_object_put(o);
+        ts_http_free(&r);
+    }
+    template_call(&r, "GET", id, "", AUTH, NULL);
+    expect(&r, TPL_T, "get", 200, NULL);
+    o = body_json(&r);
+    ck_assert(json_object_object_get_ex(o, "template", &tpl));
+    ck_assert_str_eq(str_field(tpl, "write_off_type"), "barcode");
+    json_object_put(o);
+    ts_http_free(&r);
+    /* Its request_id with another change, or for another template. */
+    template_call(&r, "PATCH", id, "", AUTH_JSON,
+                  "{\"request_id\":\"oa-tpl-1-m\",\"template\":{\"write_off_type\":\"qrcode\"}}");
+    expect(&r, TPL_T, "patch", 422, "OUT_SERIAL_NO_REUSED");
+    expect_field(&r, "request_id");
+    ts_http_free(&r);
+    template_call(&r, "PATCH", TEMPLATE, "", AUTH_JSON, mod);
+    expect(&r, TPL_T, "patch", 422, "OUT_SERIAL_NO_REUSED");
+    expect_field(&r, "request_id");
+    ts_http_free(&r);
+
+    /* The form: optional may be left out (then answered as []). */
+    template_call(&r, "PUT", id, "/form", AUTH_JSON, "{\"required\":[\"OPEN_FORM_FIELD_MOBILE\"]}");
+    expect(&r, FORM_T, "put", 200, NULL);
+    o = body_json(&r);
+    ck_assert_str_eq(str_field(o, "template_id"), id);
+    ck_assert_str_eq(json_object_to_json_string_ext(json_object_object_get(o, "required"),
+                                                    JSON_C_TO_STRING_PLAIN),
+                     "[\"OPEN_FORM_FIELD_MOBILE\"]");
+    ck_assert_str_eq(json_object_to_json_string_ext(json_object_object_get(o, "optional"),
+                                                    JSON_C_TO_STRING_PLAIN),
+                     "[]");
+    json_object_put(o);
+    ts_http_free(&r);
+    template_call(&r, "PUT", id, "/form", AUTH_JSON, FORM_BODY);
+    expect(&r, FORM_T, "put", 200, NULL);
+    ts_http_free(&r);
+
+    /* The activation settings: the address is asked for once; later
+     * settings are stored and answered with the same address. */
+    char url[1024] = "";
+    const char *const settings[] = {SETTINGS_BODY,
+                                    SETTINGS_ ",\"success_url\":\"" SUCCESS_URL "\"}",
+                                    "{\"valid_date\":\"2031-01-31 00:00:00\"}"};
+    for (size_t i = 0; i < 3; i++) {
+        template_call(&r, "PUT", id, "/activation", AUTH_JSON, settings[i]);
+        expect(&r, ACT_T, "put", 200, NULL);
+        o = body_json(&r);
+        ck_assert_str_eq(str_field(o, "template_id"), id);
+        if (i == 0)
+            snprintf(url, sizeof(url), "%s", str_field(o, "apply_card_url"));
+        ck_assert_str_eq(str_field(o, "apply_card_url"), url);
+        json_object_put(o);
+        ts_http_free(&r);
+    }
+    ck_assert_msg(strstr(url, "template_id=") != NULL, "apply_card_url %s", url);
+    ck_assert_int_eq(sim_activateurl_calls(id), 1);
+
+    /* Templates Alipay does not have: final for a modify (replayed); a
+     * plain answer for a read and a form; for the activation address not
+     * final (the next call asks again). */
+    template_call(&r, "GET", NO_TEMPLATE, "", AUTH, NULL);
+    expect(&r, TPL_T, "get", 404, "TEMPLATE_NOT_FOUND");
+    ts_http_free(&r);
+    template_call(&r, "PUT", NO_TEMPLATE, "/form", AUTH_JSON, FORM_BODY);
+    expect(&r, FORM_T, "put", 404, "TEMPLATE_NOT_FOUND");
+    ts_http_free(&r);
+    for (int i = 0; i < 2; i++) {
+        template_call(
+            &r, "PATCH", NO_TEMPLATE, "", AUTH_JSON,
+            "{\"request_id\":\"oa-tpl-404\",\"template\":{\"write_off_type\":\"qrcode\"}}");
+        expect(&r, TPL_T, "patch", 404, "TEMPLATE_NOT_FOUND");
+        expect_replayed(&r, i);
+        ts_http_free(&r);
+        long applies = sim_method_calls(APPLY_M);
+        template_call(&r, "PUT", NO_TEMPLATE, "/activation", AUTH_JSON, SETTINGS_BODY);
+        expect(&r, ACT_T, "put", 404, "TEMPLATE_NOT_FOUND");
+        expect_replayed(&r, 0);
+        ts_http_free(&r);
+        ck_assert_int_eq(sim_method_calls(APPLY_M), applies + 1);
+    }
+
+    /* Alipay's business refusals (what only Alipay checks): final,
+     * replayed. */
+    for (int i = 0; i < 2; i++) {
+        api(&r, "POST", "/v1/templates", AUTH_JSON,
+            "{\"request_id\":\"oa-tpl-rej\",\"template\":{" TCT_ "," TSUF_
+            ",\"write_off_type\":\"nonsense\"," TSTYLE_ "," TRULES_ "}}");
+        expect(&r, "/v1/templates", "post", 422, "ALIPAY_REJECTED");
+        expect_replayed(&r, i);
+        ts_http_free(&r);
+        template_call(&r, "PATCH", id, "", AUTH_JSON,
+                      "{\"request_id\":\"oa-tpl-rej-m\",\"template\":{\"write_off_type\":"
+                      "\"nonsense\"}}");
+        expect(&r, TPL_T, "patch", 422, "ALIPAY_REJECTED");
+        expect_replayed(&r, i);
+        ts_http_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(test_template_request_errors)
+{
+    struct ts_http r;
+    const char *text[] = {TS_AUTH, "Content-Type: text/plain", NULL};
+    const char *nokey[] = {TS_JSON, NULL};
+    const char *badkey[] = {"Authorization: Bearer not-a-key", TS_JSON, NULL};
+    const char *const *keys[] = {nokey, badkey};
+    size_t big = 64 * 1024 + 1;
+    char *huge = malloc(big + 1);
+    memset(huge, ' ', big);
+    huge[0] = '{', huge[big - 1] = '}', huge[big] = '\0';
+    char *create = template_body("oa-treq-1");
+    static const char *const some = "20000000000000000001";
+    const struct {
+        const char *method, *sub, *tpath, *op, *body;
+    } ops[] = {
+        {"POST", NULL, "/v1/templates", "post", create},
+        {"PATCH", "", TPL_T, "patch",
+         "{\"request_id\":\"oa-treq-m\",\"template\":{\"write_off_type\":\"qrcode\"}}"},
+        {"PUT", "/form", FORM_T, "put", FORM_BODY},
+        {"PUT", "/activation", ACT_T, "put", SETTINGS_BODY},
+    };
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        char target[160];
+        if (ops[i].sub)
+            snprintf(target, sizeof(target), "/v1/templates/%s%s", some, ops[i].sub);
+        else
+            snprintf(target, sizeof(target), "%s", ops[i].tpath);
+        api(&r, ops[i].method, target, text, ops[i].body);
+        expect(&r, ops[i].tpath, ops[i].op, 415, "UNSUPPORTED_MEDIA_TYPE");
+        ts_http_free(&r);
+        api(&r, ops[i].method, target, AUTH, ops[i].body);
+        expect(&r, ops[i].tpath, ops[i].op, 415, "UNSUPPORTED_MEDIA_TYPE");
+        ts_http_free(&r);
+        api(&r, ops[i].method, target, AUTH_JSON, "{\"required\":");
+        expect(&r, ops[i].tpath, ops[i].op, 400, "MALFORMED_JSON");
+        ts_http_free(&r);
+        api(&r, ops[i].method, target, AUTH_JSON, "{} {}");
+        expect(&r, ops[i].tpath, ops[i].op, 400, "MALFORMED_JSON");
+        ts_http_free(&r);
+        api(&r, ops[i].method, target, AUTH_JSON, "[]");
+        expect(&r, ops[i].tpath, ops[i].op, 400, "INVALID_PARAMETER");
+        ts_http_free(&r);
+        api(&r, ops[i].method, target, AUTH_JSON, huge);
+        expect(&r, ops[i].tpath, ops[i].op, 413, "PAYLOAD_TOO_LARGE");
+        ts_http_free(&r);
+        for (size_t k = 0; k < 2; k++) {
+            api(&r, ops[i].method, target, keys[k], ops[i].body);
+            expect(&r, ops[i].tpath, ops[i].op, 401, "UNAUTHENTICATED");
+            ts_http_free(&r);
+        }
+        if (ops[i].sub) { /* a malformed template id in the path */
+            char *t = expand("/v1/templates/@L33@", "");
+            snprintf(target, sizeof(target), "%s%s", t, ops[i].sub);
+            free(t);
+            api(&r, ops[i].method, target, AUTH_JSON, ops[i].body);
+            expect(&r, ops[i].tpath, ops[i].op, 400, "INVALID_PARAMETER");
+            expect_field(&r, "template_id");
+            ts_http_free(&r);
+        }
+    }
+    for (size_t k = 0; k < 2; k++) {
+        template_call(&r, "GET", some, "", keys[k], NULL);
+        expect(&r, TPL_T, "get", 401, "UNAUTHENTICATED");
+        ts_http_free(&r);
+    }
+    char *t = expand("/v1/templates/@L33@", "");
+    api(&r, "GET", t, AUTH, NULL);
+    expect(&r, TPL_T, "get", 400, "INVALID_PARAMETER");
+    expect_field(&r, "template_id");
+    ts_http_free(&r);
+    free(t);
+    template_call(&r, "GET", "a%01b", "", AUTH, NULL);
+    expect(&r, TPL_T, "get", 400, "INVALID_PARAMETER");
+    ts_http_free(&r);
+    free(create);
+    free(huge);
+}
+END_TEST
+
+/* The bodies of the templates' operations: the schema, the contract and
+ * the service agree, as for the cards' bodies. */
+static void body_cases_agree(const struct body_case *cases, size_t n, const char *schema,
+                             const char *method, const char *target, const char *tpath,
+                             const char *op, int ok_status, const char *prefix)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct body_case *c = &cases[i];
+        char serial[48];
+        snprintf(serial, sizeof(serial), "%.8s%02u", prefix, (unsigned)(i % 100));
+        char *body = expand(c->body, serial);
+        json_object *o = json_tokener_parse(body);
+        ck_assert_msg(o != NULL, "%s case %zu: not JSON: %s", schema, i, body);
+        struct verr e = {0};
+        vcheck(o, schema, "", &e);
+        json_object_put(o);
+        if (!c->field || c->beyond_schema)
+            ck_assert_msg(!e.bad,
+                          "%s case %zu: the schema refuses a body the contract accepts (%s)",
+                          schema, i, e.why);
+        else
+            ck_assert_msg(e.bad && strcmp(e.where, c->field) == 0,
+                          "%s case %zu: the schema should refuse %s: %s", schema, i, c->field,
+                          e.bad ? e.why : "it accepts the body");
+        struct ts_http r;
+        api(&r, method, target, AUTH_JSON, body);
+        if (c->field) {
+            expect(&r, tpath, op, 400, "INVALID_PARAMETER");
+            expect_field(&r, c->field);
+        } else {
+            ck_assert_msg(r.status == ok_status,
+                          "%s case %zu: the service refuses a valid body: %ld %s", schema, i,
+                          r.status, r.body);
+            expect(&r, tpath, op, ok_status, NULL);
+        }
+        ts_http_free(&r);
+        free(body);
+    }
+}
+
+static const struct body_case create_cases[] = {
+    /* accepted */
+    {TREQ_(TFIELDS_), NULL, 0},
+    {"{\"request_id\":\"@L26@@S\",\"template\":{" TFIELDS_ ",\"biz_no_prefix\":\"@L10@\"}}", NULL,
+     0},
+    {TREQ_(TCT_ ",\"biz_no_suffix_len\":\"32\"," TWO_ "," TSTYLE_ "," TRULES_
+                ",\"open_card_conf\":{\"open_card_source_type\":\"ISV\"}"),
+     NULL, 0},
+    /* refused, at `field` */
+    {"{\"template\":{" TFIELDS_ "}}", "request_id", 0},
+    {"{\"request_id\":\"\",\"template\":{" TFIELDS_ "}}", "request_id", 0},
+    {"{\"request_id\":\"@L33@\",\"template\":{" TFIELDS_ "}}", "request_id", 0},
+    {"{\"request_id\":\"a b\",\"template\":{" TFIELDS_ "}}", "request_id", 0},
+    {"{\"request_id\":\"@S\"}", "template", 0},
+    {"{\"request_id\":\"@S\",\"template\":[]}", "template", 0},
+    {TREQ_(TSUF_ "," TWO_ "," TSTYLE_ "," TRULES_), "template.card_type", 0},
+    {TREQ_("\"card_type\":\"MEMBER_CARD\"," TSUF_ "," TWO_ "," TSTYLE_ "," TRULES_),
+     "template.card_type", 0},
+    {TREQ_(TCT_ ",\"biz_no_suffix_len\":\"7\"," TWO_ "," TSTYLE_ "," TRULES_),
+     "template.biz_no_suffix_len", 0},
+    {TREQ_(TCT_ ",\"biz_no_suffix_len\":10," TWO_ "," TSTYLE_ "," TRULES_),
+     "template.biz_no_suffix_len", 0},
+    {TREQ_(TCT_ "," TSUF_ "," TSTYLE_ "," TRULES_), "template.write_off_type", 0},
+    {TREQ_(TFIELDS_ ",\"biz_no_prefix\":\"@L11@\""), "template.biz_no_prefix", 0},
+    {TREQ_(TCT_ "," TSUF_ "," TWO_ "," TRULES_), "template.template_style_info", 0},
+    {TREQ_(TCT_ "," TSUF_ "," TWO_ ",\"template_style_info\":\"x\"," TRULES_),
+     "template.template_style_info", 0},
+    {TREQ_(TCT_ "," TSUF_ "," TWO_ ",\"template_style_info\":{\"card_show_name\":\"x\","
+                "\"background_id\":\"b\",\"bg_color\":\"c\"}," TRULES_),
+     "template.template_style_info.logo_id", 0},
+    {TREQ_(TCT_ "," TSUF_ "," TWO_ ",\"template_style_info\":{\"card_show_name\":\"x\","
+                "\"logo_id\":\"\",\"background_id\":\"b\",\"bg_color\":\"c\"}," TRULES_),
+     "template.template_style_info.logo_id", 0},
+    {TREQ_(TCT_ "," TSUF_ "," TWO_ "," TSTYLE_), "template.field_rule_list", 0},
+    {TREQ_(TCT_ "," TSUF_ "," TWO_ "," TSTYLE_ ",\"field_rule_list\":{}"),
+     "template.field_rule_list", 0},
+    {"{\"request_id\":\"@S\",\"template\":{\"request_id\":\"x\"," TFIELDS_ "}}",
+     "template.request_id", 0},
+    {"{\"request_id\":\"@S\",\"template\":{\"template_id\":\"x\"," TFIELDS_ "}}",
+     "template.template_id", 0},
+    {"{\"request_id\":\"@S\",\"template\":{" TFIELDS_ "},\"colour\":1}", "colour", 0},
+};
+
+static const struct body_case modify_cases[] = {
+    /* accepted */
+    {TREQ_(TSTYLE_), NULL, 0},
+    {TREQ_("\"biz_no_prefix\":\"abc\",\"write_off_type\":\"dqrcode\""), NULL, 0},
+    /* refused, at `field` */
+    {"{\"template\":{" TWO_ "}}", "request_id", 0},
+    {"{\"request_id\":\"@S\"}", "template", 0},
+    {TREQ_(""), "template", 0},
+    {TREQ_("\"card_type\":\"MEMBER_CARD\""), "template.card_type", 0},
+    {TREQ_(TCT_), "template.card_type", 0},
+    {TREQ_("\"biz_no_suffix_len\":\"40\""), "template.biz_no_suffix_len", 0},
+    {TREQ_("\"template_style_info\":{\"card_show_name\":\"x\"}"),
+     "template.template_style_info.logo_id", 0},
+    {TREQ_("\"template_id\":\"x\""), "template.template_id", 0},
+    {TREQ_("\"write_off_type\":\"\""), "template.write_off_type", 0},
+    {"{\"request_id\":\"@S\",\"template\":{" TWO_ "},\"template_id\":\"x\"}", "template_id", 0},
+};
+
+static const struct body_case form_cases[] = {
+    /* accepted */
+    {"{\"required\":[\"OPEN_FORM_FIELD_MOBILE\"]}", NULL, 0},
+    {FORM_BODY, NULL, 0},
+    {"{\"required\":[\"OPEN_FORM_FIELD_NAME\"],\"optional\":[]}", NULL, 0},
+    /* refused, at `field` */
+    {"{}", "required", 0},
+    {"{\"required\":[]}", "required", 0},
+    {"{\"required\":\"OPEN_FORM_FIELD_MOBILE\"}", "required", 0},
+    {"{\"required\":[\"OPEN_FORM_FIELD_SHOE_SIZE\"]}", "required[0]", 0},
+    {"{\"required\":[\"OPEN_FORM_FIELD_MOBILE\",1]}", "required[1]", 0},
+    {"{\"required\":[\"OPEN_FORM_FIELD_MOBILE\"],\"optional\":\"x\"}", "optional", 0},
+    {"{\"required\":[\"OPEN_FORM_FIELD_MOBILE\"],\"optional\":[\"open_form_field_name\"]}",
+     "optional[0]", 0},
+    {"{\"required\":[\"OPEN_FORM_FIELD_MOBILE\"],\"colour\":1}", "colour", 0},
+    /* beyond JSON Schema: a name twice across the lists, IDCARD with CERT */
+    {"{\"required\":[\"OPEN_FORM_FIELD_MOBILE\"],\"optional\":[\"OPEN_FORM_FIELD_MOBILE\"]}",
+     "optional[0]", 1},
+    {"{\"required\":[\"OPEN_FORM_FIELD_IDCARD\",\"OPEN_FORM_FIELD_CERT_NO\"]}", "required", 1},
+};
+
+#define VD_ "\"valid_date\":\"2030-12-31 23:59:59\""
+static const struct body_case activation_cases[] = {
+    /* accepted */
+    {"{" VD_ "}", NULL, 0},
+    {"{" VD_ ",\"level\":\"@L64@\",\"point\":\"-1.5\",\"balance\":\"12.34\","
+     "\"external_card_no_prefix\":\"@L32@\",\"success_url\":\"http://shop.example.test/a?b=c\"}",
+     NULL, 0},
+    /* refused, at `field` */
+    {"{}", "valid_date", 0},
+    {"{\"level\":\"VIP1\"}", "valid_date", 0},
+    {"{\"valid_date\":\"2030-12-31\"}", "valid_date", 0},
+    {"{\"valid_date\":\"2030-02-30 00:00:00\"}", "valid_date", 1},
+    {"{" VD_ ",\"point\":\"1.234\"}", "point", 0},
+    {"{" VD_ ",\"point\":1}", "point", 0},
+    {"{" VD_ ",\"balance\":\"-1\"}", "balance", 0},
+    {"{" VD_ ",\"level\":\"@L65@\"}", "level", 0},
+    {"{" VD_ ",\"level\":\"\"}", "level", 0},
+    {"{" VD_ ",\"external_card_no_prefix\":\"@L33@\"}", "external_card_no_prefix", 0},
+    {"{" VD_ ",\"external_card_no_prefix\":\"\"}", "external_card_no_prefix", 0},
+    {"{" VD_ ",\"success_url\":\"ftp://shop.example.test/\"}", "success_url", 0},
+    {"{" VD_ ",\"success_url\":\"https://shop.example.test/a b\"}", "success_url", 0},
+    {"{" VD_ ",\"success_url\":\"https://@L505@\"}", "success_url", 0},
+    {"{" VD_ ",\"colour\":\"red\"}", "colour", 0},
+};
+
+START_TEST(test_template_bodies_agree)
+{
+    char id[64], target[160];
+    create_template("oa-tb", id);
+    body_cases_agree(create_cases, sizeof(create_cases) / sizeof(create_cases[0]),
+                     "components|schemas|TemplateCreateRequest", "POST", "/v1/templates",
+                     "/v1/templates", "post", 201, "oatc");
+    snprintf(target, sizeof(target), "/v1/templates/%s", id);
+    body_cases_agree(modify_cases, sizeof(modify_cases) / sizeof(modify_cases[0]),
+                     "components|schemas|TemplateModifyRequest", "PATCH", target, TPL_T, "patch",
+                     200, "oatm");
+    snprintf(target, sizeof(target), "/v1/templates/%s/form", id);
+    body_cases_agree(form_cases, sizeof(form_cases) / sizeof(form_cases[0]),
+                     "components|schemas|FormRequest", "PUT", target, FORM_T, "put", 200, "");
+    snprintf(target, sizeof(target), "/v1/templates/%s/activation", id);
+    body_cases_agree(activation_cases, sizeof(activation_cases) / sizeof(activation_cases[0]),
+                     "components|schemas|ActivationSettings", "PUT", target, ACT_T, "put", 200, "");
+}
+END_TEST
+
+START_TEST(test_template_gateway_outcomes)
+{
+    /* The outcome table for each template call; none of these failures
+     * is final, so the activation address is asked for again each time
+     * and a failed create's retry makes the template. */
+    static const struct fault_case faults[] = {
+        {"code_20001", 422, "ALIPAY_AUTH_FAILED"},
+        {"error_response", 502, "ALIPAY_REQUEST_REFUSED"},
+        {"code_20000", 502, "ALIPAY_UNAVAILABLE"},
+        {"http_500", 502, "ALIPAY_UNAVAILABLE"},
+        {"bad_signature", 502, "ALIPAY_BAD_SIGNATURE"},
+        {"unsigned_success", 502, "ALIPAY_BAD_SIGNATURE"},
+    };
+    struct ts_http r;
+    char id[64], act[64];
+    create_template("oa-tgw", id);
+    create_template("oa-tgw-act", act);
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+        const struct fault_case *f = &faults[i];
+        char rid[32], mod[160];
+        snprintf(rid, sizeof(rid), "oa-tgw-c-%zu", i);
+        char *b = template_body(rid);
+        add_method_fault(f->mode, CREATE_M, 0);
+        api(&r, "POST", "/v1/templates", AUTH_JSON, b);
+        expect(&r, "/v1/templates", "post", f->status, f->code);
+        ts_http_free(&r);
+        api(&r, "POST", "/v1/templates", AUTH_JSON, b); /* not final */
+        expect(&r, "/v1/templates", "post", 201, NULL);
+        expect_replayed(&r, 0);
+        ts_http_free(&r);
+        free(b);
+
+        add_method_fault(f->mode, QUERY_M, 0);
+        template_call(&r, "GET", id, "", AUTH, NULL);
+        expect(&r, TPL_T, "get", f->status, f->code);
+        ts_http_free(&r);
+
+        snprintf(mod, sizeof(mod),
+                 "{\"request_id\":\"oa-tgw-m-%zu\",\"template\":{\"write_off_type\":\"qrcode\"}}",
+                 i);
+        add_method_fault(f->mode, MODIFY_M, 0);
+        template_call(&r, "PATCH", id, "", AUTH_JSON, mod);
+        expect(&r, TPL_T, "patch", f->status, f->code);
+        ts_http_free(&r);
+
+        add_method_fault(f->mode, FORMSET_M, 0);
+        template_call(&r, "PUT", id, "/form", AUTH_JSON, FORM_BODY);
+        expect(&r, FORM_T, "put", f->status, f->code);
+        ts_http_free(&r);
+
+        add_method_fault(f->mode, APPLY_M, 0);
+        template_call(&r, "PUT", act, "/activation", AUTH_JSON, SETTINGS_BODY);
+        expect(&r, ACT_T, "put", f->status, f->code);
+        ts_http_free(&r);
+    }
+    ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
+    template_call(&r, "PUT", act, "/activation", AUTH_JSON, SETTINGS_BODY);
+    expect(&r, ACT_T, "put", 200, NULL);
+    ts_http_free(&r);
+}
+END_TEST
+
+START_TEST(test_template_timeouts_and_in_progress)
+{
+    /* Each template call held past the gateway timeout: 504. While they
+     * are in flight, the same create, modify and activation again are
+     * 409 REQUEST_IN_PROGRESS with Retry-After, and not sent. */
+    char id[64], act[64], t_get[128], t_form[160], t_act[160];
+    create_template("oa-tslow", id);
+    create_template("oa-tslow-act", act);
+    snprintf(t_get, sizeof(t_get), "/v1/templates/%s", id);
+    snprintf(t_form, sizeof(t_form), "/v1/templates/%s/form", id);
+    snprintf(t_act, sizeof(t_act), "/v1/templates/%s/activation", act);
+    char *create = template_body("oa-tslow-c");
+    const char *mod =
+        "{\"request_id\":\"oa-tslow-m\",\"template\":{\"write_off_type\":\"qrcode\"}}";
+    static const char *const methods[] = {CREATE_M, QUERY_M, MODIFY_M, FORMSET_M, APPLY_M};
+    long before[5];
+    for (size_t i = 0; i < 5; i++) {
+        before[i] = sim_method_calls(methods[i]);
+        add_method_fault("delay", methods[i], BEYOND_TIMEOUT_MS);
+    }
+    struct async_call calls[5] = {
+        {.method = "POST", .target = "/v1/templates", .body = create},
+        {.method = "GET", .target = t_get},
+        {.method = "PATCH", .target = t_get, .body = mod},
+        {.method = "PUT", .target = t_form, .body = FORM_BODY},
+        {.method = "PUT", .target = t_act, .body = SETTINGS_BODY},
+    };
+    for (size_t i = 0; i < 5; i++)
+        ck_assert_int_eq(pthread_create(&calls[i].th, NULL, async_run, &calls[i]), 0);
+    /* The three that hold a claim reached the gateway. */
+    sim_method_wait(CREATE_M, before[0]);
+    sim_method_wait(MODIFY_M, before[2]);
+    sim_method_wait(APPLY_M, before[4]);
+    struct ts_http busy[3];
+    api(&busy[0], "POST", "/v1/templates", AUTH_JSON, create);
+    api(&busy[1], "PATCH", t_get, AUTH_JSON, mod);
+    api(&busy[2], "PUT", t_act, AUTH_JSON, SETTINGS_BODY);
+    for (size_t i = 0; i < 5; i++)
+        pthread_join(calls[i].th, NULL);
+    expect(&busy[0], "/v1/templates", "post", 409, "REQUEST_IN_PROGRESS");
+    expect_field(&busy[0], "request_id");
+    expect(&busy[1], TPL_T, "patch", 409, "REQUEST_IN_PROGRESS");
+    expect_field(&busy[1], "request_id");
+    expect(&busy[2], ACT_T, "put", 409, "REQUEST_IN_PROGRESS");
+    expect_field(&busy[2], NULL);
+    for (size_t i = 0; i < 3; i++) {
+        expect_retry_after(&busy[i], 1);
+        ts_http_free(&busy[i]);
+    }
+    expect(&calls[0].r, "/v1/templates", "post", 504, "ALIPAY_TIMEOUT");
+    expect(&calls[1].r, TPL_T, "get", 504, "ALIPAY_TIMEOUT");
+    expect(&calls[2].r, TPL_T, "patch", 504, "ALIPAY_TIMEOUT");
+    expect(&calls[3].r, FORM_T, "put", 504, "ALIPAY_TIMEOUT");
+    expect(&calls[4].r, ACT_T, "put", 504, "ALIPAY_TIMEOUT");
+    for (size_t i = 0; i < 5; i++)
+        ts_http_free(&calls[i].r);
+    ck_assert_int_eq(sim_method_calls(CREATE_M), before[0] + 1);
+    ck_assert_int_eq(sim_method_calls(MODIFY_M), before[2] + 1);
+    ck_assert_int_eq(sim_method_calls(APPLY_M), before[4] + 1);
+    free(create);
+}
+END_TEST
+
+START_TEST(test_signup)
+{
+    /* Members signing themselves up: the card is opened once per form
+     * whatever the reloads, and every failure gets its page. */
+    struct ts_http r;
+    char a[64], b[64], code[64], path[512];
+    create_template("oa-su-a", a);
+    set_up_signup(a, SUCCESS_URL);
+    create_template("oa-su-b", b);
+    set_up_signup(b, NULL);
+
+    /* 302 to success_url, and a reload: the same answer, no call. */
+    char *cb = member_signs_up(a, NULL, NULL);
+    char first[256] = "";
+    long opens = 0;
+    for (int i = 0; i < 2; i++) {
+        /* The reload carries a parameter of Alipay's own: ignored. */
+        snprintf(path, sizeof(path), "%s%s", cb, i ? "&scope=auth_base&alipay_trace=x" : "");
+        follow(&r, path);
+        expect(&r, SIGNUP_T, "get", 302, NULL);
+        expect_replayed(&r, i);
+        char *loc = ts_http_header(&r, "Location");
+        ck_assert_msg(loc &&
+                          strncmp(loc, SUCCESS_URL "?biz_card_no=",
+                                  strlen(SUCCESS_URL "?biz_card_no=")) == 0 &&
+                          loc[strlen(SUCCESS_URL "?biz_card_no=")] != '\0',
+                      "Location %s", loc ? loc : "-");
+        if (i == 0) {
+            snprintf(first, sizeof(first), "%s", loc);
+            opens = sim_method_calls(OPEN_M);
+        }
+        ck_assert_str_eq(loc, first);
+        free(loc);
+        ts_http_free(&r);
+    }
+    ck_assert_int_eq(sim_method_calls(OPEN_M), opens);
+    free(cb);
+    /* Without success_url: a page, and its reload. */
+    cb = member_signs_up(b, NULL, NULL);
+    for (int i = 0; i < 2; i++) {
+        follow(&r, cb);
+        expect(&r, SIGNUP_T, "get", 200, NULL);
+        expect_replayed(&r, i);
+        ts_http_free(&r);
+    }
+    free(cb);
+
+    /* Links that are not whole or not ours, and a template without
+     * settings: 400, nothing asked. */
+    long tokens = sim_method_calls(OAUTH_M);
+    static const char *const bad[] = {
+        "",
+        "?template_id=T&auth_code=c&request_id=r",
+        "?app_id=" APP_ID "&auth_code=c&request_id=r",
+        "?app_id=" APP_ID "&template_id=T&auth_code=c",
+        "?app_id=9999&template_id=T&auth_code=c&request_id=r",
+        "?app_id=" APP_ID "&template_id=@L33@&auth_code=c&request_id=r",
+        "?app_id=" APP_ID "&template_id=T&auth_code=c&request_id=a%20b",
+        "?app_id=" APP_ID "&template_id=T&auth_code=&request_id=r",
+        "?app_id=" APP_ID "&template_id=T&auth_code=a%01b&request_id=r",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *q = expand(bad[i], "");
+        snprintf(path, sizeof(path), SIGNUP_T "%s", q);
+        free(q);
+        follow(&r, path);
+        expect(&r, SIGNUP_T, "get", 400, "INVALID_PARAMETER");
+        ts_http_free(&r);
+    }
+    follow(&r, SIGNUP_T "?app_id=" APP_ID "&template_id=NOSETTINGS&auth_code=c&request_id=r"
+                        "&out_string=x&state=s");
+    expect(&r, SIGNUP_T, "get", 400, "ACTIVATION_NOT_CONFIGURED");
+    ts_http_free(&r);
+
+    /* No auth_code: the member did not complete the form. */
+    snprintf(path, sizeof(path), SIGNUP_T "?app_id=" APP_ID "&template_id=%s&request_id=r1", a);
+    follow(&r, path);
+    expect(&r, SIGNUP_T, "get", 400, "FORM_NOT_COMPLETED");
+    ts_http_free(&r);
+    ck_assert_int_eq(sim_method_calls(OAUTH_M), tokens);
+
+    /* The member's side: an expired auth code. */
+    cb = member_signs_up(a, "\"auth_code_ttl_ms\":0", NULL);
+    follow(&r, cb);
+    expect(&r, SIGNUP_T, "get", 422, "AUTH_CODE_INVALID");
+    ts_http_free(&r);
+    free(cb);
+    /* A form Alipay does not have (a request_id of no form of this
+     * template): refused. */
+    cb = member_signs_up(a, NULL, code);
+    free(cb);
+    snprintf(path, sizeof(path),
+             SIGNUP_T "?app_id=" APP_ID "&template_id=%s&auth_code=%s&request_id=oa-no-such-form",
+             a, code);
+    follow(&r, path);
+    expect(&r, SIGNUP_T, "get", 422, "ALIPAY_REJECTED");
+    ts_http_free(&r);
+
+    /* Alipay's side, at each step. */
+    static const struct {
+        const char *mode, *method;
+        int status;
+        const char *code;
+    } steps[] = {
+        {"code_20001", FORMQ_M, 422, "ALIPAY_AUTH_FAILED"},
+        {"code_20000", OAUTH_M, 502, "ALIPAY_UNAVAILABLE"},
+        {"error_response", FORMQ_M, 502, "ALIPAY_REQUEST_REFUSED"},
+        {"bad_signature", OPEN_M, 502, "ALIPAY_BAD_SIGNATURE"},
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        cb = member_signs_up(a, NULL, NULL);
+        add_method_fault(steps[i].mode, steps[i].method, 0);
+        follow(&r, cb);
+        expect(&r, SIGNUP_T, "get", steps[i].status, steps[i].code);
+        expect_replayed(&r, 0);
+        ts_http_free(&r);
+        if (strcmp(steps[i].method, OPEN_M) == 0) {
+            /* The card may be open now: not asked again. */
+            follow(&r, cb);
+            expect(&r, SIGNUP_T, "get", 502, "SIGNUP_OUTCOME_UNKNOWN");
+            ts_http_free(&r);
+        }
+        free(cb);
+    }
+
+    /* The open held past the gateway timeout: 504; while it is in flight
+     * a reload is 409 with Retry-After; after it, the outcome is
+     * unknown. */
+    cb = member_signs_up(a, NULL, NULL);
+    long before = sim_method_calls(OPEN_M);
+    add_method_fault("delay", OPEN_M, BEYOND_TIMEOUT_MS);
+    struct async_call held = {.method = "GET", .target = cb};
+    ck_assert_int_eq(pthread_create(&held.th, NULL, async_run, &held), 0);
+    sim_method_wait(OPEN_M, before);
+    struct ts_http busy;
+    follow(&busy, cb);
+    pthread_join(held.th, NULL);
+    expect(&busy, SIGNUP_T, "get", 409, "REQUEST_IN_PROGRESS");
+    expect_retry_after(&busy, 1);
+    ts_http_free(&busy);
+    expect(&held.r, SIGNUP_T, "get", 504, "ALIPAY_TIMEOUT");
+    ts_http_free(&held.r);
+    follow(&r, cb);
+    expect(&r, SIGNUP_T, "get", 502, "SIGNUP_OUTCOME_UNKNOWN");
+    ts_http_free(&r);
+    free(cb);
+    ck_assert_int_eq(sim_method_calls(OPEN_M), before + 1);
+}
+END_TEST
+
+START_TEST(test_activation_not_configured)
+{
+    /* The cardgate without CARDGATE_PUBLIC_URL: members cannot sign up,
+     * and activation settings are refused; nothing is asked of Alipay. */
+    struct ts_http r, put;
+    char url[512];
+    long applies = sim_method_calls(APPLY_M), tokens = sim_method_calls(OAUTH_M);
+    snprintf(url, sizeof(url),
+             "%s" SIGNUP_T "?app_id=" APP_ID "&template_id=" TEMPLATE "&auth_code=c&request_id=r",
+             off.url);
+    ck_assert_msg(ts_http_call("GET", url, NULL, NULL, &r) == 0, "no answer; see %s", off.log);
+    expect(&r, SIGNUP_T, "get", 503, "ACTIVATION_NOT_CONFIGURED");
+    ts_http_free(&r);
+    snprintf(url, sizeof(url), "%s/v1/templates/" TEMPLATE "/activation", off.url);
+    ck_assert_msg(ts_http_call("PUT", url, AUTH_JSON, SETTINGS_BODY, &put) == 0,
+                  "no answer; see %s", off.log);
+    expect(&put, ACT_T, "put", 503, "ACTIVATION_NOT_CONFIGURED");
+    ts_http_free(&put);
+    ck_assert_int_eq(sim_method_calls(APPLY_M), applies);
+    ck_assert_int_eq(sim_method_calls(OAUTH_M), tokens);
+}
+END_TEST
+
 /* ================================================================ database */
 
 static int sql(const char *conninfo, const char *stmt)
@@ -2331,6 +3336,14 @@ START_TEST(test_database_down)
     patch_card(&update, "20000000000000000001", ub);
     free(ub);
     delete_card(&del, "20000000000000000001", "oa-db-del", "CANCEL");
+    struct ts_http tcreate, tmodify, tact, page;
+    char *tb = template_body("oa-db-tpl");
+    api(&tcreate, "POST", "/v1/templates", AUTH_JSON, tb);
+    free(tb);
+    template_call(&tmodify, "PATCH", TEMPLATE, "", AUTH_JSON,
+                  "{\"request_id\":\"oa-db-m\",\"template\":{\"write_off_type\":\"qrcode\"}}");
+    template_call(&tact, "PUT", TEMPLATE, "/activation", AUTH_JSON, SETTINGS_BODY);
+    follow(&page, SIGNUP_T "?app_id=" APP_ID "&template_id=" TEMPLATE "&auth_code=c&request_id=r");
     long calls = ts_sim_calls(&st.sim, "oa-db-1");
     long after = ts_sim_calls(&st.sim, NULL);
     snprintf(stmt, sizeof(stmt), "ALTER DATABASE %s ALLOW_CONNECTIONS true", name);
@@ -2341,6 +3354,10 @@ START_TEST(test_database_down)
     expect(&ready, "/readyz", "get", 503, "DATABASE_UNAVAILABLE");
     expect(&update, CARD_T, "patch", 503, "DATABASE_UNAVAILABLE");
     expect(&del, CARD_T, "delete", 503, "DATABASE_UNAVAILABLE");
+    expect(&tcreate, "/v1/templates", "post", 503, "DATABASE_UNAVAILABLE");
+    expect(&tmodify, TPL_T, "patch", 503, "DATABASE_UNAVAILABLE");
+    expect(&tact, ACT_T, "put", 503, "DATABASE_UNAVAILABLE");
+    expect(&page, SIGNUP_T, "get", 503, "DATABASE_UNAVAILABLE");
     ck_assert_int_eq(calls, 0);      /* nothing sent without the intent */
     ck_assert_int_eq(after, before); /* by any of them */
     ts_http_free(&open);
@@ -2348,6 +3365,10 @@ START_TEST(test_database_down)
     ts_http_free(&ready);
     ts_http_free(&update);
     ts_http_free(&del);
+    ts_http_free(&tcreate);
+    ts_http_free(&tmodify);
+    ts_http_free(&tact);
+    ts_http_free(&page);
 }
 END_TEST
 
@@ -2390,6 +3411,13 @@ int main(void)
     tcase_add_test(tc, test_update_and_delete);
     tcase_add_test(tc, test_change_gateway_outcomes);
     tcase_add_test(tc, test_change_timeouts_and_busy);
+    tcase_add_test(tc, test_templates);
+    tcase_add_test(tc, test_template_request_errors);
+    tcase_add_test(tc, test_template_bodies_agree);
+    tcase_add_test(tc, test_template_gateway_outcomes);
+    tcase_add_test(tc, test_template_timeouts_and_in_progress);
+    tcase_add_test(tc, test_signup);
+    tcase_add_test(tc, test_activation_not_configured);
     tcase_add_test(tc, test_schema_behind);
     /* Last: they leave the database refusing, then recovering. */
     tcase_add_test(tc, test_database_down);
