@@ -205,7 +205,7 @@ static const char *const form_fields[] = {
     "OPEN_FORM_FIELD_MEMBER_GRADE",
 };
 
-static int known_form_field(const char *s)
+int template_form_field_known(const char *s)
 {
     for (size_t i = 0; i < NFIELDS(form_fields); i++)
         if (strcmp(s, form_fields[i]) == 0)
@@ -232,7 +232,7 @@ static int check_form_list(json_object *list, const char *name, int required, js
         json_object *v = json_object_array_get_idx(list, i);
         snprintf(path, sizeof(path), "%s[%zu]", name, i);
         if (!json_object_is_type(v, json_type_string) ||
-            !known_form_field(json_object_get_string(v)))
+            !template_form_field_known(json_object_get_string(v)))
             return fail(err, path, "%s must be one of the OPEN_FORM_FIELD_* names", path);
         if (json_object_object_get_ex(seen, json_object_get_string(v), NULL))
             return fail(err, path, "%s names a field already listed", path);

@@ -49,6 +49,9 @@ char *template_modify_biz(const char *request_id, const char *template_id, json_
  * Returns 0 or -1 with err. */
 int template_form_check(json_object *body, struct validate_error *err);
 
+/* 1 when name is one of the OPEN_FORM_FIELD_* names above. */
+int template_form_field_known(const char *name);
+
 /* formtemplate.set's biz_content for an accepted form body. malloc'd. */
 char *template_form_biz(const char *template_id, json_object *body);
 

@@ -180,65 +180,86 @@ BEGIN
 END
 $$;
 
--- What a success changes beyond the ledger, per operation. p_card (jsonb):
+-- What a success changes beyond the ledger: one function per operation,
+-- and card_request_apply to pick it (a later migration that adds an
+-- operation adds its function and replaces only the picker). p_card (jsonb):
 --   open:   external_card_no, user_id, card_template_id, level, point, balance
 --   update: occur_time, and any of external_card_no, level, point, balance
 --   delete: reason_code
--- p_caller: the request's caller. Called by card_request_finish only.
-CREATE FUNCTION card_request_apply(p_app_id text, p_serial text, p_operation text,
-                                   p_biz_card_no text, p_card jsonb, p_caller text)
+CREATE FUNCTION card_apply_open(p_app_id text, p_serial text, p_biz_card_no text, p_card jsonb)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
+                       card_template_id, level, point, balance)
+    VALUES (p_biz_card_no, p_card->>'external_card_no', p_serial, p_app_id, p_card->>'user_id',
+            p_card->>'card_template_id', p_card->>'level', cardgate_decimal(p_card->>'point'),
+            cardgate_decimal(p_card->>'balance'))
+    ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
+EXCEPTION WHEN unique_violation THEN
+    -- external_card_no already maps to another live card: keep the card,
+    -- flag the clash for the merchant to resolve.
+    INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
+                       card_template_id, status, level, point, balance)
+    VALUES (p_biz_card_no, NULL, p_serial, p_app_id, p_card->>'user_id',
+            p_card->>'card_template_id', 'external_card_no_conflict', p_card->>'level',
+            cardgate_decimal(p_card->>'point'), cardgate_decimal(p_card->>'balance'))
+    ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
+END
+$$;
+
+CREATE FUNCTION card_apply_update(p_biz_card_no text, p_card jsonb)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     occ timestamp := (p_card->>'occur_time')::timestamp;
 BEGIN
+    -- A late success of an older update moves nothing back.
+    UPDATE cards k
+       SET level = CASE WHEN p_card ? 'level' THEN p_card->>'level' ELSE k.level END,
+           point = CASE WHEN p_card ? 'point' THEN cardgate_decimal(p_card->>'point')
+                        ELSE k.point END,
+           balance = CASE WHEN p_card ? 'balance' THEN cardgate_decimal(p_card->>'balance')
+                          ELSE k.balance END,
+           last_occur_time = occ, updated_at = now()
+     WHERE k.biz_card_no = p_biz_card_no
+       AND (k.last_occur_time IS NULL OR k.last_occur_time <= occ);
+    IF FOUND AND p_card ? 'external_card_no' THEN
+        BEGIN
+            UPDATE cards k SET external_card_no = p_card->>'external_card_no'
+             WHERE k.biz_card_no = p_biz_card_no;
+        EXCEPTION WHEN unique_violation THEN
+            UPDATE cards k SET status = 'external_card_no_conflict'
+             WHERE k.biz_card_no = p_biz_card_no AND k.status = 'active';
+        END;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION card_apply_delete(p_biz_card_no text, p_card jsonb)
+RETURNS void
+LANGUAGE sql AS $$
+    UPDATE cards k
+       SET status = 'deleted', deleted_at = coalesce(k.deleted_at, now()),
+           delete_reason = coalesce(k.delete_reason, p_card->>'reason_code'),
+           updated_at = now()
+     WHERE k.biz_card_no = p_biz_card_no;
+$$;
+
+-- p_caller: the request's caller. Called by card_request_finish only.
+CREATE FUNCTION card_request_apply(p_app_id text, p_serial text, p_operation text,
+                                   p_biz_card_no text, p_card jsonb, p_caller text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
     IF p_biz_card_no IS NULL THEN
         RETURN;
-    END IF;
-    IF p_operation = 'open' THEN
-        BEGIN
-            INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
-                               card_template_id, level, point, balance)
-            VALUES (p_biz_card_no, p_card->>'external_card_no', p_serial, p_app_id,
-                    p_card->>'user_id', p_card->>'card_template_id', p_card->>'level',
-                    cardgate_decimal(p_card->>'point'), cardgate_decimal(p_card->>'balance'))
-            ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
-        EXCEPTION WHEN unique_violation THEN
-            -- external_card_no already maps to another live card: keep the
-            -- card, flag the clash for the merchant to resolve.
-            INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
-                               card_template_id, status, level, point, balance)
-            VALUES (p_biz_card_no, NULL, p_serial, p_app_id, p_card->>'user_id',
-                    p_card->>'card_template_id', 'external_card_no_conflict', p_card->>'level',
-                    cardgate_decimal(p_card->>'point'), cardgate_decimal(p_card->>'balance'))
-            ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
-        END;
+    ELSIF p_operation = 'open' THEN
+        PERFORM card_apply_open(p_app_id, p_serial, p_biz_card_no, p_card);
     ELSIF p_operation = 'update' THEN
-        -- A late success of an older update moves nothing back.
-        UPDATE cards k
-           SET level = CASE WHEN p_card ? 'level' THEN p_card->>'level' ELSE k.level END,
-               point = CASE WHEN p_card ? 'point' THEN cardgate_decimal(p_card->>'point')
-                            ELSE k.point END,
-               balance = CASE WHEN p_card ? 'balance'
-                              THEN cardgate_decimal(p_card->>'balance') ELSE k.balance END,
-               last_occur_time = occ, updated_at = now()
-         WHERE k.biz_card_no = p_biz_card_no
-           AND (k.last_occur_time IS NULL OR k.last_occur_time <= occ);
-        IF FOUND AND p_card ? 'external_card_no' THEN
-            BEGIN
-                UPDATE cards k SET external_card_no = p_card->>'external_card_no'
-                 WHERE k.biz_card_no = p_biz_card_no;
-            EXCEPTION WHEN unique_violation THEN
-                UPDATE cards k SET status = 'external_card_no_conflict'
-                 WHERE k.biz_card_no = p_biz_card_no AND k.status = 'active';
-            END;
-        END IF;
+        PERFORM card_apply_update(p_biz_card_no, p_card);
     ELSIF p_operation = 'delete' THEN
-        UPDATE cards k
-           SET status = 'deleted', deleted_at = coalesce(k.deleted_at, now()),
-               delete_reason = coalesce(k.delete_reason, p_card->>'reason_code'),
-               updated_at = now()
-         WHERE k.biz_card_no = p_biz_card_no;
+        PERFORM card_apply_delete(p_biz_card_no, p_card);
     END IF;
 END
 $$;

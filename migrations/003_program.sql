@@ -45,72 +45,55 @@ LANGUAGE sql AS $$
     RETURNING CASE WHEN t.apply_callback = p_callback THEN t.apply_card_url END;
 $$;
 
--- As migrations/002's, plus: a member's sign-up ('activate') records its
--- card as an open does; a created template goes into card_templates; a
--- template's sign-up URL is kept with the callback it was asked for.
+-- What the program's operations change, on success.
+CREATE FUNCTION card_apply_template(p_app_id text, p_card jsonb, p_caller text)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO card_templates (template_id, app_id, request_id, caller)
+    VALUES (p_card->>'template_id', p_app_id, p_card->>'request_id', p_caller)
+    ON CONFLICT (template_id) DO UPDATE
+        SET request_id = coalesce(card_templates.request_id, excluded.request_id),
+            updated_at = now();
+$$;
+
+CREATE FUNCTION card_apply_template_modify(p_app_id text, p_card jsonb, p_caller text)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO card_templates (template_id, app_id, caller)
+    VALUES (p_card->>'template_id', p_app_id, p_caller)
+    ON CONFLICT (template_id) DO UPDATE SET updated_at = now();
+$$;
+
+CREATE FUNCTION card_apply_activation_url(p_card jsonb)
+RETURNS void
+LANGUAGE sql AS $$
+    UPDATE card_templates t
+       SET apply_card_url = p_card->>'apply_card_url',
+           apply_callback = p_card->>'callback', updated_at = now()
+     WHERE t.template_id = p_card->>'template_id';
+$$;
+
+-- migrations/002's picker, with the program's operations; a member's
+-- sign-up ('activate') records its card as an open does.
 CREATE OR REPLACE FUNCTION card_request_apply(p_app_id text, p_serial text, p_operation text,
                                               p_biz_card_no text, p_card jsonb, p_caller text)
 RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    occ timestamp := (p_card->>'occur_time')::timestamp;
 BEGIN
-    IF p_operation IN ('open', 'activate') AND p_biz_card_no IS NOT NULL THEN
-        BEGIN
-            INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
-                               card_template_id, level, point, balance)
-            VALUES (p_biz_card_no, p_card->>'external_card_no', p_serial, p_app_id,
-                    p_card->>'user_id', p_card->>'card_template_id', p_card->>'level',
-                    cardgate_decimal(p_card->>'point'), cardgate_decimal(p_card->>'balance'))
-            ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
-        EXCEPTION WHEN unique_violation THEN
-            INSERT INTO cards (biz_card_no, external_card_no, out_serial_no, app_id, user_id,
-                               card_template_id, status, level, point, balance)
-            VALUES (p_biz_card_no, NULL, p_serial, p_app_id, p_card->>'user_id',
-                    p_card->>'card_template_id', 'external_card_no_conflict', p_card->>'level',
-                    cardgate_decimal(p_card->>'point'), cardgate_decimal(p_card->>'balance'))
-            ON CONFLICT (biz_card_no) DO UPDATE SET updated_at = now();
-        END;
-    ELSIF p_operation = 'update' AND p_biz_card_no IS NOT NULL THEN
-        UPDATE cards k
-           SET level = CASE WHEN p_card ? 'level' THEN p_card->>'level' ELSE k.level END,
-               point = CASE WHEN p_card ? 'point' THEN cardgate_decimal(p_card->>'point')
-                            ELSE k.point END,
-               balance = CASE WHEN p_card ? 'balance'
-                              THEN cardgate_decimal(p_card->>'balance') ELSE k.balance END,
-               last_occur_time = occ, updated_at = now()
-         WHERE k.biz_card_no = p_biz_card_no
-           AND (k.last_occur_time IS NULL OR k.last_occur_time <= occ);
-        IF FOUND AND p_card ? 'external_card_no' THEN
-            BEGIN
-                UPDATE cards k SET external_card_no = p_card->>'external_card_no'
-                 WHERE k.biz_card_no = p_biz_card_no;
-            EXCEPTION WHEN unique_violation THEN
-                UPDATE cards k SET status = 'external_card_no_conflict'
-                 WHERE k.biz_card_no = p_biz_card_no AND k.status = 'active';
-            END;
-        END IF;
-    ELSIF p_operation = 'delete' AND p_biz_card_no IS NOT NULL THEN
-        UPDATE cards k
-           SET status = 'deleted', deleted_at = coalesce(k.deleted_at, now()),
-               delete_reason = coalesce(k.delete_reason, p_card->>'reason_code'),
-               updated_at = now()
-         WHERE k.biz_card_no = p_biz_card_no;
-    ELSIF p_operation = 'template' THEN
-        INSERT INTO card_templates (template_id, app_id, request_id, caller)
-        VALUES (p_card->>'template_id', p_app_id, p_card->>'request_id', p_caller)
-        ON CONFLICT (template_id) DO UPDATE
-            SET request_id = coalesce(card_templates.request_id, excluded.request_id),
-                updated_at = now();
+    IF p_operation = 'template' THEN
+        PERFORM card_apply_template(p_app_id, p_card, p_caller);
     ELSIF p_operation = 'template_modify' THEN
-        INSERT INTO card_templates (template_id, app_id, caller)
-        VALUES (p_card->>'template_id', p_app_id, p_caller)
-        ON CONFLICT (template_id) DO UPDATE SET updated_at = now();
+        PERFORM card_apply_template_modify(p_app_id, p_card, p_caller);
     ELSIF p_operation = 'activation_url' THEN
-        UPDATE card_templates t
-           SET apply_card_url = p_card->>'apply_card_url',
-               apply_callback = p_card->>'callback', updated_at = now()
-         WHERE t.template_id = p_card->>'template_id';
+        PERFORM card_apply_activation_url(p_card);
+    ELSIF p_biz_card_no IS NULL THEN
+        RETURN;
+    ELSIF p_operation IN ('open', 'activate') THEN
+        PERFORM card_apply_open(p_app_id, p_serial, p_biz_card_no, p_card);
+    ELSIF p_operation = 'update' THEN
+        PERFORM card_apply_update(p_biz_card_no, p_card);
+    ELSIF p_operation = 'delete' THEN
+        PERFORM card_apply_delete(p_biz_card_no, p_card);
     END IF;
 END
 $$;

@@ -2,6 +2,8 @@
  * program.h; where each rule comes from is in README.md. */
 #include "program.h"
 
+#include "template.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,23 +12,6 @@
 
 /* Where a member opens a template's sign-up form; Alipay's own host. */
 #define APPLY_CARD_BASE "https://memberprod.alipay.com/account/openform/activecard.htm"
-
-/* The fields of Alipay's sign-up form (the Java SDK's OpenFormFieldDO and
- * OpenFormFieldDetailDO list them). */
-static const char *const form_fields[] = {"OPEN_FORM_FIELD_MOBILE",
-                                          "OPEN_FORM_FIELD_GENDER",
-                                          "OPEN_FORM_FIELD_NAME",
-                                          "OPEN_FORM_FIELD_BIRTHDAY",
-                                          "OPEN_FORM_FIELD_BIRTHDAY_WITH_YEAR",
-                                          "OPEN_FORM_FIELD_IDCARD",
-                                          "OPEN_FORM_FIELD_CERT_TYPE",
-                                          "OPEN_FORM_FIELD_CERT_NO",
-                                          "OPEN_FORM_FIELD_EMAIL",
-                                          "OPEN_FORM_FIELD_ADDRESS",
-                                          "OPEN_FORM_FIELD_CITY",
-                                          "OPEN_FORM_FIELD_IS_STUDENT",
-                                          "OPEN_FORM_FIELD_MEMBER_GRADE",
-                                          NULL};
 
 /* ------------------------------------------------------------------ state */
 
@@ -100,10 +85,8 @@ json_object *program_template_json(const struct sim *s, const char *template_id)
 
 int program_form_field_known(const char *name)
 {
-    for (size_t i = 0; form_fields[i]; i++)
-        if (strcmp(form_fields[i], name) == 0)
-            return 1;
-    return 0;
+    /* The same list cardgate checks forms with. */
+    return template_form_field_known(name);
 }
 
 static const char *rec_str(json_object *rec, const char *key)
