@@ -29,45 +29,6 @@ static const char *const auth_headers[] = {TS_AUTH, NULL};
 
 /* ---------------------------------------------------------------- helpers */
 
-static json_object *json_of(const struct ts_http *r)
-{
-    json_object *o = r->body ? json_tokener_parse(r->body) : NULL;
-    ck_assert_msg(o != NULL, "not JSON (status %ld): %s", r->status, r->body ? r->body : "");
-    return o;
-}
-
-/* The string at a dotted path of r's JSON body, malloc'd; NULL when absent. */
-static char *field_of(const struct ts_http *r, const char *path)
-{
-    json_object *o = json_of(r), *v = o;
-    char buf[128];
-    snprintf(buf, sizeof(buf), "%s", path);
-    char *save = NULL;
-    for (char *k = strtok_r(buf, ".", &save); k && v; k = strtok_r(NULL, ".", &save))
-        if (!json_object_object_get_ex(v, k, &v))
-            v = NULL;
-    char *s = v ? strdup(json_object_get_string(v)) : NULL;
-    json_object_put(o);
-    return s;
-}
-
-static void assert_field(const struct ts_http *r, const char *path, const char *want)
-{
-    char *got = field_of(r, path);
-    ck_assert_msg(got && strcmp(got, want) == 0, "%s: got %s, want %s (body %s)", path,
-                  got ? got : "(absent)", want, r->body);
-    free(got);
-}
-
-/* Asserts status and error code (and field, when given) of an answer. */
-static void assert_error(const struct ts_http *r, long status, const char *code, const char *field)
-{
-    ck_assert_msg(r->status == status, "status %ld, want %ld: %s", r->status, status, r->body);
-    assert_field(r, "error.code", code);
-    if (field)
-        assert_field(r, "error.field", field);
-}
-
 static void assert_header(const struct ts_http *r, const char *name, const char *want)
 {
     char *v = ts_http_header(r, name);
@@ -96,7 +57,7 @@ static void open_card(const struct ts_stack *st, const char *serial, const char 
     open_body(body, sizeof(body), serial, external);
     ck_assert_int_eq(ts_http_call("POST", url, json_headers, body, &r), 0);
     ck_assert_msg(r.status == 201, "open: %ld %s", r.status, r.body);
-    *biz_card_no = field_of(&r, "biz_card_no");
+    *biz_card_no = ts_json_at(&r, "biz_card_no");
     ck_assert_ptr_nonnull(*biz_card_no);
     ts_http_free(&r);
 }
@@ -135,7 +96,7 @@ static json_object *sim_card(const struct ts_sim *sim, const char *biz)
     snprintf(url, sizeof(url), "%s/cards/%s", sim->control, biz);
     ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
     ck_assert_int_eq(r.status, 200);
-    json_object *o = json_of(&r);
+    json_object *o = ts_json_of(&r);
     ts_http_free(&r);
     return o;
 }
@@ -177,7 +138,7 @@ static long sim_method_calls(const struct ts_sim *sim, const char *method)
     struct ts_http r;
     snprintf(url, sizeof(url), "%s/calls", sim->control);
     ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    json_object *o = json_of(&r), *m, *v;
+    json_object *o = ts_json_of(&r), *m, *v;
     long n = 0;
     if (json_object_object_get_ex(o, "methods", &m) && json_object_object_get_ex(m, method, &v))
         n = (long)json_object_get_int64(v);
@@ -227,13 +188,13 @@ START_TEST(test_update_and_delete_round_trip)
                              "20");
     patch(&st, biz, body, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    assert_field(&r, "biz_card_no", biz);
-    assert_field(&r, "out_serial_no", "rt-up-1");
-    assert_field(&r, "occur_time", "2026-11-30 10:15:00");
-    assert_field(&r, "card.point", "120");
-    assert_field(&r, "card.balance", "88.50");
-    assert_field(&r, "card.level", "VIP2");
-    char *updated_at = field_of(&r, "updated_at");
+    ts_assert_field(&r, "biz_card_no", biz);
+    ts_assert_field(&r, "out_serial_no", "rt-up-1");
+    ts_assert_field(&r, "occur_time", "2026-11-30 10:15:00");
+    ts_assert_field(&r, "card.point", "120");
+    ts_assert_field(&r, "card.balance", "88.50");
+    ts_assert_field(&r, "card.level", "VIP2");
+    char *updated_at = ts_json_at(&r, "updated_at");
     ck_assert_ptr_nonnull(updated_at);
     free(updated_at);
 
@@ -273,7 +234,7 @@ START_TEST(test_update_and_delete_round_trip)
     /* The serial number is cardgate's key for that change only. */
     body = update_body("rt-up-1", "2026-11-30 10:15:00", "{\"point\":\"121\"}", NULL);
     patch(&st, biz, body, &r);
-    assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
+    ts_assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
     ts_http_free(&r);
     free(body);
     /* The card is part of the change: the same body for another card is a
@@ -285,14 +246,14 @@ START_TEST(test_update_and_delete_round_trip)
                        "\"front_text_list\":[{\"label\":\"专业\",\"value\":\"金融\"}]}",
                        "20");
     patch(&st, other, body, &r);
-    assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
+    ts_assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
     ts_http_free(&r);
     free(body);
     free(other);
     /* ... and so is an open's serial. */
     body = update_body("rt-open", "2026-11-30 10:16:00", "{\"point\":\"121\"}", NULL);
     patch(&st, biz, body, &r);
-    assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
+    ts_assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
     ts_http_free(&r);
     free(body);
     ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
@@ -300,12 +261,12 @@ START_TEST(test_update_and_delete_round_trip)
     /* Delete. */
     del(&st, biz, "out_serial_no=rt-del-1&reason_code=CANCEL", &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    assert_field(&r, "biz_card_no", biz);
-    assert_field(&r, "out_serial_no", "rt-del-1");
-    assert_field(&r, "reason_code", "CANCEL");
+    ts_assert_field(&r, "biz_card_no", biz);
+    ts_assert_field(&r, "out_serial_no", "rt-del-1");
+    ts_assert_field(&r, "reason_code", "CANCEL");
     char *serial_at_sim = sim_card_str(&st.sim, biz, "biz_serial_no");
     ck_assert_ptr_nonnull(serial_at_sim);
-    assert_field(&r, "biz_serial_no", serial_at_sim);
+    ts_assert_field(&r, "biz_serial_no", serial_at_sim);
     free(serial_at_sim);
     v = sim_card_str(&st.sim, biz, "status");
     ck_assert_str_eq(v, "deleted");
@@ -328,11 +289,11 @@ START_TEST(test_update_and_delete_round_trip)
     long deletes = sim_method_calls(&st.sim, METHOD_DELETE);
     body = update_body("rt-up-2", "2026-11-30 11:00:00", "{\"point\":\"1\"}", NULL);
     patch(&st, biz, body, &r);
-    assert_error(&r, 410, "CARD_DELETED", NULL);
+    ts_assert_error(&r, 410, "CARD_DELETED", NULL);
     ts_http_free(&r);
     free(body);
     del(&st, biz, "out_serial_no=rt-del-2&reason_code=USER_UNBUND", &r);
-    assert_error(&r, 410, "CARD_DELETED", NULL);
+    ts_assert_error(&r, 410, "CARD_DELETED", NULL);
     ts_http_free(&r);
     ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), updates);
     ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_DELETE), deletes);
@@ -421,7 +382,7 @@ START_TEST(test_update_every_field)
     body =
         update_body("ef-up-2", "2026-11-30 10:16:00", "{\"external_card_no\":\"EXT-EF-2\"}", NULL);
     patch(&st, other, body, &r);
-    assert_error(&r, 409, "EXTERNAL_CARD_NO_TAKEN", "card.external_card_no");
+    ts_assert_error(&r, 409, "EXTERNAL_CARD_NO_TAKEN", "card.external_card_no");
     ts_http_free(&r);
     free(body);
     free(other);
@@ -464,8 +425,8 @@ START_TEST(test_gateway_outcomes_for_changes)
     snprintf(url, sizeof(url), "%s/v1/cards", st.cg.url);
     open_body(first, sizeof(first), "oc-open", "EXT-OC");
     ts_http_call("POST", url, json_headers, first, &r);
-    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
-    assert_field(&r, "error.alipay.sub_code", "SYSTEM_ERROR");
+    ts_assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_assert_field(&r, "error.alipay.sub_code", "SYSTEM_ERROR");
     ts_http_free(&r);
     open_card(&st, "oc-open", "EXT-OC", &biz);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -478,7 +439,7 @@ START_TEST(test_gateway_outcomes_for_changes)
         char *body = update_body(serial, occur, card, "1");
         patch(&st, biz, body, &r);
         if (c->code)
-            assert_error(&r, c->status, c->code, NULL);
+            ts_assert_error(&r, c->status, c->code, NULL);
         else
             ck_assert_msg(r.status == c->status, "%s: %ld %s", c->mode, r.status, r.body);
         ts_http_free(&r);
@@ -497,7 +458,7 @@ START_TEST(test_gateway_outcomes_for_changes)
     fault(&st.sim, "delay", METHOD_UPDATE, biz, 3000, 1);
     char *body = update_body("oc-up-late", "2026-11-30 11:00:00", "{\"level\":\"LATE\"}", NULL);
     patch(&st, biz, body, &r);
-    assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
+    ts_assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
     ts_http_free(&r);
     free(body);
 
@@ -506,7 +467,7 @@ START_TEST(test_gateway_outcomes_for_changes)
     open_card(&st, "oc-open-2", "EXT-OC-2", &biz2);
     fault(&st.sim, "code_20000", METHOD_DELETE, "oc-del", 0, 1);
     del(&st, biz2, "out_serial_no=oc-del&reason_code=USER_UNBUND", &r);
-    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
     ts_http_free(&r);
     ck_assert_int_eq(
         db_long(&st, "SELECT count(*) FROM cards WHERE biz_card_no = '%s' AND status = 'active'",
@@ -571,11 +532,11 @@ START_TEST(test_validation_errors)
     open_card(&st, "val-open", "EXT-VAL", &biz);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         patch(&st, biz, cases[i].body, &r);
-        assert_error(&r, 400, "INVALID_PARAMETER", cases[i].field);
+        ts_assert_error(&r, 400, "INVALID_PARAMETER", cases[i].field);
         ts_http_free(&r);
     }
     patch(&st, biz, "{\"out_serial_no\":", &r);
-    assert_error(&r, 400, "MALFORMED_JSON", NULL);
+    ts_assert_error(&r, 400, "MALFORMED_JSON", NULL);
     ts_http_free(&r);
 
     static const char *const bad_deletes[][2] = {
@@ -587,18 +548,18 @@ START_TEST(test_validation_errors)
     };
     for (size_t i = 0; i < sizeof(bad_deletes) / sizeof(bad_deletes[0]); i++) {
         del(&st, biz, bad_deletes[i][0], &r);
-        assert_error(&r, 400, "INVALID_PARAMETER", bad_deletes[i][1]);
+        ts_assert_error(&r, 400, "INVALID_PARAMETER", bad_deletes[i][1]);
         ts_http_free(&r);
     }
 
     /* A card cardgate never opened: 404, no gateway call. */
     char *body = update_body("v-unknown", "2026-11-30 10:15:00", "{\"point\":\"1\"}", NULL);
     patch(&st, "99999999999999", body, &r);
-    assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
+    ts_assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
     ts_http_free(&r);
     free(body);
     del(&st, "99999999999999", "out_serial_no=d-unknown&reason_code=CANCEL", &r);
-    assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
+    ts_assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
     ts_http_free(&r);
 
     ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 0);
@@ -629,11 +590,11 @@ START_TEST(test_card_gone_at_alipay)
 
     char *body = update_body("gone-up", "2026-11-30 10:15:00", "{\"point\":\"1\"}", NULL);
     patch(&st, biz, body, &r);
-    assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
-    assert_field(&r, "error.alipay.sub_code", "CARD_NOT_EXIT");
+    ts_assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
+    ts_assert_field(&r, "error.alipay.sub_code", "CARD_NOT_EXIT");
     ts_http_free(&r);
     patch(&st, biz, body, &r);
-    assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
+    ts_assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
     assert_header(&r, "Idempotent-Replayed", "true");
     ts_http_free(&r);
     ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
@@ -670,7 +631,7 @@ START_TEST(test_concurrent_same_serial_one_call)
         if (out[i].status == 200) {
             ok++;
         } else {
-            assert_error(&out[i], 409, "REQUEST_IN_PROGRESS", NULL);
+            ts_assert_error(&out[i], 409, "REQUEST_IN_PROGRESS", NULL);
             char *retry = ts_http_header(&out[i], "Retry-After");
             ck_assert_ptr_nonnull(retry);
             free(retry);
@@ -735,7 +696,7 @@ START_TEST(test_one_change_of_a_card_in_flight)
         if (calls[i].r.status == 200) {
             ok++;
         } else {
-            assert_error(&calls[i].r, 409, "CARD_BUSY", NULL);
+            ts_assert_error(&calls[i].r, 409, "CARD_BUSY", NULL);
             char *retry = ts_http_header(&calls[i].r, "Retry-After");
             ck_assert_ptr_nonnull(retry);
             free(retry);
@@ -775,7 +736,7 @@ START_TEST(test_late_older_update_is_stale)
 
     char *older = update_body("stale-old", "2026-11-30 10:00:00", "{\"point\":\"100\"}", "12");
     patch(&st, biz, older, &r);
-    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
     ts_http_free(&r);
 
     char *newer = update_body("stale-new", "2026-11-30 10:05:00", "{\"point\":\"200\"}", "100");
@@ -785,12 +746,12 @@ START_TEST(test_late_older_update_is_stale)
     long calls = sim_method_calls(&st.sim, METHOD_UPDATE);
 
     patch(&st, biz, older, &r);
-    assert_error(&r, 409, "STALE_UPDATE", "occur_time");
+    ts_assert_error(&r, 409, "STALE_UPDATE", "occur_time");
     ts_http_free(&r);
     /* A new serial with the old time is just as stale. */
     char *again = update_body("stale-old-2", "2026-11-30 10:04:59", "{\"point\":\"100\"}", NULL);
     patch(&st, biz, again, &r);
-    assert_error(&r, 409, "STALE_UPDATE", "occur_time");
+    ts_assert_error(&r, 409, "STALE_UPDATE", "occur_time");
     ts_http_free(&r);
 
     ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), calls);
@@ -852,7 +813,7 @@ START_TEST(test_timeout_then_retry_no_second_points_message)
     char *body = update_body("to-up", "2026-11-30 10:15:00",
                              "{\"point\":\"120\",\"balance\":\"88.5\",\"level\":\"VIP2\"}", "20");
     patch(&st, biz, body, &r);
-    assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
+    ts_assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
     ts_http_free(&r);
     ck_assert_int_eq(wait_card_long(&st.sim, biz, "updates", 1), 0);
     long queries = sim_method_calls(&st.sim, METHOD_QUERY);
@@ -877,7 +838,7 @@ START_TEST(test_timeout_then_retry_no_second_points_message)
     fault(&st.sim, "code_20000", METHOD_UPDATE, biz, 0, 1);
     body = update_body("to-up-2", "2026-11-30 10:20:00", "{\"point\":\"140\"}", "20");
     patch(&st, biz, body, &r);
-    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
     ts_http_free(&r);
     patch(&st, biz, body, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
@@ -910,12 +871,12 @@ START_TEST(test_timed_out_change_holds_the_card)
 
     char *body = update_body("hold-1", "2026-11-30 10:00:00", "{\"point\":\"100\"}", "10");
     patch(&st, biz, body, &r);
-    assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
+    ts_assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
     ts_http_free(&r);
     /* Alipay may still carry it out: a newer change waits. */
     char *newer = update_body("hold-2", "2026-11-30 11:00:00", "{\"point\":\"200\"}", NULL);
     patch(&st, biz, newer, &r);
-    assert_error(&r, 409, "CARD_BUSY", NULL);
+    ts_assert_error(&r, 409, "CARD_BUSY", NULL);
     ts_http_free(&r);
 
     /* The late call lands; the retry's check fails once (the query is
@@ -924,7 +885,7 @@ START_TEST(test_timed_out_change_holds_the_card)
     ck_assert_int_eq(wait_card_long(&st.sim, biz, "updates", 1), 0);
     fault(&st.sim, "error_response", METHOD_QUERY, biz, 0, 1);
     patch(&st, biz, body, &r);
-    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
     ts_http_free(&r);
     patch(&st, biz, body, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
@@ -961,7 +922,7 @@ START_TEST(test_verify_then_send_keeps_the_lock)
     fault(&st.sim, "code_20000", METHOD_UPDATE, biz, 0, 1);
     char *body = update_body("keep-1", "2026-11-30 10:00:00", "{\"point\":\"100\"}", "10");
     patch(&st, biz, body, &r);
-    assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
     ts_http_free(&r);
 
     /* The retry: its check takes 1.5 s and the update 1.9 s, 3.4 s in all,
@@ -1019,7 +980,7 @@ static void retry_past_lock(struct ts_stack *st, const char *method, const char 
         ts_http_call(method, url, body ? json_headers : auth_headers, body, r);
         if (r->status != 409)
             return;
-        char *code = field_of(r, "error.code");
+        char *code = ts_json_at(r, "error.code");
         ck_assert_str_eq(code, "REQUEST_IN_PROGRESS");
         free(code);
         ts_http_free(r);
@@ -1072,7 +1033,7 @@ START_TEST(test_kill_mid_update_and_delete)
     retry_past_lock(&st, "DELETE", durl, NULL, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     char *at_sim = sim_card_str(&st.sim, biz, "biz_serial_no");
-    assert_field(&r, "biz_serial_no", at_sim);
+    ts_assert_field(&r, "biz_serial_no", at_sim);
     free(at_sim);
     ts_http_free(&r);
     char *status = sim_card_str(&st.sim, biz, "status");

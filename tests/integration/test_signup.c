@@ -32,45 +32,6 @@ static const char *const TEMPLATE =
 
 /* ---------------------------------------------------------------- helpers */
 
-static json_object *json_of(const struct ts_http *r)
-{
-    json_object *o = r->body ? json_tokener_parse(r->body) : NULL;
-    ck_assert_msg(o != NULL, "not JSON (status %ld): %s", r->status, r->body ? r->body : "");
-    return o;
-}
-
-/* The string at key (dotted) of r's JSON body, malloc'd, or NULL. */
-static char *field_of(const struct ts_http *r, const char *path)
-{
-    json_object *o = json_of(r), *v = o;
-    char buf[128];
-    snprintf(buf, sizeof(buf), "%s", path);
-    char *save = NULL;
-    for (char *k = strtok_r(buf, ".", &save); k && v; k = strtok_r(NULL, ".", &save))
-        if (!json_object_object_get_ex(v, k, &v))
-            v = NULL;
-    char *s =
-        v && !json_object_is_type(v, json_type_null) ? strdup(json_object_get_string(v)) : NULL;
-    json_object_put(o);
-    return s;
-}
-
-static void assert_field(const struct ts_http *r, const char *path, const char *want)
-{
-    char *got = field_of(r, path);
-    ck_assert_msg(got && strcmp(got, want) == 0, "%s: got %s, want %s (body %s)", path,
-                  got ? got : "(absent)", want, r->body);
-    free(got);
-}
-
-static void assert_error(const struct ts_http *r, long status, const char *code, const char *field)
-{
-    ck_assert_msg(r->status == status, "status %ld, want %ld: %s", r->status, status, r->body);
-    assert_field(r, "error.code", code);
-    if (field)
-        assert_field(r, "error.field", field);
-}
-
 static void api(const struct ts_stack *st, const char *method, const char *path, const char *body,
                 struct ts_http *r)
 {
@@ -94,7 +55,7 @@ static long sim_long(const struct ts_stack *st, const char *path, const char *ke
     struct ts_http r;
     snprintf(url, sizeof(url), "%s%s", st->sim.control, path);
     ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    json_object *o = json_of(&r), *v = o;
+    json_object *o = ts_json_of(&r), *v = o;
     char buf[128];
     snprintf(buf, sizeof(buf), "%s", key);
     char *save = NULL;
@@ -116,7 +77,7 @@ static long method_calls(const struct ts_stack *st, const char *method)
     struct ts_http r;
     snprintf(url, sizeof(url), "%s/calls", st->sim.control);
     ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    json_object *o = json_of(&r), *m, *v;
+    json_object *o = ts_json_of(&r), *m, *v;
     long n = json_object_object_get_ex(o, "methods", &m) && json_object_object_get_ex(m, method, &v)
                  ? (long)json_object_get_int64(v)
                  : 0;
@@ -155,7 +116,7 @@ static char *create_template(const struct ts_stack *st, const char *request_id)
     snprintf(body, sizeof(body), "{\"request_id\":\"%s\",\"template\":%s}", request_id, TEMPLATE);
     api(st, "POST", "/v1/templates", body, &r);
     ck_assert_msg(r.status == 201, "create: %ld %s", r.status, r.body);
-    char *id = field_of(&r, "template_id");
+    char *id = ts_json_at(&r, "template_id");
     ts_http_free(&r);
     ck_assert_ptr_nonnull(id);
     return id;
@@ -196,9 +157,9 @@ static char *member_signs_up(const struct ts_stack *st, const char *template_id,
              extra ? extra : "");
     sim_post(st, "/members", body, &r);
     ck_assert_msg(r.status == 201, "member: %ld %s", r.status, r.body);
-    char *url = field_of(&r, "callback_url");
+    char *url = ts_json_at(&r, "callback_url");
     if (auth_code)
-        *auth_code = field_of(&r, "auth_code");
+        *auth_code = ts_json_at(&r, "auth_code");
     ts_http_free(&r);
     ck_assert_ptr_nonnull(url);
     ck_assert_msg(strncmp(url, PUBLIC_URL, strlen(PUBLIC_URL)) == 0, "callback %s", url);
@@ -246,7 +207,7 @@ START_TEST(test_templates)
     snprintf(body, sizeof(body), "{\"request_id\":\"tpl-a\",\"template\":%s}", TEMPLATE);
     api(&st, "POST", "/v1/templates", body, &r);
     ck_assert_msg(r.status == 201, "%ld %s", r.status, r.body);
-    char *id = field_of(&r, "template_id");
+    char *id = ts_json_at(&r, "template_id");
     char *loc = ts_http_header(&r, "Location");
     snprintf(path, sizeof(path), "/v1/templates/%s", id);
     ck_assert_str_eq(loc, path);
@@ -270,7 +231,7 @@ START_TEST(test_templates)
         "\"card_show_name\":\"x\",\"logo_id\":\"l\",\"background_id\":\"b\",\"bg_color\":\"c\"},"
         "\"field_rule_list\":[]}}",
         &r);
-    assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "request_id");
+    ts_assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "request_id");
     ts_http_free(&r);
     /* A card's serial number cannot take the templates' keys. */
     api(&st, "POST", "/v1/cards",
@@ -278,14 +239,14 @@ START_TEST(test_templates)
         "\"2088302463082075\",\"card\":{\"open_date\":\"2024-02-20 21:20:46\","
         "\"valid_date\":\"2030-02-20 21:20:46\"}}",
         &r);
-    assert_error(&r, 400, "INVALID_PARAMETER", "out_serial_no");
+    ts_assert_error(&r, 400, "INVALID_PARAMETER", "out_serial_no");
     ts_http_free(&r);
 
     api(&st, "GET", path, NULL, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    assert_field(&r, "template_id", id);
-    assert_field(&r, "template.card_type", "OUT_MEMBER_CARD");
-    assert_field(&r, "template.template_style_info.card_show_name", "会员卡");
+    ts_assert_field(&r, "template_id", id);
+    ts_assert_field(&r, "template.card_type", "OUT_MEMBER_CARD");
+    ts_assert_field(&r, "template.template_style_info.card_show_name", "会员卡");
     ts_http_free(&r);
 
     api(&st, "PATCH", path,
@@ -293,14 +254,14 @@ START_TEST(test_templates)
         "\"金卡\",\"logo_id\":\"l\",\"background_id\":\"b\",\"bg_color\":\"rgb(1,2,3)\"}}}",
         &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    assert_field(&r, "template_id", id);
+    ts_assert_field(&r, "template_id", id);
     ts_http_free(&r);
     api(&st, "GET", path, NULL, &r);
-    assert_field(&r, "template.template_style_info.card_show_name", "金卡");
+    ts_assert_field(&r, "template.template_style_info.card_show_name", "金卡");
     ts_http_free(&r);
 
     api(&st, "GET", "/v1/templates/NOSUCHTEMPLATE", NULL, &r);
-    assert_error(&r, 404, "TEMPLATE_NOT_FOUND", NULL);
+    ts_assert_error(&r, 404, "TEMPLATE_NOT_FOUND", NULL);
     ts_http_free(&r);
 
     /* The rules, with their paths. */
@@ -328,19 +289,19 @@ START_TEST(test_templates)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         api(&st, "POST", "/v1/templates", bad[i][0], &r);
-        assert_error(&r, 400, "INVALID_PARAMETER", bad[i][1]);
+        ts_assert_error(&r, 400, "INVALID_PARAMETER", bad[i][1]);
         ts_http_free(&r);
     }
     snprintf(path, sizeof(path), "/v1/templates/%s/form", id);
     api(&st, "PUT", path, "{\"required\":[\"OPEN_FORM_FIELD_SHOE_SIZE\"]}", &r);
-    assert_error(&r, 400, "INVALID_PARAMETER", "required[0]");
+    ts_assert_error(&r, 400, "INVALID_PARAMETER", "required[0]");
     ts_http_free(&r);
     snprintf(path, sizeof(path), "/v1/templates/%s/activation", id);
     api(&st, "PUT", path, "{\"level\":\"VIP1\"}", &r);
-    assert_error(&r, 400, "INVALID_PARAMETER", "valid_date");
+    ts_assert_error(&r, 400, "INVALID_PARAMETER", "valid_date");
     ts_http_free(&r);
     api(&st, "PUT", path, "{\"valid_date\":\"2030-12-31 23:59:59\",\"point\":\"1.234\"}", &r);
-    assert_error(&r, 400, "INVALID_PARAMETER", "point");
+    ts_assert_error(&r, 400, "INVALID_PARAMETER", "point");
     ts_http_free(&r);
     ck_assert_int_eq(method_calls(&st, "alipay.marketing.card.template.create"), 1);
     free(id);
@@ -370,7 +331,7 @@ START_TEST(test_whole_flow)
         "\"success_url\":\"" SUCCESS_URL "\"}",
         &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    char *url = field_of(&r, "apply_card_url");
+    char *url = ts_json_at(&r, "apply_card_url");
     ck_assert_ptr_nonnull(url);
     ck_assert_msg(strstr(url, "template_id=") != NULL, "%s", url);
     free(url);
@@ -595,7 +556,7 @@ START_TEST(test_activation_refusal_not_final)
     char path[128];
     snprintf(path, sizeof(path), "/v1/templates/%s/activation", id);
     api(&st, "PUT", path, "{\"valid_date\":\"2030-12-31 23:59:59\"}", &r);
-    assert_error(&r, 404, "TEMPLATE_NOT_FOUND", NULL);
+    ts_assert_error(&r, 404, "TEMPLATE_NOT_FOUND", NULL);
     ts_http_free(&r);
     /* The template comes to exist at Alipay (made in its console). */
     struct ts_http made;
@@ -604,7 +565,7 @@ START_TEST(test_activation_refusal_not_final)
     ts_http_free(&made);
     api(&st, "PUT", path, "{\"valid_date\":\"2030-12-31 23:59:59\"}", &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    char *url = field_of(&r, "apply_card_url");
+    char *url = ts_json_at(&r, "apply_card_url");
     /* Decoded: Alipay sends it URL-encoded. */
     ck_assert_msg(url && strncmp(url, "https://", 8) == 0, "apply_card_url %s", url ? url : "-");
     free(url);
@@ -624,7 +585,7 @@ START_TEST(test_not_configured)
     char path[128];
     snprintf(path, sizeof(path), "/v1/templates/%s/activation", id);
     api(&st, "PUT", path, "{\"valid_date\":\"2030-12-31 23:59:59\"}", &r);
-    assert_error(&r, 503, "ACTIVATION_NOT_CONFIGURED", NULL);
+    ts_assert_error(&r, 503, "ACTIVATION_NOT_CONFIGURED", NULL);
     ts_http_free(&r);
     follow(&st,
            "/callbacks/card-activation?app_id=" APP_ID "&template_id=T&auth_code=a&"

@@ -2,6 +2,7 @@
 #include "support.h"
 
 #include <check.h>
+#include <json-c/json.h>
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -556,4 +557,42 @@ int ts_stack_down(struct ts_stack *st)
     free(st->db);
     st->db = NULL;
     return status;
+}
+
+json_object *ts_json_of(const struct ts_http *r)
+{
+    json_object *o = r->body ? json_tokener_parse(r->body) : NULL;
+    ck_assert_msg(o != NULL, "not JSON (status %ld): %s", r->status, r->body ? r->body : "");
+    return o;
+}
+
+char *ts_json_at(const struct ts_http *r, const char *path)
+{
+    json_object *o = ts_json_of(r), *v = o;
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", path);
+    char *save = NULL;
+    for (char *k = strtok_r(buf, ".", &save); k && v; k = strtok_r(NULL, ".", &save))
+        if (!json_object_object_get_ex(v, k, &v))
+            v = NULL;
+    char *s =
+        v && !json_object_is_type(v, json_type_null) ? strdup(json_object_get_string(v)) : NULL;
+    json_object_put(o);
+    return s;
+}
+
+void ts_assert_field(const struct ts_http *r, const char *path, const char *want)
+{
+    char *got = ts_json_at(r, path);
+    ck_assert_msg(got && strcmp(got, want) == 0, "%s: got %s, want %s (body %s)", path,
+                  got ? got : "(absent)", want, r->body);
+    free(got);
+}
+
+void ts_assert_error(const struct ts_http *r, long status, const char *code, const char *field)
+{
+    ck_assert_msg(r->status == status, "status %ld, want %ld: %s", r->status, status, r->body);
+    ts_assert_field(r, "error.code", code);
+    if (field)
+        ts_assert_field(r, "error.field", field);
 }

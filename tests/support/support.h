@@ -122,6 +122,18 @@ void ts_pg_private_destroy(struct ts_pg *pg);
 void ts_http_parallel(int n, const char *method, const char *const urls[],
                       const char *const headers[], const char *body, struct ts_http out[]);
 
+/* The answer's body as JSON (asserts that it is); the caller puts. */
+struct json_object;
+struct json_object *ts_json_of(const struct ts_http *r);
+/* The value at a dotted path of the answer's JSON body ("error.code") as a
+ * string, malloc'd; NULL when absent or null. */
+char *ts_json_at(const struct ts_http *r, const char *path);
+/* Asserts the string at path. */
+void ts_assert_field(const struct ts_http *r, const char *path, const char *want);
+/* Asserts an error answer: its status, error.code and, when field is not
+ * NULL, error.field. */
+void ts_assert_error(const struct ts_http *r, long status, const char *code, const char *field);
+
 /* What most integration tests stand on: a fresh migrated database, the
  * simulator (sim_args: extra arguments, may be NULL) and cardgate (env:
  * extra settings, may be NULL). On failure whatever was started is stopped
