@@ -1639,6 +1639,25 @@ static const struct body_case body_cases[] = {
     {WITH_TOP_("\"foo\":1"), "foo", 0},
 };
 
+/* The schema's verdict on case c's body agrees with the contract's: it
+ * accepts what the contract accepts and refuses the rest at the same field. */
+static void schema_verdict(const char *schema, size_t i, const struct body_case *c,
+                           const char *body)
+{
+    json_object *o = json_tokener_parse(body);
+    ck_assert_msg(o != NULL, "%s case %zu: not JSON: %s", schema, i, body);
+    struct verr e = {0};
+    vcheck(o, schema, "", &e);
+    json_object_put(o);
+    if (!c->field || c->beyond_schema)
+        ck_assert_msg(!e.bad, "%s case %zu: the schema refuses a body the contract accepts (%s)",
+                      schema, i, e.why);
+    else
+        ck_assert_msg(e.bad && strcmp(e.where, c->field) == 0,
+                      "%s case %zu: the schema should refuse %s: %s", schema, i, c->field,
+                      e.bad ? e.why : "it accepts the body");
+}
+
 START_TEST(test_request_schema_agrees)
 {
     const char *schema = "components|schemas|CardOpenRequest";
@@ -1647,18 +1666,7 @@ START_TEST(test_request_schema_agrees)
         char serial[16];
         snprintf(serial, sizeof(serial), "oars%02zu", i);
         char *body = expand(c->body, serial);
-        json_object *o = json_tokener_parse(body);
-        ck_assert_msg(o != NULL, "case %zu: not JSON: %s", i, body);
-        struct verr e = {0};
-        vcheck(o, schema, "", &e);
-        json_object_put(o);
-        if (!c->field || c->beyond_schema)
-            ck_assert_msg(!e.bad, "case %zu: the schema refuses a body the contract accepts (%s)",
-                          i, e.why);
-        else
-            ck_assert_msg(e.bad && strcmp(e.where, c->field) == 0,
-                          "case %zu: the schema should refuse %s: %s", i, c->field,
-                          e.bad ? e.why : "it accepts the body");
+        schema_verdict(schema, i, c, body);
 
         struct ts_http r;
         api(&r, "POST", "/v1/cards", AUTH_JSON, body);
@@ -1741,18 +1749,7 @@ START_TEST(test_update_schema_agrees)
         char serial[16];
         snprintf(serial, sizeof(serial), "oaus%02zu", i);
         char *body = expand(c->body, serial);
-        json_object *o = json_tokener_parse(body);
-        ck_assert_msg(o != NULL, "case %zu: not JSON: %s", i, body);
-        struct verr e = {0};
-        vcheck(o, schema, "", &e);
-        json_object_put(o);
-        if (!c->field || c->beyond_schema)
-            ck_assert_msg(!e.bad, "case %zu: the schema refuses a body the contract accepts (%s)",
-                          i, e.why);
-        else
-            ck_assert_msg(e.bad && strcmp(e.where, c->field) == 0,
-                          "case %zu: the schema should refuse %s: %s", i, c->field,
-                          e.bad ? e.why : "it accepts the body");
+        schema_verdict(schema, i, c, body);
 
         struct ts_http r;
         patch_card(&r, biz, body);
@@ -2804,19 +2801,7 @@ static void body_cases_agree(const struct body_case *cases, size_t n, const char
         char serial[48];
         snprintf(serial, sizeof(serial), "%.8s%02u", prefix, (unsigned)(i % 100));
         char *body = expand(c->body, serial);
-        json_object *o = json_tokener_parse(body);
-        ck_assert_msg(o != NULL, "%s case %zu: not JSON: %s", schema, i, body);
-        struct verr e = {0};
-        vcheck(o, schema, "", &e);
-        json_object_put(o);
-        if (!c->field || c->beyond_schema)
-            ck_assert_msg(!e.bad,
-                          "%s case %zu: the schema refuses a body the contract accepts (%s)",
-                          schema, i, e.why);
-        else
-            ck_assert_msg(e.bad && strcmp(e.where, c->field) == 0,
-                          "%s case %zu: the schema should refuse %s: %s", schema, i, c->field,
-                          e.bad ? e.why : "it accepts the body");
+        schema_verdict(schema, i, c, body);
         struct ts_http r;
         api(&r, method, target, AUTH_JSON, body);
         if (c->field) {
