@@ -1,6 +1,7 @@
 /* ops: /healthz, /readyz and /metrics. */
 #include <stdlib.h>
 
+#include "log.h"
 #include "ops.h"
 #include "store.h"
 
@@ -18,8 +19,11 @@ static void ready_checked(int current, const char *error, void *arg)
         return reply_error(r, 503, "SCHEMA_BEHIND",
                            "the database schema is behind this binary: run `cardgate migrate`",
                            NULL, NULL);
-    reply_error(r, 503, "DATABASE_UNAVAILABLE", error ? error : "the database does not answer",
-                NULL, NULL);
+    /* libpq's text names hosts, users and what failed: the log has it, the
+     * answer (anyone may ask) only the reason. */
+    log_write(&r->w->srv->log, LOG_WARN, "not ready: database unavailable", "request_id", r->id,
+              "error", error, NULL);
+    reply_error(r, 503, "DATABASE_UNAVAILABLE", "the database does not answer", NULL, NULL);
 }
 
 static void ops_readyz(struct request *r)

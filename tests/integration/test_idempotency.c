@@ -292,6 +292,14 @@ START_TEST(test_database_down_and_back)
     ck_assert_str_eq(code, "DATABASE_UNAVAILABLE");
     free(code);
     ck_assert_int_eq(status_of("GET", ready, NULL, NULL, NULL), 503);
+    /* The reason only: libpq's text (host, port, user) is for the log. */
+    ck_assert_int_eq(ts_http_call("GET", ready, NULL, NULL, &r), 0);
+    ts_assert_error(&r, 503, "DATABASE_UNAVAILABLE", NULL);
+    ts_assert_field(&r, "error.message", "the database does not answer");
+    char port[16];
+    snprintf(port, sizeof(port), "%d", pg.port);
+    ck_assert_msg(strstr(r.body, port) == NULL, "readyz shows the database's port: %s", r.body);
+    ts_http_free(&r);
     ck_assert_int_eq(ts_sim_calls(&sim, "while-down"), 0);
 
     ck_assert_int_eq(ts_pg_private_restart(&pg), 0);
