@@ -285,8 +285,10 @@ static int set_listen(struct config *c, const struct setting *s, const char *v, 
     if (parse_long(port, &p) != 0 || p < 1 || p > 65535)
         return fail(err, errlen, s, "the port must be an integer from 1 to 65535 (got \"%s\")",
                     shown(v, buf));
-    memcpy(c->listen_host, host, strlen(host) + 1);
-    c->listen_port = (int)p;
+    /* CARDGATE_LISTEN, or the ops listener's address (the setting's off). */
+    char *dst = s->off ? (char *)c + s->off : c->listen_host;
+    memcpy(dst, host, strlen(host) + 1);
+    *(s->off ? &c->ops_port : &c->listen_port) = (int)p;
     return 0;
 bad:
     return fail(err, errlen, s, "must be host:port or [ipv6]:port, e.g. 0.0.0.0:8080 (got \"%s\")",
@@ -395,6 +397,7 @@ static const struct setting settings[] = {
     {"CARDGATE_LOCK_MARGIN_MS", "server", "lock_margin_ms", set_long, FIELD(lock_margin_ms), 0,
      3600000},
     {"CARDGATE_PUBLIC_URL", "server", "public_url", set_public_url, FIELD(public_url), 0, 0},
+    {"CARDGATE_OPS_LISTEN", "server", "ops_listen", set_listen, FIELD(ops_host), 0, 0},
     {"CARDGATE_DATABASE_URL", "database", "url", set_database_url, FIELD(database_url), 0, 0},
     {"CARDGATE_DB_POOL_SIZE", "database", "pool_size", set_int, FIELD(db_pool_size), 1, 100},
     {"CARDGATE_API_KEYS", "auth", "api_keys", set_api_keys, 0, 0, 0},
@@ -646,6 +649,10 @@ int config_check_serve(const struct config *c, char *err, size_t errlen)
             snprintf(err, errlen, "%s", needed[i].what);
             return -1;
         }
+    }
+    if (c->ops_port && c->ops_port == c->listen_port && strcmp(c->ops_host, c->listen_host) == 0) {
+        snprintf(err, errlen, "CARDGATE_OPS_LISTEN: must be another address than CARDGATE_LISTEN");
+        return -1;
     }
     /* Signed requests carry members' data and tokens: never in clear text
      * but to a simulator the operator names as such. */

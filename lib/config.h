@@ -24,6 +24,7 @@
  *   CARDGATE_ALIPAY_CA_FILE           [alipay] ca_file        (system bundle)
  *   CARDGATE_ALIPAY_ALLOW_HTTP        [alipay] allow_http     0 (http:// gateway refused)
  *   CARDGATE_PUBLIC_URL               [server] public_url     (none: members' sign-up off)
+ *   CARDGATE_OPS_LISTEN               [server] ops_listen     (none: ops on the API listener)
  *   CARDGATE_LOG_LEVEL                [log] level             info
  *   CARDGATE_LOG_FORMAT               [log] format            json
  *
@@ -56,6 +57,8 @@ struct config_api_key {
 struct config {
     char listen_host[64]; /* without brackets: "0.0.0.0", "::1", "localhost" */
     int listen_port;
+    char ops_host[64]; /* CARDGATE_OPS_LISTEN: /metrics and the probes apart */
+    int ops_port;      /* 0: none (everything on the API listener) */
     int workers;
     char *database_url;
     struct config_api_key *api_keys;

@@ -44,12 +44,13 @@ void ops_register(struct route_table *t)
     static const struct {
         const char *path;
         enum metrics_route metric;
+        enum route_access access;
         route_handler handler;
-    } ops[] = {{"/healthz", METRICS_ROUTE_HEALTHZ, ops_healthz},
-               {"/readyz", METRICS_ROUTE_READYZ, ops_readyz},
-               {"/metrics", METRICS_ROUTE_METRICS, ops_metrics}};
+    } ops[] = {{"/healthz", METRICS_ROUTE_HEALTHZ, ROUTE_PROBE, ops_healthz},
+               {"/readyz", METRICS_ROUTE_READYZ, ROUTE_PROBE, ops_readyz},
+               {"/metrics", METRICS_ROUTE_METRICS, ROUTE_OPS, ops_metrics}};
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
-        routes_add(t, EVHTTP_REQ_GET, ops[i].path, ops[i].metric, ROUTE_PUBLIC, ops[i].handler);
-        routes_add(t, EVHTTP_REQ_HEAD, ops[i].path, ops[i].metric, ROUTE_PUBLIC, ops[i].handler);
+        routes_add(t, EVHTTP_REQ_GET, ops[i].path, ops[i].metric, ops[i].access, ops[i].handler);
+        routes_add(t, EVHTTP_REQ_HEAD, ops[i].path, ops[i].metric, ops[i].access, ops[i].handler);
     }
 }

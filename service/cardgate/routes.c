@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/rand.h>
 
@@ -240,6 +243,33 @@ static void method_not_allowed(struct request *r, const struct route_table *t, c
     reply_error(r, 405, "METHOD_NOT_ALLOWED", "method not allowed on this path", NULL, NULL);
 }
 
+/* The local port the request came in on, or -1. */
+static int local_port(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    int fd = bev ? bufferevent_getfd(bev) : -1;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
+/* Whether a route is served on the listener the request came in on. */
+static int served_here(struct request *r, enum route_access access)
+{
+    const struct config *cfg = &r->w->srv->cfg;
+    if (!cfg->ops_port || access == ROUTE_PROBE)
+        return 1;
+    int on_ops = local_port(r->req) == cfg->ops_port;
+    return access == ROUTE_OPS ? on_ops : !on_ops;
+}
+
 /* The first pattern that matches the path names the resource; the method
  * then picks its route, or gets 405. */
 static void dispatch(struct request *r, enum evhttp_cmd_type cmd, const char *path)
@@ -249,7 +279,8 @@ static void dispatch(struct request *r, enum evhttp_cmd_type cmd, const char *pa
     const char *param = NULL;
     size_t plen = 0;
     for (size_t i = 0; i < t->n && !resource; i++)
-        if (pattern_match(t->routes[i].pattern, path, &param, &plen))
+        if (pattern_match(t->routes[i].pattern, path, &param, &plen) &&
+            served_here(r, t->routes[i].access))
             resource = &t->routes[i];
     if (!resource)
         return reply_error(r, 404, "NOT_FOUND", "no such resource", NULL, NULL);

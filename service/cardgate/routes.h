@@ -44,7 +44,16 @@ struct request {
 /* A handler; r->param holds the path's {} segment when the route has one. */
 typedef void (*route_handler)(struct request *r);
 
-enum route_access { ROUTE_PUBLIC, ROUTE_BEARER };
+/* Who may call a route, and on which listener. With CARDGATE_OPS_LISTEN,
+ * the ops listener serves ROUTE_PROBE and ROUTE_OPS routes only, and the
+ * API listener everything but ROUTE_OPS; without it, the API listener
+ * serves everything. */
+enum route_access {
+    ROUTE_PUBLIC, /* no key (the members' sign-up callback) */
+    ROUTE_BEARER, /* Authorization: Bearer <key> */
+    ROUTE_PROBE,  /* no key, on both listeners (/healthz, /readyz) */
+    ROUTE_OPS,    /* no key, on the ops listener when there is one (/metrics) */
+};
 
 /* One (HTTP method, path pattern) pair. A pattern is a path whose segments
  * are literals or "{}", which matches one non-empty segment (handed to the

@@ -37,6 +37,7 @@ struct worker {
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
+    struct evhttp_bound_socket *ops_bound; /* CARDGATE_OPS_LISTEN, worker 0 only */
     struct alipay_http *ahttp;
     struct alipay_client *alipay;
     struct pg_pool *pg;

@@ -32,19 +32,20 @@ long long server_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A listening socket of our own on the shared address: with SO_REUSEPORT the
- * kernel spreads connections over the workers' sockets. */
-static int listen_socket(const struct config *cfg, char *err, size_t errlen)
+/* A listening socket of our own on the shared address host:port (the
+ * setting `name`): with SO_REUSEPORT the kernel spreads connections over
+ * the workers' sockets. */
+static int listen_socket(const char *host, int port_no, const char *name, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[16];
-    snprintf(port, sizeof(port), "%d", cfg->listen_port);
-    int rc = getaddrinfo(cfg->listen_host, port, &hints, &ai);
+    snprintf(port, sizeof(port), "%d", port_no);
+    int rc = getaddrinfo(host, port, &hints, &ai);
     if (rc != 0) {
-        snprintf(err, errlen, "CARDGATE_LISTEN: %s: %s", cfg->listen_host, gai_strerror(rc));
+        snprintf(err, errlen, "%s: %s: %s", name, host, gai_strerror(rc));
         return -1;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -52,8 +53,8 @@ static int listen_socket(const struct config *cfg, char *err, size_t errlen)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
-        snprintf(err, errlen, "CARDGATE_LISTEN: cannot listen on %s:%d: %s", cfg->listen_host,
-                 cfg->listen_port, strerror(errno));
+        snprintf(err, errlen, "%s: cannot listen on %s:%d: %s", name, host, port_no,
+                 strerror(errno));
         if (fd >= 0)
             close(fd);
         fd = -1;
@@ -76,6 +77,10 @@ static void drain_start(evutil_socket_t fd, short what, void *arg)
     if (w->bound) {
         evhttp_del_accept_socket(w->http, w->bound);
         w->bound = NULL;
+    }
+    if (w->ops_bound) {
+        evhttp_del_accept_socket(w->http, w->ops_bound);
+        w->ops_bound = NULL;
     }
     w->draining = 1;
     w->drain_deadline_ms = server_now_ms() + w->srv->cfg.drain_timeout_ms;
@@ -159,7 +164,8 @@ static int worker_setup(struct worker *w, struct server *srv, int id, char *err,
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_OPTIONS);
     evhttp_set_gencb(w->http, routes_dispatch, w);
-    int fd = listen_socket(&srv->cfg, err, errlen);
+    int fd =
+        listen_socket(srv->cfg.listen_host, srv->cfg.listen_port, "CARDGATE_LISTEN", err, errlen);
     if (fd < 0)
         return -1;
     w->bound = evhttp_accept_socket_with_handle(w->http, fd);
@@ -167,6 +173,19 @@ static int worker_setup(struct worker *w, struct server *srv, int id, char *err,
         close(fd);
         snprintf(err, errlen, "CARDGATE_LISTEN: cannot accept on the socket");
         return -1;
+    }
+    /* The ops listener: its traffic is small, one worker serves it. */
+    if (srv->cfg.ops_port && id == 0) {
+        fd =
+            listen_socket(srv->cfg.ops_host, srv->cfg.ops_port, "CARDGATE_OPS_LISTEN", err, errlen);
+        if (fd < 0)
+            return -1;
+        w->ops_bound = evhttp_accept_socket_with_handle(w->http, fd);
+        if (!w->ops_bound) {
+            close(fd);
+            snprintf(err, errlen, "CARDGATE_OPS_LISTEN: cannot accept on the socket");
+            return -1;
+        }
     }
     if (worker_clients(w, err, errlen) < 0)
         return -1;

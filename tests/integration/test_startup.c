@@ -237,6 +237,38 @@ START_TEST(test_config_file_and_env_precedence)
 }
 END_TEST
 
+/* CARDGATE_OPS_LISTEN: /metrics only there, the probes on both, the API
+ * only on its own listener. */
+START_TEST(test_ops_listener)
+{
+    struct ts_stack st;
+    char err[512], ops[64], env0[96];
+    int port = ts_free_port();
+    snprintf(ops, sizeof(ops), "http://127.0.0.1:%d", port);
+    snprintf(env0, sizeof(env0), "CARDGATE_OPS_LISTEN=127.0.0.1:%d", port);
+    const char *env[] = {env0, NULL};
+    ck_assert_msg(ts_stack_up(&st, NULL, env, err, sizeof(err)) == 0, "%s", err);
+    static const struct {
+        int on_ops;
+        const char *path;
+        long status;
+    } cases[] = {
+        {1, "/metrics", 200}, {1, "/healthz", 200}, {1, "/readyz", 200}, {1, "/v1/cards", 404},
+        {0, "/metrics", 404}, {0, "/healthz", 200}, {0, "/readyz", 200},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char url[160];
+        struct ts_http r;
+        snprintf(url, sizeof(url), "%s%s", cases[i].on_ops ? ops : st.cg.url, cases[i].path);
+        ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+        ck_assert_msg(r.status == cases[i].status, "%s: %ld, want %ld", url, r.status,
+                      cases[i].status);
+        ts_http_free(&r);
+    }
+    ck_assert_int_eq(ts_stack_down(&st), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("startup");
@@ -248,6 +280,7 @@ int main(void)
     tcase_add_test(tc, test_schema_behind_refused);
     tcase_add_test(tc, test_concurrent_migrate);
     tcase_add_test(tc, test_config_file_and_env_precedence);
+    tcase_add_test(tc, test_ops_listener);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }

@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,11 @@
 
 int ts_free_port(void)
 {
-    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    /* Each call draws anew: two calls in one second of one process must not
+     * pick the same port before either binds it. */
+    static _Atomic unsigned calls;
+    unsigned seed =
+        (unsigned)getpid() ^ (unsigned)time(NULL) ^ (atomic_fetch_add(&calls, 1) * 2654435761u);
     for (int tries = 0; tries < 200; tries++) {
         int port = 20000 + (int)(rand_r(&seed) % 12000);
         int fd = socket(AF_INET, SOCK_STREAM, 0);

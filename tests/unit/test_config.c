@@ -39,6 +39,7 @@ static const char *const all_vars[] = {
     "CARDGATE_IDLE_TIMEOUT_S",
     "CARDGATE_PUBLIC_URL",
     "CARDGATE_ALIPAY_ALLOW_HTTP",
+    "CARDGATE_OPS_LISTEN",
 };
 
 static void clear_env(void)
@@ -111,6 +112,7 @@ START_TEST(test_defaults)
     ck_assert_ptr_null(c.alipay_public_key_file);
     ck_assert_ptr_null(c.alipay_ca_file);
     ck_assert_ptr_null(c.public_url); /* members' sign-up is off */
+    ck_assert_int_eq(c.ops_port, 0); /* no ops listener */
     ck_assert_int_eq(c.alipay_sign_type, ALIPAY_SIGN_RSA2);
     ck_assert_int_eq(c.alipay_timeout_ms, 15000);
     ck_assert_int_eq(c.log_level, LOG_INFO);
@@ -233,9 +235,13 @@ START_TEST(test_env_only)
     setenv("CARDGATE_ALIPAY_TIMEOUT_MS", "600000", 1);
     setenv("CARDGATE_WORKERS", "256", 1);
     setenv("CARDGATE_PUBLIC_URL", "https://cards.example.com/pos//", 1);
+    setenv("CARDGATE_OPS_LISTEN", "127.0.0.1:9090", 1);
     ck_assert_msg(config_load(&c, NULL, err, sizeof err) == 0, "%s", err);
     /* Paths are appended to it: no trailing '/'. */
     ck_assert_str_eq(c.public_url, "https://cards.example.com/pos");
+    ck_assert_str_eq(c.ops_host, "127.0.0.1");
+    ck_assert_int_eq(c.ops_port, 9090);
+    ck_assert_int_eq(c.listen_port, 8081); /* untouched by the ops address */
     ck_assert_str_eq(c.listen_host, "0.0.0.0");
     ck_assert_int_eq(c.listen_port, 8081);
     ck_assert_str_eq(c.database_url, "host=/tmp dbname=cg");
@@ -286,6 +292,7 @@ static const struct {
     {"CARDGATE_IDLE_TIMEOUT_S", "3601"},
     {"CARDGATE_PUBLIC_URL", "cards.example.com"},
     {"CARDGATE_ALIPAY_ALLOW_HTTP", "yes"},
+    {"CARDGATE_OPS_LISTEN", "9090"},
     {"CARDGATE_ALIPAY_ALLOW_HTTP", "2"},
     {"CARDGATE_PUBLIC_URL", "https://"},
     {"CARDGATE_PUBLIC_URL", "https://cards.example.com/?x=1"},
@@ -581,7 +588,7 @@ START_TEST(test_example_ini)
         out[n++] = '\n';
     }
     out[n] = '\0';
-    ck_assert_uint_eq(keys, 20); /* one per setting in config.h */
+    ck_assert_uint_eq(keys, 21); /* one per setting in config.h */
     char *path = write_ini(out);
     ck_assert_msg(config_load(&c, path, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(config_load(&d, NULL, err, sizeof err), 0);
