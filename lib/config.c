@@ -17,6 +17,7 @@
 
 #define CONFIG_DEFAULT_GATEWAY "https://openapi.alipay.com/gateway.do"
 #define CONFIG_MAX_WORKERS 256
+#define CONFIG_DB_TOTAL 32 /* database connections of one instance, by default */
 
 struct setting;
 /* Applies value v (non-empty) of setting s to c. `cont` is 1 when v is an
@@ -434,7 +435,7 @@ static int config_defaults(struct config *c, char *err, size_t errlen)
     c->drain_timeout_ms = 20000;
     c->lock_margin_ms = 5000;
     c->idle_timeout_s = 30;
-    c->db_pool_size = 4;
+    c->db_pool_size = 0; /* not set: from the workers, at the end of config_load */
     if (!c->alipay_gateway) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -623,6 +624,13 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
         config_load_env(c, err, errlen) != 0) {
         config_free(c);
         return -1;
+    }
+    /* Unless set: 4 connections per worker, but at most CONFIG_DB_TOTAL in
+     * all (one per worker at the least), so that many cores or instances do
+     * not exhaust the server's max_connections. */
+    if (c->db_pool_size == 0) {
+        int per = CONFIG_DB_TOTAL / c->workers;
+        c->db_pool_size = per < 1 ? 1 : per > 4 ? 4 : per;
     }
     return 0;
 }

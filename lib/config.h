@@ -12,7 +12,7 @@
  *   CARDGATE_IDLE_TIMEOUT_S           [server] idle_timeout_s     30
  *   CARDGATE_LOCK_MARGIN_MS           [server] lock_margin_ms     5000
  *   CARDGATE_DATABASE_URL             [database] url          (none; serve needs it)
- *   CARDGATE_DB_POOL_SIZE             [database] pool_size    4 (per worker)
+ *   CARDGATE_DB_POOL_SIZE             [database] pool_size    4 per worker, 32 in all
  *   CARDGATE_API_KEYS                 [auth] api_keys         (none: every /v1 call is 401)
  *   CARDGATE_REQUEST_HASH_SECRET      [auth] request_hash_secret  (derived from the app key)
  *   CARDGATE_ALIPAY_GATEWAY           [alipay] gateway        https://openapi.alipay.com/gateway.do
@@ -35,7 +35,8 @@
  *     request is dropped after this many seconds (1 to 3600).
  *   - lock_margin_ms: a `pending` ledger row is considered abandoned (its
  *     lock stale) after the Alipay timeout plus this margin (0 to 3600000).
- *   - pool_size: database connections per worker thread (1 to 100).
+ *   - pool_size: database connections per worker thread (1 to 100). Not
+ *     set: 4, or fewer when workers x 4 would pass 32 (at least 1).
  *
  * An empty value (VAR= or key =) counts as not set. In the file, api_keys
  * may go on over indented continuation lines (inih's multi-line values);

@@ -112,13 +112,17 @@ START_TEST(test_defaults)
     ck_assert_ptr_null(c.alipay_public_key_file);
     ck_assert_ptr_null(c.alipay_ca_file);
     ck_assert_ptr_null(c.public_url); /* members' sign-up is off */
-    ck_assert_int_eq(c.ops_port, 0); /* no ops listener */
+    ck_assert_int_eq(c.ops_port, 0);  /* no ops listener */
     ck_assert_int_eq(c.alipay_sign_type, ALIPAY_SIGN_RSA2);
     ck_assert_int_eq(c.alipay_timeout_ms, 15000);
     ck_assert_int_eq(c.log_level, LOG_INFO);
     ck_assert_int_eq(c.log_json, 1);
     ck_assert_int_eq(c.drain_timeout_ms, 20000);
-    ck_assert_int_eq(c.db_pool_size, 4);
+    /* 4 per worker, 32 in all. */
+    ck_assert_int_eq(c.db_pool_size,
+                     expected_workers() * 4 > 32
+                         ? (32 / expected_workers() > 0 ? 32 / expected_workers() : 1)
+                         : 4);
     ck_assert_int_eq(c.lock_margin_ms, 5000);
     ck_assert_int_eq(c.idle_timeout_s, 30);
     /* No key configured: nobody gets in. */
@@ -234,6 +238,7 @@ START_TEST(test_env_only)
     setenv("CARDGATE_LOG_LEVEL", "warning", 1);
     setenv("CARDGATE_ALIPAY_TIMEOUT_MS", "600000", 1);
     setenv("CARDGATE_WORKERS", "256", 1);
+    /* CARDGATE_DB_POOL_SIZE not set: one each at 256 workers, not 1024. */
     setenv("CARDGATE_PUBLIC_URL", "https://cards.example.com/pos//", 1);
     setenv("CARDGATE_OPS_LISTEN", "127.0.0.1:9090", 1);
     ck_assert_msg(config_load(&c, NULL, err, sizeof err) == 0, "%s", err);
@@ -249,6 +254,7 @@ START_TEST(test_env_only)
     ck_assert_int_eq(c.log_level, LOG_WARN);
     ck_assert_int_eq(c.alipay_timeout_ms, 600000);
     ck_assert_int_eq(c.workers, 256);
+    ck_assert_int_eq(c.db_pool_size, 1);
     config_free(&c);
 }
 END_TEST
