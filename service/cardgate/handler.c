@@ -120,12 +120,14 @@ void handler_log_gateway(struct request *r, const char *method, const struct ali
               NULL);
 }
 
-void handler_random_token(char out[33])
+int handler_random_token(char out[33])
 {
     unsigned char raw[16];
-    RAND_bytes(raw, sizeof(raw));
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return -1;
     for (size_t i = 0; i < sizeof(raw); i++)
         sprintf(out + 2 * i, "%02x", raw[i]);
+    return 0;
 }
 
 void handler_call_gateway(struct request *r, const char *method, char *biz, const char *auth_token,

@@ -47,6 +47,6 @@ void handler_call_gateway(struct request *r, const char *method, char *biz, cons
                           const char *app_auth_token, alipay_client_cb cb);
 
 /* A 16-hex-byte random token (32 hex digits and a NUL). */
-void handler_random_token(char out[33]);
+int handler_random_token(char out[33]); /* 0, or -1 when the RNG fails */
 
 #endif

@@ -397,7 +397,9 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
     c->app_auth_token = dup_or_null(key->app_auth_token);
     if (!c->serial || !c->hash)
         return refuse(r, 500, "INTERNAL", "out of memory", NULL);
-    handler_random_token(c->token);
+    /* A lock token must not be guessable: no token, no claim. */
+    if (handler_random_token(c->token) < 0)
+        return refuse(r, 500, "INTERNAL", "no random token for the lock", NULL);
     struct store_claim_args a = {
         .app_id = srv->cfg.alipay_app_id,
         .serial = c->serial,

@@ -70,9 +70,14 @@ static void request_id(struct request *r)
         }
     }
     unsigned char raw[12];
-    RAND_bytes(raw, sizeof(raw));
-    for (size_t i = 0; i < sizeof(raw); i++)
-        sprintf(r->id + 2 * i, "%02x", raw[i]);
+    if (RAND_bytes(raw, sizeof(raw)) == 1) {
+        for (size_t i = 0; i < sizeof(raw); i++)
+            sprintf(r->id + 2 * i, "%02x", raw[i]);
+        return;
+    }
+    /* An id only has to be unique enough to find a request in the logs:
+     * without the RNG, the clock and the request's address serve. */
+    snprintf(r->id, sizeof(r->id), "t%lld-%p", server_now_ms(), (void *)r);
 }
 
 void reply_add_header(struct request *r, const char *name, const char *value)
