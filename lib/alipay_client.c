@@ -1,6 +1,10 @@
 /* alipay_client: see alipay_client.h. */
 #include "alipay_client.h"
 
+#include <time.h>
+
+#include <stdatomic.h>
+
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +15,7 @@ struct alipay_client {
     char *app_id;
     EVP_PKEY *app_key;
     EVP_PKEY *alipay_key;
+    _Atomic(struct alipay_trust *) *trust;
     enum alipay_sign_type sign_type;
     long timeout_ms;
     struct alipay_http *http;
@@ -37,6 +42,7 @@ struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
     }
     c->app_key = cfg->app_key;
     c->alipay_key = cfg->alipay_key;
+    c->trust = cfg->trust;
     c->sign_type = cfg->sign_type;
     c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 15000;
     c->http = http;
@@ -171,6 +177,33 @@ done:
     return rc;
 }
 
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Judges with the key in force; after a rotation, an answer the new key
+ * does not verify is tried with the previous key while its grace lasts. */
+static void judge_with_trust(const struct alipay_client *c, const struct alipay_http_response *res,
+                             const char *method, struct alipay_reply *reply)
+{
+    struct alipay_trust *t = c->trust ? atomic_load(c->trust) : NULL;
+    EVP_PKEY *key = t ? t->current : c->alipay_key;
+    double latency = reply->latency_ms;
+    long status = reply->http_status;
+    alipay_response_judge(res->body, res->body_len, method, key, c->sign_type, reply);
+    if (reply->outcome != ALIPAY_BAD_SIGNATURE || !t || !t->previous ||
+        mono_ms() >= t->previous_until_ms)
+        return;
+    alipay_reply_free(reply);
+    memset(reply, 0, sizeof(*reply));
+    reply->latency_ms = latency;
+    reply->http_status = status;
+    alipay_response_judge(res->body, res->body_len, method, t->previous, c->sign_type, reply);
+}
+
 static void on_http_done(const struct alipay_http_response *res, void *arg)
 {
     struct call *call = arg;
@@ -182,8 +215,7 @@ static void on_http_done(const struct alipay_http_response *res, void *arg)
     case ALIPAY_HTTP_DONE:
         reply.http_status = res->http_code;
         if (res->http_code == 200) {
-            alipay_response_judge(res->body, res->body_len, call->method, c->alipay_key,
-                                  c->sign_type, &reply);
+            judge_with_trust(c, res, call->method, &reply);
         } else {
             reply.outcome = ALIPAY_UNAVAILABLE;
             snprintf(reply.detail, sizeof(reply.detail), "gateway answered HTTP %ld",

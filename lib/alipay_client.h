@@ -14,6 +14,16 @@
 #include "alipay_response.h"
 #include "alipay_sign.h"
 
+/* The Alipay public keys answers are verified with: the current one and,
+ * after a rotation, the previous one until previous_until_ms (on
+ * server_now_ms's monotonic clock). Owned by whoever publishes it; a client
+ * only reads it. */
+struct alipay_trust {
+    EVP_PKEY *current;
+    EVP_PKEY *previous; /* NULL: none */
+    long long previous_until_ms;
+};
+
 struct alipay_client_config {
     const char *gateway_url; /* copied */
     const char *app_id;      /* copied */
@@ -21,6 +31,9 @@ struct alipay_client_config {
     EVP_PKEY *alipay_key;    /* borrowed: Alipay's public key */
     enum alipay_sign_type sign_type;
     long timeout_ms; /* whole call */
+    /* Optional, borrowed: where the keys in force are published (SIGHUP
+     * rotates them); when set it is used instead of alipay_key. */
+    _Atomic(struct alipay_trust *) *trust;
 };
 
 struct alipay_client;

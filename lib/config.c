@@ -415,6 +415,8 @@ static const struct setting settings[] = {
      600000},
     {"CARDGATE_ALIPAY_CA_FILE", "alipay", "ca_file", set_path, FIELD(alipay_ca_file), 0, 0},
     {"CARDGATE_ALIPAY_ALLOW_HTTP", "alipay", "allow_http", set_int, FIELD(alipay_allow_http), 0, 1},
+    {"CARDGATE_ALIPAY_KEY_GRACE_S", "alipay", "key_grace_s", set_long, FIELD(alipay_key_grace_s), 0,
+     2592000},
     {"CARDGATE_LOG_LEVEL", "log", "level", set_log_level, 0, 0, 0},
     {"CARDGATE_LOG_FORMAT", "log", "format", set_log_format, 0, 0, 0},
 };
@@ -436,6 +438,7 @@ static int config_defaults(struct config *c, char *err, size_t errlen)
     c->lock_margin_ms = 5000;
     c->idle_timeout_s = 30;
     c->db_pool_size = 0; /* not set: from the workers, at the end of config_load */
+    c->alipay_key_grace_s = 86400;
     if (!c->alipay_gateway) {
         snprintf(err, errlen, "out of memory");
         return -1;

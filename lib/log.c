@@ -1,6 +1,8 @@
 /* log: structured log lines (see log.h). */
 #include "log.h"
 
+#include <stdatomic.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +48,7 @@ const char *log_level_name(enum log_level lvl)
 
 int log_enabled(const struct log *lg, enum log_level lvl)
 {
-    return lg && lvl >= lg->level;
+    return lg && (int)lvl >= atomic_load_explicit(&lg->level, memory_order_relaxed);
 }
 
 /* A growable line buffer; `oom` sticks once an allocation failed so the

@@ -1,7 +1,7 @@
 /* log: one structured line per event, JSON or text, on a shared FILE.
  *
- * A struct log is filled once at start and then shared read-only by every
- * worker thread: nothing in it changes after start, and each line goes out
+ * A struct log is filled once at start and then shared by every worker
+ * thread; only its level changes later (SIGHUP), atomically. Each line goes out
  * with one fwrite under the FILE's stdio lock, so lines of different threads
  * never interleave.
  *
@@ -22,9 +22,9 @@ enum log_level {
 };
 
 struct log {
-    enum log_level level; /* lines below this level are dropped */
-    int json;             /* 1: JSON lines, 0: text lines */
-    FILE *out;            /* borrowed; NULL means stderr */
+    _Atomic int level; /* an enum log_level: lines below it are dropped */
+    int json;          /* 1: JSON lines, 0: text lines */
+    FILE *out;         /* borrowed; NULL means stderr */
 };
 
 /* Parses "debug", "info", "warn"/"warning", "error" (case-insensitive).

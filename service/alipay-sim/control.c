@@ -1,6 +1,7 @@
 /* control: the /_sim control interface. See control.h. */
 #include "control.h"
 
+#include "alipay_key.h"
 #include "jsonx.h"
 #include "member.h"
 #include "program.h"
@@ -404,6 +405,32 @@ static int route_is(const char *path, const char *name, const char **rest)
     return 1;
 }
 
+/* PUT /_sim/signing-key {"file": "<private key>"}: Alipay rotates the key
+ * it signs answers with (what a client's SIGHUP reload is for). */
+static void route_signing_key(struct sim *s, struct evhttp_request *req)
+{
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_PUT) {
+        send_error(req, 405, "use PUT");
+        return;
+    }
+    json_object *o = body_object(req);
+    if (!o)
+        return;
+    const char *file;
+    char err[256];
+    EVP_PKEY *key = NULL;
+    if (opt_string(o, "file", &file) < 0 || !file)
+        send_error(req, 400, "file must name a private key file");
+    else if (!(key = alipay_key_load_private(file, err, sizeof(err))))
+        send_error(req, 400, err);
+    else {
+        EVP_PKEY_free(s->alipay_private);
+        s->alipay_private = key;
+        send_status_ok(req, 200);
+    }
+    json_object_put(o);
+}
+
 void control_handle(struct sim *s, struct evhttp_request *req, const char *path)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -428,6 +455,8 @@ void control_handle(struct sim *s, struct evhttp_request *req, const char *path)
         route_templates(s, req, rest);
     } else if (strcmp(path, "/_sim/members") == 0) {
         route_members(s, req);
+    } else if (strcmp(path, "/_sim/signing-key") == 0) {
+        route_signing_key(s, req);
     } else {
         send_error(req, 404, "no such route");
     }

@@ -135,11 +135,92 @@ static int check_schema(struct server *srv, char *err, size_t errlen)
     return rc == 1 ? -1 : 0;
 }
 
-static int cmd_serve(struct server *srv)
+/* --- SIGHUP: what can change without a restart ------------------------- */
+
+static void reload_free(struct reload *x)
+{
+    while (x) {
+        struct reload *older = x->older;
+        config_free(&x->cfg);
+        EVP_PKEY_free(x->trust.current);
+        EVP_PKEY_free(x->trust.previous);
+        free(x);
+        x = older;
+    }
+}
+
+/* The first snapshot: the settings as loaded at start, the key in force. */
+static int reload_first(struct server *srv, const char *config_path, char *err, size_t errlen)
+{
+    struct reload *x = calloc(1, sizeof(*x));
+    if (!x || config_load(&x->cfg, config_path, err, errlen) < 0) {
+        free(x);
+        return -1;
+    }
+    EVP_PKEY_up_ref(srv->alipay_key);
+    x->trust.current = srv->alipay_key;
+    atomic_store(&srv->live, x);
+    atomic_store(&srv->trust, &x->trust);
+    return 0;
+}
+
+/* Reads the configuration again and publishes what can change: the API
+ * keys, the log level, and Alipay's public key (the previous one still
+ * verifies for CARDGATE_ALIPAY_KEY_GRACE_S). Anything wrong keeps what is
+ * in force and says why. Runs on main's thread only. */
+static void reload(struct server *srv, const char *config_path)
+{
+    struct reload *cur = atomic_load(&srv->live);
+    struct reload *next = calloc(1, sizeof(*next));
+    char err[1024], why[400];
+    if (!next || config_load(&next->cfg, config_path, err, sizeof(err)) < 0) {
+        log_write(&srv->log, LOG_ERROR, "reload refused; the settings in force stay", "error",
+                  next ? err : "out of memory", NULL);
+        free(next);
+        return;
+    }
+    EVP_PKEY *key = alipay_key_load_public(next->cfg.alipay_public_key_file, why, sizeof(why));
+    if (!key || alipay_key_is_pair(srv->app_key, key)) {
+        log_write(&srv->log, LOG_ERROR, "reload refused; the settings in force stay", "error",
+                  key ? "CARDGATE_ALIPAY_PUBLIC_KEY_FILE is the app's own public key" : why, NULL);
+        EVP_PKEY_free(key);
+        reload_free(next);
+        return;
+    }
+    int rotated = EVP_PKEY_eq(key, cur->trust.current) != 1;
+    if (rotated) {
+        next->trust.current = key;
+        EVP_PKEY_up_ref(cur->trust.current);
+        next->trust.previous = cur->trust.current;
+        next->trust.previous_until_ms = server_now_ms() + next->cfg.alipay_key_grace_s * 1000;
+    } else {
+        EVP_PKEY_free(key);
+        next->trust = cur->trust;
+        EVP_PKEY_up_ref(next->trust.current);
+        if (next->trust.previous)
+            EVP_PKEY_up_ref(next->trust.previous);
+    }
+    next->older = cur;
+    atomic_store(&srv->trust, &next->trust);
+    atomic_store(&srv->live, next);
+    enum log_level was = (enum log_level)atomic_load(&srv->log.level);
+    atomic_store(&srv->log.level, (int)next->cfg.log_level);
+
+    char keys[48], grace[32];
+    snprintf(keys, sizeof(keys), "%zu (was %zu)", next->cfg.n_api_keys, cur->cfg.n_api_keys);
+    snprintf(grace, sizeof(grace), "%ld", next->cfg.alipay_key_grace_s);
+    log_write(&srv->log, LOG_INFO, "reloaded", "api_keys", keys, "log_level",
+              log_level_name(next->cfg.log_level), "log_level_was", log_level_name(was),
+              "alipay_public_key", rotated ? "rotated" : "unchanged", "previous_key_grace_s",
+              rotated ? grace : NULL, NULL);
+}
+
+static int cmd_serve(struct server *srv, const char *config_path)
 {
     char err[1024];
     if (config_check_serve(&srv->cfg, err, sizeof(err)) < 0 ||
-        load_keys(srv, err, sizeof(err)) < 0 || check_schema(srv, err, sizeof(err)) < 0)
+        load_keys(srv, err, sizeof(err)) < 0 || check_schema(srv, err, sizeof(err)) < 0 ||
+        reload_first(srv, config_path, err, sizeof(err)) < 0)
         return fail(err);
 
     /* Signals are taken by sigwait below, so every thread blocks them. */
@@ -147,6 +228,7 @@ static int cmd_serve(struct server *srv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -169,7 +251,8 @@ static int cmd_serve(struct server *srv)
                   "workers", workers, "gateway", srv->cfg.alipay_gateway, "version",
                   CARDGATE_VERSION, NULL);
         int sig = 0;
-        sigwait(&sigs, &sig);
+        while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
+            reload(srv, config_path);
         log_write(&srv->log, LOG_INFO, "draining", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
                   NULL);
     }
@@ -231,13 +314,14 @@ int main(int argc, char **argv)
     } else {
         evthread_use_pthreads();
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        rc = cmd_serve(&srv);
+        rc = cmd_serve(&srv, config_path);
         curl_global_cleanup();
         libevent_global_shutdown();
     }
     free(srv.workers);
     EVP_PKEY_free(srv.app_key);
     EVP_PKEY_free(srv.alipay_key);
+    reload_free(atomic_load(&srv.live));
     config_free(&srv.cfg);
     return rc;
 }

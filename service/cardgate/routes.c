@@ -164,7 +164,8 @@ static int authenticate(struct request *r)
         const char *key = auth + 7;
         while (*key == ' ')
             key++;
-        r->caller = config_api_key_lookup(&r->w->srv->cfg, key, strlen(key));
+        struct reload *live = atomic_load(&r->w->srv->live);
+        r->caller = config_api_key_lookup(&live->cfg, key, strlen(key));
     }
     if (!r->caller) {
         reply_add_header(r, "WWW-Authenticate", "Bearer");

@@ -12,18 +12,30 @@
 #include <pthread.h>
 #include <openssl/evp.h>
 
+#include "alipay_client.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
 
 struct route_table;
 
+/* What SIGHUP can change, published whole: workers read the current one
+ * atomically, main replaces it. Replaced ones stay until exit: a request in
+ * flight may still hold a caller's name or a key of theirs. */
+struct reload {
+    struct config cfg;         /* the API keys are read from it */
+    struct alipay_trust trust; /* holds a reference to each of its keys */
+    struct reload *older;
+};
+
 struct server {
     struct config cfg;
     struct log log;
-    EVP_PKEY *app_key;          /* parsed once at start */
-    EVP_PKEY *alipay_key;       /* Alipay's public key */
-    unsigned char hash_key[32]; /* keys the request hashes: derived from the app key */
+    EVP_PKEY *app_key;                    /* parsed once at start */
+    EVP_PKEY *alipay_key;                 /* Alipay's public key at start */
+    _Atomic(struct reload *) live;        /* API keys and Alipay's keys in force */
+    _Atomic(struct alipay_trust *) trust; /* &live->trust, for the Alipay clients */
+    unsigned char hash_key[32];           /* keys the request hashes: derived from the app key */
     struct metrics metrics;
     const struct route_table *routes; /* filled by main before the workers start */
     int nworkers;

@@ -109,6 +109,7 @@ static int worker_clients(struct worker *w, char *err, size_t errlen)
         .app_id = cfg->alipay_app_id,
         .app_key = w->srv->app_key,
         .alipay_key = w->srv->alipay_key,
+        .trust = &w->srv->trust,
         .sign_type = cfg->alipay_sign_type,
         .timeout_ms = cfg->alipay_timeout_ms,
     };

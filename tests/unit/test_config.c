@@ -40,6 +40,7 @@ static const char *const all_vars[] = {
     "CARDGATE_PUBLIC_URL",
     "CARDGATE_ALIPAY_ALLOW_HTTP",
     "CARDGATE_OPS_LISTEN",
+    "CARDGATE_ALIPAY_KEY_GRACE_S",
 };
 
 static void clear_env(void)
@@ -113,6 +114,7 @@ START_TEST(test_defaults)
     ck_assert_ptr_null(c.alipay_ca_file);
     ck_assert_ptr_null(c.public_url); /* members' sign-up is off */
     ck_assert_int_eq(c.ops_port, 0);  /* no ops listener */
+    ck_assert_int_eq(c.alipay_key_grace_s, 86400);
     ck_assert_int_eq(c.alipay_sign_type, ALIPAY_SIGN_RSA2);
     ck_assert_int_eq(c.alipay_timeout_ms, 15000);
     ck_assert_int_eq(c.log_level, LOG_INFO);
@@ -299,6 +301,7 @@ static const struct {
     {"CARDGATE_PUBLIC_URL", "cards.example.com"},
     {"CARDGATE_ALIPAY_ALLOW_HTTP", "yes"},
     {"CARDGATE_OPS_LISTEN", "9090"},
+    {"CARDGATE_ALIPAY_KEY_GRACE_S", "-1"},
     {"CARDGATE_ALIPAY_ALLOW_HTTP", "2"},
     {"CARDGATE_PUBLIC_URL", "https://"},
     {"CARDGATE_PUBLIC_URL", "https://cards.example.com/?x=1"},
@@ -594,7 +597,7 @@ START_TEST(test_example_ini)
         out[n++] = '\n';
     }
     out[n] = '\0';
-    ck_assert_uint_eq(keys, 21); /* one per setting in config.h */
+    ck_assert_uint_eq(keys, 22); /* one per setting in config.h */
     char *path = write_ini(out);
     ck_assert_msg(config_load(&c, path, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(config_load(&d, NULL, err, sizeof err), 0);
