@@ -538,6 +538,13 @@ START_TEST(test_validation_errors)
     patch(&st, biz, "{\"out_serial_no\":", &r);
     ts_assert_error(&r, 400, "MALFORMED_JSON", NULL);
     ts_http_free(&r);
+    /* A key said twice means nothing sure: refused, not the last one kept. */
+    patch(&st, biz,
+          "{\"out_serial_no\":\"v-dup\",\"occur_time\":\"2026-11-30 10:15:00\",\"card\":{"
+          "\"point\":\"1\",\"point\":\"99999\"}}",
+          &r);
+    ts_assert_error(&r, 400, "MALFORMED_JSON", NULL);
+    ts_http_free(&r);
 
     static const char *const bad_deletes[][2] = {
         {"out_serial_no=d1", "reason_code"},
