@@ -12,7 +12,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <event2/event.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <openssl/ssl.h>
 
 #include "alipay_key.h"
 #include "control.h"
@@ -29,6 +31,7 @@ struct options {
     const char *app_id;
     const char *templates;
     const char *sign_type_default;
+    const char *tls_listen, *tls_cert, *tls_key; /* a second listener, HTTPS */
 };
 
 static void usage(FILE *out)
@@ -47,6 +50,8 @@ static void usage(FILE *out)
         "  --app-id ID                 accept only this app id (default: any)\n"
         "  --templates ID,ID,...       known card templates (default: %s)\n"
         "  --sign-type-default TYPE    sign type of calls that give no sign_type (RSA2)\n"
+        "  --tls-listen HOST:PORT      also serve HTTPS there, with --tls-cert FILE and\n"
+        "                              --tls-key FILE (PEM): a gateway behind TLS\n"
         "  --help                      this text\n",
         SIM_DEFAULT_TEMPLATES);
 }
@@ -61,6 +66,9 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"app-id", required_argument, NULL, 'a'},
         {"templates", required_argument, NULL, 't'},
         {"sign-type-default", required_argument, NULL, 's'},
+        {"tls-listen", required_argument, NULL, 'T'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -87,6 +95,15 @@ static int parse_args(int argc, char **argv, struct options *o)
         case 's':
             o->sign_type_default = optarg;
             break;
+        case 'T':
+            o->tls_listen = optarg;
+            break;
+        case 'C':
+            o->tls_cert = optarg;
+            break;
+        case 'K':
+            o->tls_key = optarg;
+            break;
         case 'h':
             return 1;
         default:
@@ -104,6 +121,10 @@ static int parse_args(int argc, char **argv, struct options *o)
                                                    : NULL;
     if (missing) {
         fprintf(stderr, "alipay-sim: %s is required (see --help)\n", missing);
+        return -1;
+    }
+    if (o->tls_listen && (!o->tls_cert || !o->tls_key)) {
+        fprintf(stderr, "alipay-sim: --tls-listen needs --tls-cert and --tls-key\n");
         return -1;
     }
     return 0;
@@ -207,6 +228,28 @@ static void log_bound(struct evhttp_bound_socket *bound, const char *host)
     fprintf(stderr, "alipay-sim: listening on %s:%d\n", host, port);
 }
 
+/* Each connection of the HTTPS listener speaks TLS with the given context. */
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    SSL *ssl = SSL_new(arg);
+    return ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE)
+               : NULL;
+}
+
+/* The TLS context of --tls-cert/--tls-key, or NULL after reporting. */
+static SSL_CTX *tls_context(const struct options *o)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, o->tls_key, SSL_FILETYPE_PEM) != 1) {
+        fprintf(stderr, "alipay-sim: cannot load --tls-cert/--tls-key\n");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 /* Runs the server until a signal; returns the exit status. */
 static int serve(struct sim *s, const struct options *o)
 {
@@ -219,6 +262,8 @@ static int serve(struct sim *s, const struct options *o)
     }
     struct event_base *base = event_base_new();
     struct evhttp *http = base ? evhttp_new(base) : NULL;
+    struct evhttp *https = NULL;
+    SSL_CTX *ctx = NULL;
     struct event *sigterm = base ? evsignal_new(base, SIGTERM, on_signal, base) : NULL;
     struct event *sigint = base ? evsignal_new(base, SIGINT, on_signal, base) : NULL;
     if (!http || !sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 ||
@@ -237,6 +282,26 @@ static int serve(struct sim *s, const struct options *o)
         goto done;
     }
     log_bound(bound, host);
+    if (o->tls_listen) {
+        char thost[256];
+        unsigned short tport;
+        if (split_listen(o->tls_listen, thost, sizeof(thost), &tport) < 0 ||
+            !(ctx = tls_context(o)) || !(https = evhttp_new(base))) {
+            fprintf(stderr, "alipay-sim: cannot serve HTTPS on %s\n", o->tls_listen);
+            goto done;
+        }
+        evhttp_set_max_body_size(https, SIM_MAX_BODY);
+        evhttp_set_allowed_methods(https, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
+                                              EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD);
+        evhttp_set_gencb(https, route, s);
+        evhttp_set_bevcb(https, tls_bev, ctx);
+        struct evhttp_bound_socket *tb = evhttp_bind_socket_with_handle(https, thost, tport);
+        if (!tb) {
+            fprintf(stderr, "alipay-sim: cannot listen on %s\n", o->tls_listen);
+            goto done;
+        }
+        log_bound(tb, thost);
+    }
     event_base_dispatch(base);
     rc = 0;
 done:
@@ -244,6 +309,9 @@ done:
         gateway_shutdown(s);
     if (http)
         evhttp_free(http);
+    if (https)
+        evhttp_free(https);
+    SSL_CTX_free(ctx);
     if (sigterm)
         event_free(sigterm);
     if (sigint)

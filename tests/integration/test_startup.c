@@ -269,6 +269,61 @@ START_TEST(test_ops_listener)
 }
 END_TEST
 
+/* A gateway behind TLS whose certificate does not verify is refused: the
+ * call never reaches it (502 ALIPAY_UNAVAILABLE); with its CA given in
+ * CARDGATE_ALIPAY_CA_FILE, the same gateway works. */
+START_TEST(test_gateway_tls_verified)
+{
+    char dir[] = "/tmp/cardgate-tls-XXXXXX", cert[128], key[128], cmd[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
+             key, cert);
+    ck_assert_int_eq(system(cmd), 0);
+    int tls_port = ts_free_port();
+    char tls_listen[64], gateway[128], gw_env[160], ca_env[192];
+    snprintf(tls_listen, sizeof(tls_listen), "127.0.0.1:%d", tls_port);
+    snprintf(gateway, sizeof(gateway), "https://127.0.0.1:%d/gateway.do", tls_port);
+    snprintf(gw_env, sizeof(gw_env), "CARDGATE_ALIPAY_GATEWAY=%s", gateway);
+    snprintf(ca_env, sizeof(ca_env), "CARDGATE_ALIPAY_CA_FILE=%s", cert);
+    const char *sim_args[] = {"--tls-listen", tls_listen, "--tls-cert", cert,
+                              "--tls-key",    key,        NULL};
+    const char *env[] = {gw_env, NULL};
+    struct ts_stack st;
+    char err[512];
+    ck_assert_msg(ts_stack_up(&st, sim_args, env, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(ts_wait_port(tls_port, 10000), 0);
+
+    char url[128];
+    const char *h[] = {TS_AUTH, TS_JSON, NULL};
+    const char *body = "{\"out_serial_no\":\"tls-1\",\"card_template_id\":"
+                       "\"20170308000000000058101000300045\",\"user_id\":\"2088302463082075\","
+                       "\"card\":{\"open_date\":\"2024-02-20 21:20:46\",\"valid_date\":"
+                       "\"2030-02-20 21:20:46\"}}";
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/v1/cards", st.cg.url);
+    ck_assert_int_eq(ts_http_call("POST", url, h, body, &r), 0);
+    ts_assert_error(&r, 502, "ALIPAY_UNAVAILABLE", NULL);
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_sim_calls(&st.sim, "tls-1"), 0); /* nothing reached the gateway */
+
+    ck_assert_int_eq(ts_cardgate_stop(&st.cg), 0);
+    const char *env2[] = {gw_env, ca_env, NULL};
+    ck_assert_int_eq(ts_cardgate_start(&st.cg, st.db, &st.sim, env2), 0);
+    snprintf(url, sizeof(url), "%s/v1/cards", st.cg.url);
+    ck_assert_int_eq(ts_http_call("POST", url, h, body, &r), 0);
+    ck_assert_msg(r.status == 201, "%ld %s", r.status, r.body);
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_sim_calls(&st.sim, "tls-1"), 1);
+    ck_assert_int_eq(ts_stack_down(&st), 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("startup");
@@ -281,6 +336,7 @@ int main(void)
     tcase_add_test(tc, test_concurrent_migrate);
     tcase_add_test(tc, test_config_file_and_env_precedence);
     tcase_add_test(tc, test_ops_listener);
+    tcase_add_test(tc, test_gateway_tls_verified);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }
