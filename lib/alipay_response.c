@@ -259,14 +259,19 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
     json_object *whole = jsonx_parse(body, len);
     if (!whole || !json_object_is_type(whole, json_type_object)) {
         json_object_put(whole);
-        return bad(out, "gateway answer is not a JSON object");
+        bad(out, "gateway answer is not a JSON object");
+        return;
     }
     json_object_put(whole);
-    if (alipay_response_node_name(method, name, sizeof(name)) < 0)
-        return bad(out, "method name too long");
+    if (alipay_response_node_name(method, name, sizeof(name)) < 0) {
+        bad(out, "method name too long");
+        return;
+    }
     if (alipay_response_find(body, len, name, &node_raw, &node_len) < 0) {
-        if (alipay_response_find(body, len, "error_response", &node_raw, &node_len) < 0)
-            return bad(out, "gateway answer has no response node");
+        if (alipay_response_find(body, len, "error_response", &node_raw, &node_len) < 0) {
+            bad(out, "gateway answer has no response node");
+            return;
+        }
         is_error = 1;
     }
     /* Parse the very bytes that are verified, so what is trusted is what was
@@ -274,7 +279,8 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
     json_object *node = jsonx_parse(node_raw, node_len);
     if (!node || !json_object_is_type(node, json_type_object)) {
         json_object_put(node);
-        return bad(out, "gateway response node is not a JSON object");
+        bad(out, "gateway response node is not a JSON object");
+        return;
     }
     char *sign = NULL;
     if (alipay_response_find(body, len, "sign", &sign_raw, &sign_len) == 0)
@@ -285,7 +291,8 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
         free(sign);
         if (!ok) {
             json_object_put(node);
-            return bad(out, "gateway answer's signature does not verify");
+            bad(out, "gateway answer's signature does not verify");
+            return;
         }
         out->verified = 1;
         take_codes(out, node);

@@ -151,20 +151,26 @@ static void cards_open(struct request *r)
     struct server *srv = r->w->srv;
     struct validate_error verr;
     struct validate_card_open *req = calloc(1, sizeof(*req));
-    if (!req)
-        return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+    if (!req) {
+        reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+        return;
+    }
     r->data = req;
     r->free_data = free;
     json_object *body = handler_json_body(r); /* on NULL it has answered, and r is gone */
     if (!body)
         return;
     r->body = body;
-    if (validate_card_open(r->body, req, &verr) < 0)
-        return reply_error(r, 400, "INVALID_PARAMETER", verr.message,
-                           verr.field[0] ? verr.field : NULL, NULL);
+    if (validate_card_open(r->body, req, &verr) < 0) {
+        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
+                    NULL);
+        return;
+    }
     char hash[65];
-    if (validate_request_hash(r->body, srv->hash_key, sizeof(srv->hash_key), hash) < 0)
-        return reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+    if (validate_request_hash(r->body, srv->hash_key, sizeof(srv->hash_key), hash) < 0) {
+        reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+        return;
+    }
     struct ledger_key key = {
         .serial = req->out_serial_no,
         .hash = hash,
@@ -218,11 +224,15 @@ static void update_verified(struct alipay_reply *rep, void *arg)
     store_record_call(r->w->pg, srv->cfg.alipay_app_id, ALIPAY_CARD_QUERY, NULL,
                       alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
                       (long)rep->latency_ms);
-    if (ok && alipay_card_info_shows(res.card.json, req->card))
-        return ledger_succeed_unsent(r, rep);
+    if (ok && alipay_card_info_shows(res.card.json, req->card)) {
+        ledger_succeed_unsent(r, rep);
+        return;
+    }
     /* Not applied, or no such card (the update's own answer will say so). */
-    if (ok || alipay_card_not_found(rep))
-        return ledger_send(r);
+    if (ok || alipay_card_not_found(rep)) {
+        ledger_send(r);
+        return;
+    }
     ledger_fail(r, rep);
 }
 
@@ -248,8 +258,10 @@ static void cards_update(struct request *r)
 {
     struct validate_error verr;
     struct validate_card_update *req = calloc(1, sizeof(*req));
-    if (!req)
-        return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+    if (!req) {
+        reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+        return;
+    }
     r->data = req;
     r->free_data = free;
     if (path_card_no(r) < 0)
@@ -258,12 +270,16 @@ static void cards_update(struct request *r)
     if (!body)
         return;
     r->body = body;
-    if (validate_card_update(r->body, req, &verr) < 0)
-        return reply_error(r, 400, "INVALID_PARAMETER", verr.message,
-                           verr.field[0] ? verr.field : NULL, NULL);
+    if (validate_card_update(r->body, req, &verr) < 0) {
+        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
+                    NULL);
+        return;
+    }
     char hash[65];
-    if (change_hash(r, "update", r->param, r->body, hash) < 0)
-        return reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+    if (change_hash(r, "update", r->param, r->body, hash) < 0) {
+        reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+        return;
+    }
     struct ledger_key key = {
         .serial = req->out_serial_no,
         .hash = hash,
@@ -324,24 +340,27 @@ static void cards_delete(struct request *r)
     const char *reason = evhttp_find_header(&q, "reason_code");
     if (validate_text(serial, 32) < 0 || validate_serial_reserved(serial)) {
         evhttp_clear_headers(&q);
-        return reply_error(r, 400, "INVALID_PARAMETER",
-                           "out_serial_no is required: 1 to 32 characters, no control characters, "
-                           "not beginning with template:, template-modify: or activateurl:",
-                           "out_serial_no", NULL);
+        reply_error(r, 400, "INVALID_PARAMETER",
+                    "out_serial_no is required: 1 to 32 characters, no control characters, "
+                    "not beginning with template:, template-modify: or activateurl:",
+                    "out_serial_no", NULL);
+        return;
     }
     if (validate_reason_code(reason) < 0) {
         evhttp_clear_headers(&q);
-        return reply_error(r, 400, "INVALID_PARAMETER",
-                           "reason_code is required: USER_UNBUND, CANCEL or PRESENT", "reason_code",
-                           NULL);
+        reply_error(r, 400, "INVALID_PARAMETER",
+                    "reason_code is required: USER_UNBUND, CANCEL or PRESENT", "reason_code", NULL);
+        return;
     }
     r->body = json_object_new_object();
     json_object_object_add(r->body, "out_serial_no", json_object_new_string(serial));
     json_object_object_add(r->body, "reason_code", json_object_new_string(reason));
     evhttp_clear_headers(&q);
     char hash[65];
-    if (change_hash(r, "delete", r->param, r->body, hash) < 0)
-        return reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+    if (change_hash(r, "delete", r->param, r->body, hash) < 0) {
+        reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+        return;
+    }
     struct ledger_key key = {
         .serial = str_of(r->body, "out_serial_no"),
         .hash = hash,
@@ -407,7 +426,8 @@ static void cards_query(struct request *r)
         return;
     if (validate_card_no(biz_card_no, &verr, "biz_card_no") < 0) {
         evhttp_clear_headers(&q);
-        return reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field, NULL);
+        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field, NULL);
+        return;
     }
     int bad = take_user_id(r, evhttp_find_header(&q, "user_id")) < 0;
     evhttp_clear_headers(&q);
@@ -437,7 +457,8 @@ static void cards_lookup(struct request *r)
         r->target = strdup(code);
         const char *t = strcmp(type, "D_QR_CODE") == 0 ? "D_QR_CODE" : "D_BAR_CODE";
         evhttp_clear_headers(&q);
-        return query_call(r, t);
+        query_call(r, t);
+        return;
     }
     evhttp_clear_headers(&q);
 }
@@ -448,11 +469,14 @@ static void cards_listed(json_object *cards, int unavailable, const char *error,
 {
     struct request *r = arg;
     if (!cards) {
-        if (unavailable)
-            return handler_database_unavailable(r, error);
+        if (unavailable) {
+            handler_database_unavailable(r, error);
+            return;
+        }
         log_write(&r->w->srv->log, LOG_ERROR, "card list failed", "request_id", r->id, "error",
                   error, NULL);
-        return reply_error(r, 500, "INTERNAL", "the card list query failed", NULL, NULL);
+        reply_error(r, 500, "INTERNAL", "the card list query failed", NULL, NULL);
+        return;
     }
     json_object *o = json_object_new_object();
     json_object_object_add(o, "cards", cards);

@@ -263,7 +263,8 @@ void ledger_succeed_unsent(struct request *r, const struct alipay_reply *seen)
     if (r->ledger.op->success(r, NULL, &s) < 0) {
         struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
         snprintf(none.detail, sizeof(none.detail), "out of memory");
-        return finish_failure(r, &none, NULL);
+        finish_failure(r, &none, NULL);
+        return;
     }
     log_write(&r->w->srv->log, LOG_INFO, "change found already made at Alipay: not sent again",
               "request_id", r->id, "out_serial_no", r->ledger.serial, "biz_card_no",
@@ -337,40 +338,49 @@ static void claimed(const struct store_claim *cl, const char *error, void *arg)
     struct request *r = arg;
     struct ledger_call *c = &r->ledger;
     char msg[256];
-    if (!cl)
-        return unavailable(r, error);
+    if (!cl) {
+        unavailable(r, error);
+        return;
+    }
     switch (cl->verdict) {
     case STORE_REPLAY:
-        return replay(r, cl);
+        replay(r, cl);
+        return;
     case STORE_MISMATCH:
-        return refuse(r, 422, "OUT_SERIAL_NO_REUSED",
-                      "this key (out_serial_no or request_id) was already used for a different "
-                      "request",
-                      key_field(c->op));
+        refuse(r, 422, "OUT_SERIAL_NO_REUSED",
+               "this key (out_serial_no or request_id) was already used for a different "
+               "request",
+               key_field(c->op));
+        return;
     case STORE_IN_PROGRESS:
         reply_add_header(r, "Retry-After", "1");
-        return refuse(r, 409, "REQUEST_IN_PROGRESS",
-                      "a request with this key is in progress; retry later", key_field(c->op));
+        refuse(r, 409, "REQUEST_IN_PROGRESS", "a request with this key is in progress; retry later",
+               key_field(c->op));
+        return;
     case STORE_NO_CARD:
-        return refuse(r, 404, "CARD_NOT_FOUND",
-                      "cardgate has no card with this biz_card_no for this app", NULL);
+        refuse(r, 404, "CARD_NOT_FOUND", "cardgate has no card with this biz_card_no for this app",
+               NULL);
+        return;
     case STORE_DELETED:
-        return refuse(r, 410, "CARD_DELETED",
-                      "this card was deleted; it cannot be changed or deleted again", NULL);
+        refuse(r, 410, "CARD_DELETED",
+               "this card was deleted; it cannot be changed or deleted again", NULL);
+        return;
     case STORE_STALE:
         snprintf(msg, sizeof(msg),
                  "occur_time is older than the last update Alipay accepted for this card (%s); "
                  "it is not sent",
                  cl->prior ? cl->prior : "?");
-        return refuse(r, 409, "STALE_UPDATE", msg, "occur_time");
+        refuse(r, 409, "STALE_UPDATE", msg, "occur_time");
+        return;
     case STORE_BUSY:
         reply_add_header(r, "Retry-After", "1");
-        return refuse(r, 409, "CARD_BUSY", "another change of this card is in flight; retry later",
-                      NULL);
+        refuse(r, 409, "CARD_BUSY", "another change of this card is in flight; retry later", NULL);
+        return;
     case STORE_EXTERNAL_TAKEN:
-        return refuse(r, 409, "EXTERNAL_CARD_NO_TAKEN",
-                      "card.external_card_no already belongs to another live card",
-                      "card.external_card_no");
+        refuse(r, 409, "EXTERNAL_CARD_NO_TAKEN",
+               "card.external_card_no already belongs to another live card",
+               "card.external_card_no");
+        return;
     case STORE_CLAIMED:
         break;
     }
@@ -395,11 +405,15 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
     c->external_card_no = dup_or_null(key->external_card_no);
     c->auth_token = dup_or_null(key->auth_token);
     c->app_auth_token = dup_or_null(key->app_auth_token);
-    if (!c->serial || !c->hash)
-        return refuse(r, 500, "INTERNAL", "out of memory", NULL);
+    if (!c->serial || !c->hash) {
+        refuse(r, 500, "INTERNAL", "out of memory", NULL);
+        return;
+    }
     /* A lock token must not be guessable: no token, no claim. */
-    if (handler_random_token(c->token) < 0)
-        return refuse(r, 500, "INTERNAL", "no random token for the lock", NULL);
+    if (handler_random_token(c->token) < 0) {
+        refuse(r, 500, "INTERNAL", "no random token for the lock", NULL);
+        return;
+    }
     struct store_claim_args a = {
         .app_id = srv->cfg.alipay_app_id,
         .serial = c->serial,

@@ -13,12 +13,16 @@ static void ops_healthz(struct request *r)
 static void ready_checked(int current, const char *error, void *arg)
 {
     struct request *r = arg;
-    if (current == 1)
-        return reply_json(r, 200, json_tokener_parse("{\"status\":\"ready\"}"));
-    if (current == 0)
-        return reply_error(r, 503, "SCHEMA_BEHIND",
-                           "the database schema is behind this binary: run `cardgate migrate`",
-                           NULL, NULL);
+    if (current == 1) {
+        reply_json(r, 200, json_tokener_parse("{\"status\":\"ready\"}"));
+        return;
+    }
+    if (current == 0) {
+        reply_error(r, 503, "SCHEMA_BEHIND",
+                    "the database schema is behind this binary: run `cardgate migrate`", NULL,
+                    NULL);
+        return;
+    }
     /* libpq's text names hosts, users and what failed: the log has it, the
      * answer (anyone may ask) only the reason. */
     log_write(&r->w->srv->log, LOG_WARN, "not ready: database unavailable", "request_id", r->id,

@@ -288,14 +288,18 @@ static void dispatch(struct request *r, enum evhttp_cmd_type cmd, const char *pa
         if (pattern_match(t->routes[i].pattern, path, &param, &plen) &&
             served_here(r, t->routes[i].access))
             resource = &t->routes[i];
-    if (!resource)
-        return reply_error(r, 404, "NOT_FOUND", "no such resource", NULL, NULL);
+    if (!resource) {
+        reply_error(r, 404, "NOT_FOUND", "no such resource", NULL, NULL);
+        return;
+    }
     for (size_t i = 0; i < t->n && !route; i++)
         if (t->routes[i].method == cmd && strcmp(t->routes[i].pattern, resource->pattern) == 0)
             route = &t->routes[i];
     r->route = route ? route->metric : resource->metric;
-    if (!route)
-        return method_not_allowed(r, t, resource->pattern);
+    if (!route) {
+        method_not_allowed(r, t, resource->pattern);
+        return;
+    }
     if (route->access == ROUTE_BEARER && authenticate(r) < 0)
         return;
     if (param) {
@@ -306,8 +310,10 @@ static void dispatch(struct request *r, enum evhttp_cmd_type cmd, const char *pa
         /* An encoded NUL would cut the value short: refuse it whole. */
         if (r->param && strlen(r->param) != len)
             r->param[0] = '\0';
-        if (!r->param)
-            return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+        if (!r->param) {
+            reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+            return;
+        }
     }
     route->handler(r);
 }
@@ -329,7 +335,9 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
 
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    if (!path)
-        return reply_error(r, 400, "INVALID_PARAMETER", "bad request target", NULL, NULL);
+    if (!path) {
+        reply_error(r, 400, "INVALID_PARAMETER", "bad request target", NULL, NULL);
+        return;
+    }
     dispatch(r, evhttp_request_get_command(req), path);
 }

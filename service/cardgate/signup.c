@@ -317,14 +317,17 @@ static void form_answered(struct alipay_reply *rep, void *arg)
     struct request *r = arg;
     struct signup *s = r->data;
     step_done(r, METRICS_METHOD_ACTIVATEFORM_QUERY, rep);
-    if (rep->outcome != ALIPAY_OK)
-        return step_failed(r, rep, 0);
+    if (rep->outcome != ALIPAY_OK) {
+        step_failed(r, rep, 0);
+        return;
+    }
     json_object *infos;
     if (!json_object_object_get_ex(rep->node, "infos", &infos) ||
         !(s->member = activation_member(json_object_get_string(infos)))) {
         rep->outcome = ALIPAY_BAD_SIGNATURE;
         snprintf(rep->detail, sizeof(rep->detail), "activateform.query answered no infos");
-        return step_failed(r, rep, 0);
+        step_failed(r, rep, 0);
+        return;
     }
     ledger_send(r);
 }
@@ -334,8 +337,10 @@ static void token_answered(struct alipay_reply *rep, void *arg)
     struct request *r = arg;
     struct signup *s = r->data;
     step_done(r, METRICS_METHOD_OAUTH_TOKEN, rep);
-    if (rep->outcome != ALIPAY_OK)
-        return step_failed(r, rep, 1);
+    if (rep->outcome != ALIPAY_OK) {
+        step_failed(r, rep, 1);
+        return;
+    }
     json_object *v;
     const char *token =
         json_object_object_get_ex(rep->node, "access_token", &v) ? json_object_get_string(v) : NULL;
@@ -345,7 +350,8 @@ static void token_answered(struct alipay_reply *rep, void *arg)
         !(s->user_id = strdup(user))) {
         rep->outcome = ALIPAY_BAD_SIGNATURE;
         snprintf(rep->detail, sizeof(rep->detail), "oauth.token answered no usable token");
-        return step_failed(r, rep, 1);
+        step_failed(r, rep, 1);
+        return;
     }
     json_object *biz = json_object_new_object();
     json_object_object_add(biz, "biz_type", json_object_new_string("MEMBER_CARD"));
@@ -410,11 +416,14 @@ static void settings_read(const char *const *row, int unavailable, const char *e
         atomic_fetch_add(&srv->metrics.db_errors, 1);
         log_write(&srv->log, LOG_WARN, "database unavailable", "request_id", r->id, "error", error,
                   NULL);
-        return send_page(r, 503, "DATABASE_UNAVAILABLE");
+        send_page(r, 503, "DATABASE_UNAVAILABLE");
+        return;
     }
     if (!row || !row[0] || !row[1] || !(s->settings = jsonx_parse(row[0], strlen(row[0]))) ||
-        !(s->external_no = strdup(row[1])))
-        return send_page(r, 400, "ACTIVATION_NOT_CONFIGURED");
+        !(s->external_no = strdup(row[1]))) {
+        send_page(r, 400, "ACTIVATION_NOT_CONFIGURED");
+        return;
+    }
     char serial[33], hash[65];
     json_object *what = json_object_new_object();
     json_object_object_add(what, "template_id", json_object_new_string(s->template_id));
@@ -422,8 +431,10 @@ static void settings_read(const char *const *row, int unavailable, const char *e
     int rc = activation_serial(s->app_id, s->template_id, s->request_id, serial) < 0 ||
              validate_request_hash(what, srv->hash_key, sizeof(srv->hash_key), hash) < 0;
     json_object_put(what);
-    if (rc)
-        return send_page(r, 500, "INTERNAL");
+    if (rc) {
+        send_page(r, 500, "INTERNAL");
+        return;
+    }
     struct ledger_key key = {.serial = serial, .hash = hash};
     ledger_run(r, &signup_op, &key);
 }
@@ -443,19 +454,25 @@ static char *take_param(struct evkeyvalq *q, const char *name, size_t max)
 static void signup_callback(struct request *r)
 {
     struct server *srv = r->w->srv;
-    if (!srv->cfg.public_url)
-        return send_page(r, 503, "ACTIVATION_NOT_CONFIGURED");
+    if (!srv->cfg.public_url) {
+        send_page(r, 503, "ACTIVATION_NOT_CONFIGURED");
+        return;
+    }
     struct signup *s = calloc(1, sizeof(*s));
-    if (!s)
-        return send_page(r, 500, "INTERNAL");
+    if (!s) {
+        send_page(r, 500, "INTERNAL");
+        return;
+    }
     r->data = s;
     r->free_data = signup_free;
     r->caller = "member"; /* the ledger's caller: the member's own browser */
     struct evkeyvalq q;
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
     TAILQ_INIT(&q);
-    if (query && evhttp_parse_query_str(query, &q) < 0)
-        return send_page(r, 400, "INVALID_PARAMETER");
+    if (query && evhttp_parse_query_str(query, &q) < 0) {
+        send_page(r, 400, "INVALID_PARAMETER");
+        return;
+    }
     /* Parameters beyond these (out_string, Alipay's own tracking ones) are
      * left alone: a redirect from Alipay may carry more than it documents. */
     s->app_id = take_param(&q, "app_id", 32);
@@ -465,11 +482,15 @@ static void signup_callback(struct request *r)
     int no_code = !evhttp_find_header(&q, "auth_code");
     evhttp_clear_headers(&q);
     if (!s->app_id || !s->template_id || !s->request_id ||
-        strcmp(s->app_id, srv->cfg.alipay_app_id) != 0)
-        return send_page(r, 400, "INVALID_PARAMETER");
+        strcmp(s->app_id, srv->cfg.alipay_app_id) != 0) {
+        send_page(r, 400, "INVALID_PARAMETER");
+        return;
+    }
     /* No auth_code: the member did not authorise (or the link is cut). */
-    if (!s->auth_code)
-        return send_page(r, 400, no_code ? "FORM_NOT_COMPLETED" : "INVALID_PARAMETER");
+    if (!s->auth_code) {
+        send_page(r, 400, no_code ? "FORM_NOT_COMPLETED" : "INVALID_PARAMETER");
+        return;
+    }
     if (store_template_activation(r->w->pg, srv->cfg.alipay_app_id, s->template_id, settings_read,
                                   r) < 0)
         send_page(r, 503, "DATABASE_UNAVAILABLE");

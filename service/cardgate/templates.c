@@ -178,8 +178,10 @@ static void run_template_op(struct request *r, const struct ledger_op *op, const
 {
     char serial[96], hash[65];
     snprintf(serial, sizeof(serial), "%s:%s", ns, str_of(r->body, "request_id"));
-    if (body_hash(r, what, hash) < 0)
-        return reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+    if (body_hash(r, what, hash) < 0) {
+        reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+        return;
+    }
     struct ledger_key key = {.serial = serial, .hash = hash};
     ledger_run(r, op, &key);
 }
@@ -249,8 +251,10 @@ static void direct_answer(struct request *r, enum metrics_method m, struct alipa
     store_record_call(r->w->pg, srv->cfg.alipay_app_id, method, NULL,
                       alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
                       (long)rep->latency_ms);
-    if (rep->outcome == ALIPAY_OK)
-        return ok(r, rep);
+    if (rep->outcome == ALIPAY_OK) {
+        ok(r, rep);
+        return;
+    }
     int status;
     char *body = ledger_gateway_error(rep, LEDGER_TEMPLATE_404, &status);
     reply_send(r, status, JSON_TYPE, body ? body : "{}");
@@ -316,9 +320,11 @@ static void templates_form(struct request *r)
     if (!body)
         return;
     r->body = body;
-    if (template_form_check(r->body, &verr) < 0)
-        return reply_error(r, 400, "INVALID_PARAMETER", verr.message,
-                           verr.field[0] ? verr.field : NULL, NULL);
+    if (template_form_check(r->body, &verr) < 0) {
+        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
+                    NULL);
+        return;
+    }
     handler_call_gateway(r, METHOD_FORM, template_form_biz(r->param, r->body), NULL, NULL,
                          form_set);
 }
@@ -386,8 +392,10 @@ static const struct ledger_op activateurl_op = {
 static void configured(const char *const *row, int unavailable, const char *error, void *arg)
 {
     struct request *r = arg;
-    if (!row && error)
-        return handler_database_unavailable(r, error);
+    if (!row && error) {
+        handler_database_unavailable(r, error);
+        return;
+    }
     if (row && row[0]) {
         char *body = template_id_body(r->param, row[0]);
         reply_send(r, 200, JSON_TYPE, body ? body : "{}");
@@ -395,8 +403,10 @@ static void configured(const char *const *row, int unavailable, const char *erro
         return;
     }
     char *callback = activation_callback(r->w->srv);
-    if (!callback)
-        return reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+    if (!callback) {
+        reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+        return;
+    }
     /* One serial per template and callback: asking again would reset the
      * form of members who already hold the card. */
     unsigned char md[32];
@@ -412,8 +422,10 @@ static void configured(const char *const *row, int unavailable, const char *erro
     free(callback);
     int rc = body_hash(r, what, hash);
     json_object_put(what);
-    if (rc < 0)
-        return reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+    if (rc < 0) {
+        reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
+        return;
+    }
     struct ledger_key key = {.serial = serial, .hash = hash};
     ledger_run(r, &activateurl_op, &key);
 }
@@ -422,20 +434,24 @@ static void templates_activation(struct request *r)
 {
     struct server *srv = r->w->srv;
     struct validate_error verr;
-    if (!srv->cfg.public_url)
-        return reply_error(r, 503, "ACTIVATION_NOT_CONFIGURED",
-                           "members' sign-up needs CARDGATE_PUBLIC_URL, the address Alipay sends "
-                           "them back to",
-                           NULL, NULL);
+    if (!srv->cfg.public_url) {
+        reply_error(r, 503, "ACTIVATION_NOT_CONFIGURED",
+                    "members' sign-up needs CARDGATE_PUBLIC_URL, the address Alipay sends "
+                    "them back to",
+                    NULL, NULL);
+        return;
+    }
     if (path_template_id(r) < 0)
         return;
     json_object *body = handler_json_body(r);
     if (!body)
         return;
     r->body = body;
-    if (template_activation_check(r->body, &verr) < 0)
-        return reply_error(r, 400, "INVALID_PARAMETER", verr.message,
-                           verr.field[0] ? verr.field : NULL, NULL);
+    if (template_activation_check(r->body, &verr) < 0) {
+        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
+                    NULL);
+        return;
+    }
     char *settings = jsonx_text(r->body);
     char *callback = activation_callback(srv);
     int rc = settings && callback

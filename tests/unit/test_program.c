@@ -149,9 +149,10 @@ START_TEST(form_rules_and_biz)
     char *biz = template_form_biz("T1", o);
     /* AlipayMarketingCardFormtemplateSetModel: fields (OpenFormFieldDO), whose
      * required/optional are Strings: the JSON text of {"common_fields": [...]} */
-    ck_assert_str_eq(biz, "{\"template_id\":\"T1\",\"fields\":{\"required\":\"{\\\"common_fields\\\":["
-                          "\\\"OPEN_FORM_FIELD_MOBILE\\\",\\\"OPEN_FORM_FIELD_NAME\\\"]}\",\"optional\":\"{"
-                          "\\\"common_fields\\\":[\\\"OPEN_FORM_FIELD_GENDER\\\"]}\"}}");
+    ck_assert_str_eq(
+        biz, "{\"template_id\":\"T1\",\"fields\":{\"required\":\"{\\\"common_fields\\\":["
+             "\\\"OPEN_FORM_FIELD_MOBILE\\\",\\\"OPEN_FORM_FIELD_NAME\\\"]}\",\"optional\":\"{"
+             "\\\"common_fields\\\":[\\\"OPEN_FORM_FIELD_GENDER\\\"]}\"}}");
     free(biz);
     json_object_put(o);
 }
