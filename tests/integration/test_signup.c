@@ -171,7 +171,7 @@ static char *member_signs_up(const struct ts_stack *st, const char *template_id,
 /* GET the callback as the member's browser (no API key). */
 static void follow(const struct ts_stack *st, const char *path, struct ts_http *r)
 {
-    char url[1024];
+    char url[2048];
     snprintf(url, sizeof(url), "%s%s", st->cg.url, path);
     ts_http_call("GET", url, NULL, NULL, r);
 }
