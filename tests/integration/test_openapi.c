@@ -3359,6 +3359,19 @@ END_TEST
 
 /* ================================================================ coverage */
 
+/* Last of all: both cardgates stop without a sanitizer report (leaks are
+ * reported at exit only). */
+START_TEST(test_no_sanitizer_report)
+{
+    const struct ts_cardgate *cgs[] = {&st.cg, &off};
+    for (size_t i = 0; i < 2; i++) {
+        ck_assert_int_eq(ts_stop_unrelated(cgs[i]->pid, 20000), 0);
+        ck_assert_msg(!ts_log_has_sanitizer_report(cgs[i]->log),
+                      "cardgate's log has a sanitizer report; see %s", cgs[i]->log);
+    }
+}
+END_TEST
+
 START_TEST(test_every_documented_answer_seen)
 {
     char missing[2048] = "";
@@ -3407,6 +3420,7 @@ int main(void)
     /* Last: they leave the database refusing, then recovering. */
     tcase_add_test(tc, test_database_down);
     tcase_add_test(tc, test_every_documented_answer_seen);
+    tcase_add_test(tc, test_no_sanitizer_report);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }

@@ -601,3 +601,39 @@ void ts_assert_error(const struct ts_http *r, long status, const char *code, con
     if (field)
         ts_assert_field(r, "error.field", field);
 }
+
+int ts_stop_unrelated(pid_t pid, int timeout_ms)
+{
+    if (pid <= 0)
+        return -1;
+    kill(pid, SIGTERM);
+    for (int waited = 0; waited < timeout_ms; waited += 20) {
+        char path[64], state = 0;
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return 0; /* gone */
+        /* "pid (comm) S ...": the state follows the last ')'. */
+        char buf[512];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *close = strrchr(buf, ')');
+        if (close && close[1] == ' ')
+            state = close[2];
+        if (state == 'Z' || state == 'X')
+            return 0;
+        usleep(20000);
+    }
+    return -1;
+}
+
+int ts_log_has_sanitizer_report(const char *log)
+{
+    char *text = ts_read_file(log, NULL);
+    if (!text)
+        return 1;
+    int report = strstr(text, "Sanitizer") || strstr(text, "runtime error:");
+    free(text);
+    return report;
+}

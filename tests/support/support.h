@@ -90,6 +90,17 @@ struct ts_cardgate {
     char log[256];
 };
 
+/* Stops a cardgate (or any process) that is not the caller's child — one an
+ * unchecked fixture started in the runner — with SIGTERM and waits until it
+ * has exited (gone, or a zombie its parent will reap). What it wrote last,
+ * a sanitizer's leak report included, is in its log then. Returns 0, or -1
+ * when it still runs after timeout_ms. */
+int ts_stop_unrelated(pid_t pid, int timeout_ms);
+
+/* 1 when the log file holds a sanitizer report (ASan, UBSan, LeakSanitizer)
+ * or cannot be read. */
+int ts_log_has_sanitizer_report(const char *log);
+
 /* Runs `cardgate migrate` on db; returns its exit status (0 on success). */
 int ts_cardgate_migrate(const char *db);
 /* Starts `cardgate serve` on a free port against db and sim, with the vector
