@@ -27,6 +27,7 @@ struct call {
     struct call *prev, *next;
     struct alipay_client *client;
     char method[128];
+    long timeout_ms;
     alipay_client_cb cb;
     void *arg;
 };
@@ -225,7 +226,7 @@ static void on_http_done(const struct alipay_http_response *res, void *arg)
     case ALIPAY_HTTP_TIMEOUT:
         reply.outcome = ALIPAY_TIMEOUT;
         snprintf(reply.detail, sizeof(reply.detail), "no answer within %ld ms: %.200s",
-                 c->timeout_ms, res->error);
+                 call->timeout_ms, res->error);
         break;
     case ALIPAY_HTTP_CONNECT_FAILED:
         reply.outcome = ALIPAY_UNAVAILABLE;
@@ -272,7 +273,9 @@ int alipay_client_call_params(struct alipay_client *c, const char *method,
     strcpy(call->method, method);
     call->cb = cb;
     call->arg = arg;
-    int rc = alipay_http_post(c->http, req.url, req.body, strlen(req.body), c->timeout_ms,
+    call->timeout_ms =
+        p->timeout_ms > 0 && p->timeout_ms < c->timeout_ms ? p->timeout_ms : c->timeout_ms;
+    int rc = alipay_http_post(c->http, req.url, req.body, strlen(req.body), call->timeout_ms,
                               on_http_done, call, err, errlen);
     alipay_request_free(&req);
     if (rc < 0) {

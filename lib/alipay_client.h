@@ -65,6 +65,7 @@ struct alipay_call_params {
     const char *biz_content;
     const char *auth_token, *app_auth_token;
     const char *grant_type, *code;
+    long timeout_ms; /* this call's whole-call timeout; 0: the client's */
 };
 
 /* As alipay_client_build, with every parameter of p. */

@@ -43,6 +43,7 @@ struct alipay_reply {
     json_object *node; /* the parsed node when verified, or the body of an unsigned
                         * error_response (a gateway error, never a success); else NULL */
     long http_status;  /* 0 when no HTTP answer came */
+    int not_sent;      /* 1: the call was never made (nothing reached the gateway) */
     double latency_ms; /* whole call, set by the client */
     char detail[256];  /* one line for logs and error messages */
 };

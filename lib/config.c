@@ -398,6 +398,8 @@ static const struct setting settings[] = {
     {"CARDGATE_LOCK_MARGIN_MS", "server", "lock_margin_ms", set_long, FIELD(lock_margin_ms), 0,
      3600000},
     {"CARDGATE_PUBLIC_URL", "server", "public_url", set_public_url, FIELD(public_url), 0, 0},
+    {"CARDGATE_REQUEST_DEADLINE_MS", "server", "request_deadline_ms", set_long,
+     FIELD(request_deadline_ms), 100, 600000},
     {"CARDGATE_OPS_LISTEN", "server", "ops_listen", set_listen, FIELD(ops_host), 0, 0},
     {"CARDGATE_DATABASE_URL", "database", "url", set_database_url, FIELD(database_url), 0, 0},
     {"CARDGATE_DB_POOL_SIZE", "database", "pool_size", set_int, FIELD(db_pool_size), 1, 100},
@@ -439,6 +441,7 @@ static int config_defaults(struct config *c, char *err, size_t errlen)
     c->idle_timeout_s = 30;
     c->db_pool_size = 0; /* not set: from the workers, at the end of config_load */
     c->alipay_key_grace_s = 86400;
+    c->request_deadline_ms = 30000;
     if (!c->alipay_gateway) {
         snprintf(err, errlen, "out of memory");
         return -1;

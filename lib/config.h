@@ -24,6 +24,7 @@
  *   CARDGATE_ALIPAY_CA_FILE           [alipay] ca_file        (system bundle)
  *   CARDGATE_ALIPAY_ALLOW_HTTP        [alipay] allow_http     0 (http:// gateway refused)
  *   CARDGATE_ALIPAY_KEY_GRACE_S       [alipay] key_grace_s    86400
+ *   CARDGATE_REQUEST_DEADLINE_MS      [server] request_deadline_ms  30000
  *   CARDGATE_PUBLIC_URL               [server] public_url     (none: members' sign-up off)
  *   CARDGATE_OPS_LISTEN               [server] ops_listen     (none: ops on the API listener)
  *   CARDGATE_LOG_LEVEL                [log] level             info
@@ -76,8 +77,9 @@ struct config {
     int log_json;
     long drain_timeout_ms, lock_margin_ms, idle_timeout_s;
     int db_pool_size;
-    int alipay_allow_http;   /* 1: a plain http:// gateway (the simulator) is allowed */
-    long alipay_key_grace_s; /* after a rotation, the old Alipay key still verifies this long */
+    int alipay_allow_http;    /* 1: a plain http:// gateway (the simulator) is allowed */
+    long alipay_key_grace_s;  /* after a rotation, the old Alipay key still verifies this long */
+    long request_deadline_ms; /* one request's whole time: queue, ledger and gateway */
 };
 
 /* Fills c: the defaults, then the INI file at path (when path is not NULL),

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PG_DEFAULT_SIZE 4
 #define PG_DEFAULT_RETRY_MS 500
@@ -45,9 +46,10 @@ struct pg_query {
     void *arg;
     int nparams;
     char **values;
-    PGresult *res;   /* set when finished */
-    int unavailable; /* set when finished */
-    char *error;     /* set when finished with an error; malloc'd */
+    PGresult *res;         /* set when finished */
+    int unavailable;       /* set when finished */
+    char *error;           /* set when finished with an error; malloc'd */
+    long long deadline_ms; /* start by then or fail (0: none) */
 };
 
 struct pg_conn {
@@ -83,8 +85,10 @@ struct pg_pool {
     size_t qlen;
     struct pg_query *dhead, *dtail; /* finished, callbacks not yet run */
     struct event *done_ev;
-    int in_done; /* pool_on_done is running callbacks */
-    int freeing; /* pg_pool_free was called from a callback */
+    struct event *expire_ev; /* fails queued queries whose deadline passed */
+    long long next_deadline; /* the earliest deadline in the queue (0: none) */
+    int in_done;             /* pool_on_done is running callbacks */
+    int freeing;             /* pg_pool_free was called from a callback */
     char last_error[256];
 };
 
@@ -622,9 +626,57 @@ static void conn_send(struct pg_conn *c, struct pg_query *q)
     conn_flush_and_wait(c);
 }
 
+static long long pg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void expire_at(struct pg_pool *p, long long deadline, long long now)
+{
+    long long ms = deadline > now ? deadline - now : 0;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(p->expire_ev, &tv);
+}
+
+/* Fails the waiting queries whose deadline has passed (they were never
+ * sent), and sets the timer for the next deadline. */
+static void pool_expire(struct pg_pool *p)
+{
+    long long now = pg_now_ms(), next = 0;
+    struct pg_query **pp = &p->qhead, *last = NULL;
+    while (*pp) {
+        struct pg_query *q = *pp;
+        if (q->deadline_ms && q->deadline_ms <= now) {
+            *pp = q->next;
+            p->qlen--;
+            query_finish(p, q, NULL, 1,
+                         "database unavailable: the request's deadline passed while it waited "
+                         "for a connection");
+            continue;
+        }
+        if (q->deadline_ms && (!next || q->deadline_ms < next))
+            next = q->deadline_ms;
+        last = q;
+        pp = &q->next;
+    }
+    p->qtail = last;
+    p->next_deadline = next;
+    if (next)
+        expire_at(p, next, now);
+}
+
+static void pool_on_expire(evutil_socket_t fd, short what, void *arg)
+{
+    pool_expire(arg);
+}
+
 /* Hands waiting queries to idle connections, oldest first. */
 static void pool_dispatch(struct pg_pool *p)
 {
+    if (p->next_deadline && pg_now_ms() >= p->next_deadline)
+        pool_expire(p);
     for (int i = 0; i < p->size && p->qhead; i++) {
         struct pg_conn *c = &p->conns[i];
         if (c->state != PG_IDLE)
@@ -748,8 +800,9 @@ struct pg_pool *pg_pool_new(struct event_base *base, const struct pg_pool_option
         return NULL;
     }
     p->done_ev = event_new(base, -1, 0, pool_on_done, p);
+    p->expire_ev = evtimer_new(base, pool_on_expire, p);
     p->conns = calloc((size_t)p->size, sizeof *p->conns);
-    if (!p->done_ev || !p->conns) {
+    if (!p->done_ev || !p->expire_ev || !p->conns) {
         snprintf(err, errlen, "out of memory");
         pool_destroy(p);
         return NULL;
@@ -797,6 +850,12 @@ static int pool_hopeful(const struct pg_pool *p)
 int pg_pool_exec(struct pg_pool *p, const char *stmt, int nparams, const char *const *values,
                  pg_cb cb, void *arg)
 {
+    return pg_pool_exec_until(p, stmt, nparams, values, 0, cb, arg);
+}
+
+int pg_pool_exec_until(struct pg_pool *p, const char *stmt, int nparams, const char *const *values,
+                       long long deadline_ms, pg_cb cb, void *arg)
+{
     if (!p || p->freeing || !stmt || !cb || nparams < 0 || (nparams > 0 && !values))
         return -1;
     const struct pg_statement *s = pool_find_stmt(p, stmt);
@@ -806,6 +865,11 @@ int pg_pool_exec(struct pg_pool *p, const char *stmt, int nparams, const char *c
     struct pg_query *q = query_new(s, nparams, values, cb, arg);
     if (!q)
         return -1;
+    q->deadline_ms = deadline_ms;
+    if (deadline_ms && (!p->next_deadline || deadline_ms < p->next_deadline)) {
+        p->next_deadline = deadline_ms;
+        expire_at(p, deadline_ms, pg_now_ms());
+    }
     char msg[320];
     if (!s || s->nparams != nparams) {
         snprintf(msg, sizeof msg, "statement %s: %s", stmt,
@@ -848,6 +912,8 @@ static void pool_destroy(struct pg_pool *p)
     query_list_free(p->dhead);
     if (p->done_ev)
         event_free(p->done_ev);
+    if (p->expire_ev)
+        event_free(p->expire_ev);
     for (size_t i = 0; p->stmts && i < p->n_stmts; i++) {
         free((char *)p->stmts[i].name);
         free((char *)p->stmts[i].sql);

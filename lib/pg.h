@@ -70,6 +70,14 @@ struct pg_pool *pg_pool_new(struct event_base *base, const struct pg_pool_option
 int pg_pool_exec(struct pg_pool *p, const char *stmt, int nparams, const char *const *values,
                  pg_cb cb, void *arg);
 
+/* As pg_pool_exec, for a query that must start by deadline_ms (on the
+ * monotonic clock in ms, as CLOCK_MONOTONIC; 0: no deadline): one still
+ * waiting for a connection then fails with unavailable=1 ("deadline"),
+ * never sent. Once sent, the statement's own limits apply (the pool's
+ * query timeout; the caller may bound lock waits in its SQL). */
+int pg_pool_exec_until(struct pg_pool *p, const char *stmt, int nparams, const char *const *values,
+                       long long deadline_ms, pg_cb cb, void *arg);
+
 /* Connections currently usable (connected, statements prepared). */
 int pg_pool_up(const struct pg_pool *p);
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "migrate.h"
 
@@ -14,8 +15,9 @@
 const struct pg_statement store_statements[] = {
     {"claim",
      "SELECT verdict, http_status, response_body, attempts, biz_card_no, prior "
-     "FROM card_request_claim_op($1, $2, $3, $4, $5, $6::integer, $7, $8, $9::timestamp, $10)",
-     10},
+     "FROM card_request_claim_op($1, $2, $3, $4, $5, $6::integer, $7, $8, $9::timestamp, $10, "
+     "$11::integer)",
+     11},
     {"complete",
      "SELECT card_request_finish($1, $2, $3, $4, $5, $6, $7, $8::integer, $9, $10::integer, "
      "$11, $12, $13, coalesce($14::jsonb, '{}'::jsonb), $15::integer)",
@@ -120,12 +122,29 @@ static void on_claim(PGresult *res, int unavailable, const char *error, void *ar
 int store_claim(struct pg_pool *pool, const struct store_claim_args *a, store_claim_cb cb,
                 void *arg)
 {
-    char stale[32];
+    char stale[32], lock[32];
     snprintf(stale, sizeof(stale), "%ld", a->stale_ms);
+    /* Lock waits end at the deadline: a claim never commits after it. */
+    long long left = 0;
+    if (a->deadline_ms) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        left = a->deadline_ms - ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        if (left < 1)
+            left = 1;
+    }
+    snprintf(lock, sizeof(lock), "%lld", left);
     const char *values[] = {
-        a->app_id, a->serial,    a->hash,        a->caller,     a->token,
-        stale,     a->operation, a->biz_card_no, a->occur_time, a->external_card_no};
-    return exec_or_free(pool, "claim", 10, values, on_claim, pending_new((void (*)(void))cb, arg));
+        a->app_id,    a->serial,      a->hash,       a->caller,           a->token, stale,
+        a->operation, a->biz_card_no, a->occur_time, a->external_card_no, lock};
+    struct pending *pd = pending_new((void (*)(void))cb, arg);
+    if (!pd)
+        return -1;
+    if (pg_pool_exec_until(pool, "claim", 11, values, a->deadline_ms, on_claim, pd) < 0) {
+        free(pd);
+        return -1;
+    }
+    return 0;
 }
 
 /* --- complete ------------------------------------------------------------ */

@@ -38,6 +38,9 @@ struct store_claim_args {
      * occur_time ("yyyy-MM-dd HH:mm:ss", NULL for a delete) and the new
      * external_card_no the update sets (NULL when it sets none). */
     const char *biz_card_no, *occur_time, *external_card_no;
+    /* The request's deadline (monotonic ms, 0: none): the claim must start
+     * by then, and its lock waits end by then (nothing committed). */
+    long long deadline_ms;
 };
 
 struct store_claim {

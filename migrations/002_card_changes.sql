@@ -68,7 +68,7 @@ CREATE VIEW stale_requests AS
 CREATE FUNCTION card_request_claim_op(p_app_id text, p_serial text, p_hash text, p_caller text,
                                       p_token text, p_stale_ms integer, p_operation text,
                                       p_biz_card_no text, p_occur_time timestamp,
-                                      p_external_card_no text)
+                                      p_external_card_no text, p_lock_timeout_ms integer)
 RETURNS TABLE (verdict text, http_status integer, response_body text, attempts integer,
                biz_card_no text, prior text)
 LANGUAGE plpgsql AS $$
@@ -77,6 +77,12 @@ DECLARE
     k cards%ROWTYPE;
     expires timestamptz := now() + make_interval(secs => p_stale_ms / 1000.0);
 BEGIN
+    -- The caller's deadline bounds every lock wait below (a card or a serial
+    -- held by another transaction): past it the claim fails and commits
+    -- nothing, so no claim can outlive the 503 its caller was given.
+    IF p_lock_timeout_ms > 0 THEN
+        PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+    END IF;
     FOR i IN 1..3 LOOP
         -- A change of a card locks the card's row first: claims and
         -- completions of one card then run one at a time, in the same lock

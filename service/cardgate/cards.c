@@ -214,16 +214,10 @@ static int update_success(struct request *r, struct alipay_reply *rep, struct le
 static void update_verified(struct alipay_reply *rep, void *arg)
 {
     struct request *r = arg;
-    struct server *srv = r->w->srv;
     const struct validate_card_update *req = r->data;
-    atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
     struct alipay_card_query_result res;
     int ok = rep->outcome == ALIPAY_OK && alipay_card_query_read(rep, &res) == 0;
-    metrics_gateway(&srv->metrics, METRICS_METHOD_QUERY, rep->outcome, rep->latency_ms);
-    handler_log_gateway(r, ALIPAY_CARD_QUERY, rep);
-    store_record_call(r->w->pg, srv->cfg.alipay_app_id, ALIPAY_CARD_QUERY, NULL,
-                      alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
-                      (long)rep->latency_ms);
+    handler_gateway_answered(r, METRICS_METHOD_QUERY, rep);
     if (ok && alipay_card_info_shows(res.card.json, req->card)) {
         ledger_succeed_unsent(r, rep);
         return;
@@ -374,15 +368,9 @@ static void cards_delete(struct request *r)
 static void query_answered(struct alipay_reply *rep, void *arg)
 {
     struct request *r = arg;
-    struct server *srv = r->w->srv;
-    atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
     struct alipay_card_query_result res;
     int ok = rep->outcome == ALIPAY_OK && alipay_card_query_read(rep, &res) == 0;
-    metrics_gateway(&srv->metrics, METRICS_METHOD_QUERY, rep->outcome, rep->latency_ms);
-    handler_log_gateway(r, ALIPAY_CARD_QUERY, rep);
-    store_record_call(r->w->pg, srv->cfg.alipay_app_id, ALIPAY_CARD_QUERY, NULL,
-                      alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
-                      (long)rep->latency_ms);
+    handler_gateway_answered(r, METRICS_METHOD_QUERY, rep);
     if (!ok) {
         int status;
         char *body = ledger_gateway_error(rep, LEDGER_CARD_404, &status);

@@ -14,6 +14,7 @@
 
 #include "jsonx.h"
 #include "log.h"
+#include "store.h"
 
 static const char *input_header(struct request *r, const char *name)
 {
@@ -130,21 +131,59 @@ int handler_random_token(char out[33])
     return 0;
 }
 
+void handler_gateway_answered(struct request *r, enum metrics_method m,
+                              const struct alipay_reply *rep)
+{
+    struct server *srv = r->w->srv;
+    const char *method = metrics_method_name(m);
+    atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
+    handler_log_gateway(r, method, rep);
+    if (rep->not_sent)
+        return;
+    metrics_gateway(&srv->metrics, m, rep->outcome, rep->latency_ms);
+    store_record_call(r->w->pg, srv->cfg.alipay_app_id, method, r->ledger.serial,
+                      alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
+                      (long)rep->latency_ms);
+}
+
+/* A call needs at least this much of the request's deadline to be worth
+ * making. */
+#define MIN_CALL_MS 200
+
+void handler_call_params(struct request *r, const char *method, struct alipay_call_params *p,
+                         alipay_client_cb cb)
+{
+    char err[256];
+    long long left = r->deadline_ms - server_now_ms();
+    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
+    if (left < MIN_CALL_MS) {
+        struct alipay_reply none = {.outcome = ALIPAY_TIMEOUT, .not_sent = 1};
+        snprintf(none.detail, sizeof(none.detail),
+                 "%s not sent: the request's deadline (CARDGATE_REQUEST_DEADLINE_MS) has passed",
+                 method);
+        cb(&none, r);
+        return;
+    }
+    p->timeout_ms = (long)left;
+    if (alipay_client_call_params(r->w->alipay, method, p, cb, r, err, sizeof(err)) == 0)
+        return;
+    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE, .not_sent = 1};
+    snprintf(none.detail, sizeof(none.detail), "%s not sent: %.200s", method, err);
+    cb(&none, r);
+}
+
 void handler_call_gateway(struct request *r, const char *method, char *biz, const char *auth_token,
                           const char *app_auth_token, alipay_client_cb cb)
 {
-    char err[256];
-    int rc = biz ? alipay_client_call(r->w->alipay, method, biz, auth_token, app_auth_token, cb, r,
-                                      err, sizeof(err))
-                 : -1;
-    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
-    if (rc == 0) {
-        free(biz);
+    if (!biz) {
+        atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
+        struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE, .not_sent = 1};
+        snprintf(none.detail, sizeof(none.detail), "%s not sent: out of memory", method);
+        cb(&none, r);
         return;
     }
-    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
-    snprintf(none.detail, sizeof(none.detail), "%s not sent: %.200s", method,
-             biz ? err : "out of memory");
+    struct alipay_call_params p = {
+        .biz_content = biz, .auth_token = auth_token, .app_auth_token = app_auth_token};
+    handler_call_params(r, method, &p, cb);
     free(biz);
-    cb(&none, r);
 }

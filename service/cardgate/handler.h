@@ -39,12 +39,23 @@ void handler_add_location(struct request *r, const char *biz_card_no);
 /* One log line for a gateway call (warn unless it succeeded). */
 void handler_log_gateway(struct request *r, const char *method, const struct alipay_reply *rep);
 
-/* Calls `method` at the gateway for r with biz (taken: freed here; NULL
- * means out of memory), counting the call in flight. cb runs later exactly
- * once: with the answer, or — when the call could not even be sent — with
- * an ALIPAY_UNAVAILABLE reply saying why (nothing reached Alipay). */
+/* Calls `method` at the gateway for r with p, within what is left of r's
+ * deadline (at most the gateway timeout), counting the call in flight. cb
+ * runs later exactly once: with the answer, or — when the call was not
+ * made (the deadline has passed, it could not be built) — with a reply
+ * whose not_sent is 1 (ALIPAY_TIMEOUT or ALIPAY_UNAVAILABLE) saying why. */
+void handler_call_params(struct request *r, const char *method, struct alipay_call_params *p,
+                         alipay_client_cb cb);
+
+/* The same with biz (taken: freed here; NULL means out of memory) and the
+ * two tokens. */
 void handler_call_gateway(struct request *r, const char *method, char *biz, const char *auth_token,
                           const char *app_auth_token, alipay_client_cb cb);
+
+/* A call outside the ledger has answered: no longer in flight, and — when
+ * it was made — counted, logged and recorded in gateway_calls. */
+void handler_gateway_answered(struct request *r, enum metrics_method m,
+                              const struct alipay_reply *rep);
 
 /* A 16-hex-byte random token (32 hex digits and a NUL). */
 int handler_random_token(char out[33]); /* 0, or -1 when the RNG fails */

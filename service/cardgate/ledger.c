@@ -241,12 +241,15 @@ static void answered(struct alipay_reply *rep, void *arg)
         rep->outcome = ALIPAY_BAD_SIGNATURE;
         snprintf(rep->detail, sizeof(rep->detail), "the answer could not be read");
     }
-    metrics_gateway(&srv->metrics, op->metric, rep->outcome, rep->latency_ms);
+    /* A call never made is neither counted nor recorded as one. */
+    const char *method = rep->not_sent ? NULL : op->method;
+    if (!rep->not_sent)
+        metrics_gateway(&srv->metrics, op->metric, rep->outcome, rep->latency_ms);
     handler_log_gateway(r, op->method, rep);
     if (ok)
-        finish_success(r, rep, op->method, &s);
+        finish_success(r, rep, method, &s);
     else
-        finish_failure(r, rep, op->method);
+        finish_failure(r, rep, method);
 }
 
 void ledger_send(struct request *r)
@@ -426,6 +429,7 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
         .biz_card_no = c->biz_card_no,
         .occur_time = c->occur_time,
         .external_card_no = c->external_card_no,
+        .deadline_ms = r->deadline_ms,
     };
     if (store_claim(r->w->pg, &a, claimed, r) < 0)
         unavailable(r, "database queue full");

@@ -329,6 +329,7 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
     r->w = w;
     r->req = req;
     r->start_ms = server_now_ms();
+    r->deadline_ms = r->start_ms + w->srv->cfg.request_deadline_ms;
     r->route = METRICS_ROUTE_OTHER;
     live_add(w, r);
     request_id(r);

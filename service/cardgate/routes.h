@@ -31,6 +31,7 @@ struct request {
     char id[80];        /* X-Request-Id */
     const char *caller; /* the API key's name, borrowed from the config */
     long long start_ms;
+    long long deadline_ms; /* start_ms + CARDGATE_REQUEST_DEADLINE_MS */
     /* what the handlers carry across their asynchronous steps */
     json_object *body; /* the parsed request body, or what stands for it */
     char *param;       /* the path's {} segment, decoded; NULL when none */

@@ -289,17 +289,6 @@ static int signup_success(struct request *r, struct alipay_reply *rep, struct le
 
 static void prepare(struct request *r);
 
-static void step_done(struct request *r, enum metrics_method m, const struct alipay_reply *rep)
-{
-    struct server *srv = r->w->srv;
-    atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
-    metrics_gateway(&srv->metrics, m, rep->outcome, rep->latency_ms);
-    handler_log_gateway(r, metrics_method_name(m), rep);
-    store_record_call(r->w->pg, srv->cfg.alipay_app_id, metrics_method_name(m), r->ledger.serial,
-                      alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
-                      (long)rep->latency_ms);
-}
-
 /* A step failed: the member's page, per the contract's table, but a
  * refused auth_code is the member's link gone stale, not our fault. */
 static void step_failed(struct request *r, struct alipay_reply *rep, int token_step)
@@ -316,7 +305,7 @@ static void form_answered(struct alipay_reply *rep, void *arg)
 {
     struct request *r = arg;
     struct signup *s = r->data;
-    step_done(r, METRICS_METHOD_ACTIVATEFORM_QUERY, rep);
+    handler_gateway_answered(r, METRICS_METHOD_ACTIVATEFORM_QUERY, rep);
     if (rep->outcome != ALIPAY_OK) {
         step_failed(r, rep, 0);
         return;
@@ -336,7 +325,7 @@ static void token_answered(struct alipay_reply *rep, void *arg)
 {
     struct request *r = arg;
     struct signup *s = r->data;
-    step_done(r, METRICS_METHOD_OAUTH_TOKEN, rep);
+    handler_gateway_answered(r, METRICS_METHOD_OAUTH_TOKEN, rep);
     if (rep->outcome != ALIPAY_OK) {
         step_failed(r, rep, 1);
         return;
@@ -368,14 +357,7 @@ static void prepare(struct request *r)
 {
     struct signup *s = r->data;
     struct alipay_call_params p = {.grant_type = "authorization_code", .code = s->auth_code};
-    char err[256];
-    atomic_fetch_add(&r->w->srv->metrics.gateway_in_flight, 1);
-    if (alipay_client_call_params(r->w->alipay, ALIPAY_OAUTH_TOKEN, &p, token_answered, r, err,
-                                  sizeof(err)) == 0)
-        return;
-    struct alipay_reply none = {.outcome = ALIPAY_UNAVAILABLE};
-    snprintf(none.detail, sizeof(none.detail), "oauth.token not sent: %.200s", err);
-    token_answered(&none, r);
+    handler_call_params(r, ALIPAY_OAUTH_TOKEN, &p, token_answered);
 }
 
 /* The previous attempt's card.open got no answer: Alipay may have opened

@@ -243,14 +243,7 @@ static void templates_modify(struct request *r)
 static void direct_answer(struct request *r, enum metrics_method m, struct alipay_reply *rep,
                           void (*ok)(struct request *r, struct alipay_reply *rep))
 {
-    struct server *srv = r->w->srv;
-    const char *method = metrics_method_name(m);
-    atomic_fetch_sub(&srv->metrics.gateway_in_flight, 1);
-    metrics_gateway(&srv->metrics, m, rep->outcome, rep->latency_ms);
-    handler_log_gateway(r, method, rep);
-    store_record_call(r->w->pg, srv->cfg.alipay_app_id, method, NULL,
-                      alipay_outcome_name(rep->outcome), rep->code, rep->sub_code, rep->http_status,
-                      (long)rep->latency_ms);
+    handler_gateway_answered(r, m, rep);
     if (rep->outcome == ALIPAY_OK) {
         ok(r, rep);
         return;

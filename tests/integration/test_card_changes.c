@@ -10,6 +10,7 @@
  * its per-method call counts say what reached "Alipay". */
 #include <check.h>
 #include <json-c/json.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1057,6 +1058,55 @@ START_TEST(test_kill_mid_update_and_delete)
 }
 END_TEST
 
+/* One deadline per request (CARDGATE_REQUEST_DEADLINE_MS) covers the wait
+ * for the database too: a claim stuck behind another transaction's lock on
+ * the card gives up at the deadline, answers 503, and commits nothing — the
+ * caller's retry starts clean, and nothing was sent. */
+START_TEST(test_deadline_covers_the_ledger)
+{
+    struct ts_stack st;
+    struct ts_http r;
+    char *biz;
+    const char *env[] = {"CARDGATE_REQUEST_DEADLINE_MS=1500", NULL};
+    stack_up(&st, env);
+    open_card(&st, "dl-open", "EXT-DL", &biz);
+
+    /* Another transaction holds the card's row. */
+    PGconn *holder = PQconnectdb(st.db);
+    ck_assert_int_eq(PQstatus(holder), CONNECTION_OK);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM cards WHERE biz_card_no = '%s' FOR UPDATE",
+             biz);
+    PGresult *res = PQexec(holder, sql);
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+
+    char *body = update_body("dl-1", "2026-11-30 10:00:00", "{\"point\":\"5\"}", NULL);
+    long long t0 = ts_now_ms();
+    patch(&st, biz, body, &r);
+    long long took = ts_now_ms() - t0;
+    ts_assert_error(&r, 503, "DATABASE_UNAVAILABLE", NULL);
+    ts_http_free(&r);
+    /* The deadline, not the pool's 10 s query timeout. */
+    ck_assert_msg(took < 6000, "the answer took %lld ms", took);
+
+    res = PQexec(holder, "ROLLBACK");
+    PQclear(res);
+    PQfinish(holder);
+    usleep(300000);
+    /* The claim gave up inside the database: nothing of it is left. */
+    ck_assert_int_eq(
+        db_long(&st, "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s'", "dl-1"), 0);
+    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 0);
+    patch(&st, biz, body, &r);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ts_http_free(&r);
+    free(body);
+    free(biz);
+    ck_assert_int_eq(ts_stack_down(&st), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("card_changes");
@@ -1074,6 +1124,7 @@ int main(void)
     tcase_add_test(tc, test_kill_mid_update_and_delete);
     tcase_add_test(tc, test_timed_out_change_holds_the_card);
     tcase_add_test(tc, test_verify_then_send_keeps_the_lock);
+    tcase_add_test(tc, test_deadline_covers_the_ledger);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }

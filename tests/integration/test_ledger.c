@@ -35,11 +35,12 @@ static char *claim_op(const char *serial, const char *hash, const char *token, c
                       const char *operation, const char *biz, const char *occur,
                       const char *external, char **prior)
 {
-    const char *v[] = {"app", serial, hash, "pos", token, stale, operation, biz, occur, external};
+    const char *v[] = {"app",     serial, hash,  "pos",    token, stale,
+                       operation, biz,    occur, external, "0"};
     PGresult *r = PQexecParams(conn,
                                "SELECT verdict, prior FROM card_request_claim_op($1, $2, $3, $4, "
-                               "$5, $6::integer, $7, $8, $9::timestamp, $10)",
-                               10, NULL, v, NULL, NULL, 0);
+                               "$5, $6::integer, $7, $8, $9::timestamp, $10, $11::integer)",
+                               11, NULL, v, NULL, NULL, 0);
     ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
     char *verdict = strdup(PQgetvalue(r, 0, 0));
     if (prior)

@@ -612,6 +612,42 @@ START_TEST(pool_survives_terminated_backends)
 }
 END_TEST
 
+/* A query that must start by a deadline fails unsent when no connection
+ * frees up in time — the one busy connection's query goes on — and one
+ * whose deadline is far goes when the connection is free. */
+START_TEST(pool_queue_deadline)
+{
+    char *ci = need_db();
+    struct event_base *b = event_base_new();
+    struct pg_pool *p = pool_new(b, ci, 1);
+    wait_up(b, p, 1);
+    struct call slow = {0}, late = {0}, patient = {0};
+    const char *v[1] = {"1.5"};
+    ck_assert_int_eq(pg_pool_exec(p, "sleep", 1, v, on_call, &slow), 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long long now = (long long)t0.tv_sec * 1000 + t0.tv_nsec / 1000000;
+    const char *e[1] = {"7"};
+    ck_assert_int_eq(pg_pool_exec_until(p, "echo", 1, e, now + 300, on_call, &late), 0);
+    ck_assert_int_eq(pg_pool_exec_until(p, "echo", 1, e, now + 60000, on_call, &patient), 0);
+    wait_call(b, &late);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long long took = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    ck_assert_int_eq(late.unavailable, 1);
+    ck_assert(!late.has_res);
+    ck_assert_msg(strstr(late.error, "deadline") != NULL, "%s", late.error);
+    ck_assert_msg(took < 1200, "failed after %lld ms, not at its deadline", took);
+    ck_assert_int_eq(slow.called, 0); /* still sleeping: the deadline did not touch it */
+    wait_call(b, &slow);
+    ck_assert_int_eq(slow.status, PGRES_TUPLES_OK);
+    wait_call(b, &patient);
+    ck_assert_str_eq(patient.value, "7");
+    pg_pool_free(p);
+    event_base_free(b);
+    free(ci);
+}
+END_TEST
+
 START_TEST(pool_query_timeout)
 {
     char *ci = need_db();
@@ -763,6 +799,7 @@ int main(void)
     tcase_add_test(t, pool_queue_limit);
     tcase_add_test(t, pool_survives_terminated_backends);
     tcase_add_test(t, pool_query_timeout);
+    tcase_add_test(t, pool_queue_deadline);
     tcase_add_test(t, pool_closed_port);
     tcase_add_test(t, pool_bad_options);
     tcase_add_test(t, pool_free_with_pending);

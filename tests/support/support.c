@@ -637,3 +637,10 @@ int ts_log_has_sanitizer_report(const char *log)
     free(text);
     return report;
 }
+
+long long ts_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

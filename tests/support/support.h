@@ -22,6 +22,9 @@ char *ts_read_file(const char *path, size_t *len);
  * stderr go to logfile (appended) when given. Returns the pid, or -1. */
 pid_t ts_spawn(const char *const argv[], const char *const env[], const char *logfile);
 
+/* Milliseconds on the monotonic clock. */
+long long ts_now_ms(void);
+
 /* Waits until something accepts on 127.0.0.1:port; 0, or -1 on timeout. */
 int ts_wait_port(int port, int timeout_ms);
 

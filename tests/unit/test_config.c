@@ -41,6 +41,7 @@ static const char *const all_vars[] = {
     "CARDGATE_ALIPAY_ALLOW_HTTP",
     "CARDGATE_OPS_LISTEN",
     "CARDGATE_ALIPAY_KEY_GRACE_S",
+    "CARDGATE_REQUEST_DEADLINE_MS",
 };
 
 static void clear_env(void)
@@ -115,6 +116,7 @@ START_TEST(test_defaults)
     ck_assert_ptr_null(c.public_url); /* members' sign-up is off */
     ck_assert_int_eq(c.ops_port, 0);  /* no ops listener */
     ck_assert_int_eq(c.alipay_key_grace_s, 86400);
+    ck_assert_int_eq(c.request_deadline_ms, 30000);
     ck_assert_int_eq(c.alipay_sign_type, ALIPAY_SIGN_RSA2);
     ck_assert_int_eq(c.alipay_timeout_ms, 15000);
     ck_assert_int_eq(c.log_level, LOG_INFO);
@@ -302,6 +304,7 @@ static const struct {
     {"CARDGATE_ALIPAY_ALLOW_HTTP", "yes"},
     {"CARDGATE_OPS_LISTEN", "9090"},
     {"CARDGATE_ALIPAY_KEY_GRACE_S", "-1"},
+    {"CARDGATE_REQUEST_DEADLINE_MS", "50"},
     {"CARDGATE_ALIPAY_ALLOW_HTTP", "2"},
     {"CARDGATE_PUBLIC_URL", "https://"},
     {"CARDGATE_PUBLIC_URL", "https://cards.example.com/?x=1"},
@@ -597,7 +600,7 @@ START_TEST(test_example_ini)
         out[n++] = '\n';
     }
     out[n] = '\0';
-    ck_assert_uint_eq(keys, 22); /* one per setting in config.h */
+    ck_assert_uint_eq(keys, 23); /* one per setting in config.h */
     char *path = write_ini(out);
     ck_assert_msg(config_load(&c, path, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(config_load(&d, NULL, err, sizeof err), 0);
