@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <openssl/evp.h>
 
 #include "jsonx.h"
@@ -31,6 +34,54 @@ int activation_serial(const char *app_id, const char *template_id, const char *r
         out[1 + i] = hex[(md[i / 2] >> (i % 2 ? 0 : 4)) & 0xF];
     out[32] = '\0';
     return 0;
+}
+
+/* A parameter from Alipay's redirect: printable ASCII, 1 to max. */
+static char *take_param(struct evkeyvalq *q, const char *name, size_t max)
+{
+    const char *v = evhttp_find_header(q, name);
+    if (!v || !*v || strlen(v) > max)
+        return NULL;
+    for (const char *c = v; *c; c++)
+        if (*c < 0x21 || *c > 0x7E)
+            return NULL;
+    return strdup(v);
+}
+
+enum activation_callback_result activation_parse_callback(const char *query,
+                                                          struct activation_callback *out)
+{
+    struct evkeyvalq q;
+    memset(out, 0, sizeof(*out));
+    TAILQ_INIT(&q);
+    /* evhttp decodes %00 into a NUL that would silently cut a value short:
+     * no parameter of Alipay's has one, so such a query is refused whole. */
+    if (query && strstr(query, "%00"))
+        return ACTIVATION_CALLBACK_INVALID;
+    if (query && evhttp_parse_query_str(query, &q) < 0) {
+        evhttp_clear_headers(&q);
+        return ACTIVATION_CALLBACK_INVALID;
+    }
+    out->app_id = take_param(&q, "app_id", 32);
+    out->template_id = take_param(&q, "template_id", 32);
+    out->request_id = take_param(&q, "request_id", 64);
+    out->auth_code = take_param(&q, "auth_code", 128);
+    int no_code = !evhttp_find_header(&q, "auth_code");
+    evhttp_clear_headers(&q);
+    if (!out->app_id || !out->template_id || !out->request_id || (!out->auth_code && !no_code)) {
+        activation_callback_clear(out);
+        return ACTIVATION_CALLBACK_INVALID;
+    }
+    return out->auth_code ? ACTIVATION_CALLBACK_OK : ACTIVATION_CALLBACK_NO_CODE;
+}
+
+void activation_callback_clear(struct activation_callback *cb)
+{
+    free(cb->app_id);
+    free(cb->template_id);
+    free(cb->request_id);
+    free(cb->auth_code);
+    memset(cb, 0, sizeof(*cb));
 }
 
 /* MALE / FEMALE from what the form gives (Alipay's form says 男 / 女). */

@@ -11,6 +11,30 @@
 
 #include <json-c/json.h>
 
+/* The parameters of Alipay's redirect to GET /callbacks/card-activation,
+ * each printable ASCII within its limit: app_id and template_id up to 32,
+ * request_id up to 64, auth_code up to 128. Strings the struct owns. */
+struct activation_callback {
+    char *app_id, *template_id, *request_id, *auth_code;
+};
+
+enum activation_callback_result {
+    ACTIVATION_CALLBACK_OK = 0,
+    ACTIVATION_CALLBACK_INVALID = -1, /* unparseable, or a parameter missing or malformed */
+    ACTIVATION_CALLBACK_NO_CODE = -2, /* the rest is valid, auth_code absent: no consent */
+};
+
+/* Reads query (the URI's query string, may be NULL) into out. Parameters
+ * beyond these four (out_string, Alipay's own tracking ones) are ignored: a
+ * redirect from Alipay may carry more than it documents. On OK all four are
+ * set; on NO_CODE all but auth_code; on INVALID none (out is cleared).
+ * The caller frees with activation_callback_clear in every case. */
+enum activation_callback_result activation_parse_callback(const char *query,
+                                                          struct activation_callback *out);
+
+/* Frees what cb owns and zeroes it; safe on a zeroed cb. */
+void activation_callback_clear(struct activation_callback *cb);
+
 /* The out_serial_no of a sign-up: "A" and 31 hex digits of
  * SHA-256(app_id ":" template_id ":" request_id), so every reload, double
  * tap and concurrent hit of one sign-up is one ledger row and, at Alipay,

@@ -21,7 +21,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/keyvalq_struct.h>
 #include <sys/queue.h>
 
 #include "alipay_card.h"
@@ -38,11 +37,11 @@
 
 /* One sign-up's state; r->data. */
 struct signup {
-    char *app_id, *template_id, *auth_code, *request_id;
-    json_object *settings; /* the template's activation settings */
-    char *external_no;     /* a fresh number for external_card_no */
-    char *user_id;         /* the member's, from oauth.token */
-    json_object *member;   /* the form, as card.open's member object */
+    struct activation_callback cb; /* Alipay's redirect */
+    json_object *settings;         /* the template's activation settings */
+    char *external_no;             /* a fresh number for external_card_no */
+    char *user_id;                 /* the member's, from oauth.token */
+    json_object *member;           /* the form, as card.open's member object */
 };
 
 static void signup_free(void *p)
@@ -50,10 +49,7 @@ static void signup_free(void *p)
     struct signup *s = p;
     if (!s)
         return;
-    free(s->app_id);
-    free(s->template_id);
-    free(s->auth_code);
-    free(s->request_id);
+    activation_callback_clear(&s->cb);
     free(s->external_no);
     free(s->user_id);
     json_object_put(s->settings);
@@ -163,7 +159,7 @@ static char *signup_biz(struct request *r)
     char now[20], err[256];
     alipay_sign_timestamp(time(NULL), now); /* Beijing time, as Alipay keeps it */
     json_object *req =
-        activation_open_request(r->ledger.serial, s->template_id, s->user_id, s->settings,
+        activation_open_request(r->ledger.serial, s->cb.template_id, s->user_id, s->settings,
                                 s->external_no, now, s->member, err, sizeof(err));
     if (!req)
         return NULL;
@@ -264,7 +260,7 @@ static int signup_success(struct request *r, struct alipay_reply *rep, struct le
         card, "external_card_no",
         json_object_new_string(res.card.external_card_no ? res.card.external_card_no : external));
     json_object_object_add(card, "user_id", json_object_new_string(s->user_id));
-    json_object_object_add(card, "card_template_id", json_object_new_string(s->template_id));
+    json_object_object_add(card, "card_template_id", json_object_new_string(s->cb.template_id));
     for (size_t i = 0; i < sizeof(kept) / sizeof(*kept); i++) {
         json_object *v;
         if (json_object_object_get_ex(res.card.json, kept[i], &v))
@@ -344,8 +340,8 @@ static void token_answered(struct alipay_reply *rep, void *arg)
     }
     json_object *biz = json_object_new_object();
     json_object_object_add(biz, "biz_type", json_object_new_string("MEMBER_CARD"));
-    json_object_object_add(biz, "template_id", json_object_new_string(s->template_id));
-    json_object_object_add(biz, "request_id", json_object_new_string(s->request_id));
+    json_object_object_add(biz, "template_id", json_object_new_string(s->cb.template_id));
+    json_object_object_add(biz, "request_id", json_object_new_string(s->cb.request_id));
     char *text = jsonx_text(biz);
     json_object_put(biz);
     handler_call_gateway(r, metrics_method_name(METRICS_METHOD_ACTIVATEFORM_QUERY), text,
@@ -356,7 +352,7 @@ static void token_answered(struct alipay_reply *rep, void *arg)
 static void prepare(struct request *r)
 {
     struct signup *s = r->data;
-    struct alipay_call_params p = {.grant_type = "authorization_code", .code = s->auth_code};
+    struct alipay_call_params p = {.grant_type = "authorization_code", .code = s->cb.auth_code};
     handler_call_params(r, ALIPAY_OAUTH_TOKEN, &p, token_answered);
 }
 
@@ -408,9 +404,9 @@ static void settings_read(const char *const *row, int unavailable, const char *e
     }
     char serial[33], hash[65];
     json_object *what = json_object_new_object();
-    json_object_object_add(what, "template_id", json_object_new_string(s->template_id));
-    json_object_object_add(what, "request_id", json_object_new_string(s->request_id));
-    int rc = activation_serial(s->app_id, s->template_id, s->request_id, serial) < 0 ||
+    json_object_object_add(what, "template_id", json_object_new_string(s->cb.template_id));
+    json_object_object_add(what, "request_id", json_object_new_string(s->cb.request_id));
+    int rc = activation_serial(s->cb.app_id, s->cb.template_id, s->cb.request_id, serial) < 0 ||
              validate_request_hash(what, srv->hash_key, sizeof(srv->hash_key), hash) < 0;
     json_object_put(what);
     if (rc) {
@@ -419,18 +415,6 @@ static void settings_read(const char *const *row, int unavailable, const char *e
     }
     struct ledger_key key = {.serial = serial, .hash = hash};
     ledger_run(r, &signup_op, &key);
-}
-
-/* A parameter from Alipay's redirect: printable ASCII, 1 to max. */
-static char *take_param(struct evkeyvalq *q, const char *name, size_t max)
-{
-    const char *v = evhttp_find_header(q, name);
-    if (!v || !*v || strlen(v) > max)
-        return NULL;
-    for (const char *c = v; *c; c++)
-        if (*c < 0x21 || *c > 0x7E)
-            return NULL;
-    return strdup(v);
 }
 
 static void signup_callback(struct request *r)
@@ -448,33 +432,20 @@ static void signup_callback(struct request *r)
     r->data = s;
     r->free_data = signup_free;
     r->caller = "member"; /* the ledger's caller: the member's own browser */
-    struct evkeyvalq q;
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
-    TAILQ_INIT(&q);
-    if (query && evhttp_parse_query_str(query, &q) < 0) {
-        send_page(r, 400, "INVALID_PARAMETER");
-        return;
-    }
-    /* Parameters beyond these (out_string, Alipay's own tracking ones) are
-     * left alone: a redirect from Alipay may carry more than it documents. */
-    s->app_id = take_param(&q, "app_id", 32);
-    s->template_id = take_param(&q, "template_id", 32);
-    s->request_id = take_param(&q, "request_id", 64);
-    s->auth_code = take_param(&q, "auth_code", 128);
-    int no_code = !evhttp_find_header(&q, "auth_code");
-    evhttp_clear_headers(&q);
-    if (!s->app_id || !s->template_id || !s->request_id ||
-        strcmp(s->app_id, srv->cfg.alipay_app_id) != 0) {
+    enum activation_callback_result parsed = activation_parse_callback(query, &s->cb);
+    if (parsed == ACTIVATION_CALLBACK_INVALID ||
+        strcmp(s->cb.app_id, srv->cfg.alipay_app_id) != 0) {
         send_page(r, 400, "INVALID_PARAMETER");
         return;
     }
     /* No auth_code: the member did not authorise (or the link is cut). */
-    if (!s->auth_code) {
-        send_page(r, 400, no_code ? "FORM_NOT_COMPLETED" : "INVALID_PARAMETER");
+    if (parsed == ACTIVATION_CALLBACK_NO_CODE) {
+        send_page(r, 400, "FORM_NOT_COMPLETED");
         return;
     }
-    if (store_template_activation(r->w->pg, srv->cfg.alipay_app_id, s->template_id, settings_read,
-                                  r) < 0)
+    if (store_template_activation(r->w->pg, srv->cfg.alipay_app_id, s->cb.template_id,
+                                  settings_read, r) < 0)
         send_page(r, 503, "DATABASE_UNAVAILABLE");
 }
 

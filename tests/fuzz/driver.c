@@ -21,7 +21,7 @@ static unsigned next(void)
 
 static void mutate(unsigned char *buf, size_t *len, size_t cap)
 {
-    static const char special[] = "{}[]\":,\\u0 \n\t/ab1.-e";
+    static const char special[] = "{}[]\":,\\u0 \n\t/ab1.-e&=%;#";
     int ops = 1 + next() % 4;
     for (int i = 0; i<ops && * len> 0; i++) {
         size_t at = next() % *len;

@@ -228,6 +228,53 @@ START_TEST(signup_member)
 }
 END_TEST
 
+START_TEST(signup_callback_query)
+{
+    struct activation_callback cb;
+    /* Alipay's redirect, URL-encoded, with parameters it does not document. */
+    ck_assert_int_eq(activation_parse_callback("app_id=2021000000000001&template_id=T1&request_id="
+                                               "R%2B1&auth_code=abc&out_string=x%20y&scope=a",
+                                               &cb),
+                     ACTIVATION_CALLBACK_OK);
+    ck_assert_str_eq(cb.app_id, "2021000000000001");
+    ck_assert_str_eq(cb.template_id, "T1");
+    ck_assert_str_eq(cb.request_id, "R+1");
+    ck_assert_str_eq(cb.auth_code, "abc");
+    activation_callback_clear(&cb);
+    ck_assert_ptr_null(cb.app_id);
+    /* No auth_code at all: the member did not consent. */
+    ck_assert_int_eq(activation_parse_callback("app_id=A&template_id=T&request_id=R", &cb),
+                     ACTIVATION_CALLBACK_NO_CODE);
+    ck_assert_str_eq(cb.request_id, "R");
+    ck_assert_ptr_null(cb.auth_code);
+    activation_callback_clear(&cb);
+    static const char *const invalid[] = {
+        NULL,
+        "",
+        "app_id=A&template_id=T&auth_code=c",                      /* no request_id */
+        "app_id=A&template_id=T&request_id=R&auth_code=",          /* empty code */
+        "app_id=A&template_id=T&request_id=R%20S&auth_code=c",     /* a space */
+        "app_id=A&template_id=T&request_id=R&auth_code=%E4%B8%AD", /* not ASCII */
+        "app_id=A&template_id=T&request_id=R&auth_code=c%00d",
+        /* 33 characters of template_id, one past its limit */
+        "app_id=A&template_id=TTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT&request_id=R&auth_code=c",
+    };
+    for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
+        ck_assert_msg(activation_parse_callback(invalid[i], &cb) == ACTIVATION_CALLBACK_INVALID,
+                      "accepted %s", invalid[i] ? invalid[i] : "(null)");
+        ck_assert_ptr_null(cb.app_id);
+        ck_assert_ptr_null(cb.template_id);
+        activation_callback_clear(&cb);
+    }
+    /* 32 characters is the limit itself. */
+    ck_assert_int_eq(
+        activation_parse_callback(
+            "app_id=A&template_id=TTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT&request_id=R&auth_code=c", &cb),
+        ACTIVATION_CALLBACK_OK);
+    activation_callback_clear(&cb);
+}
+END_TEST
+
 START_TEST(signup_open)
 {
     char err[256];
@@ -271,6 +318,7 @@ int main(void)
     tcase_add_test(t, activation_settings);
     tcase_add_test(t, signup_serial);
     tcase_add_test(t, signup_member);
+    tcase_add_test(t, signup_callback_query);
     tcase_add_test(t, signup_open);
     suite_add_tcase(s, t);
     return ts_run_suite(s);
