@@ -1,0 +1,414 @@
+/* Exactly-once under load and crashes (issue 8, "prove it under load" 1):
+ * hundreds of distinct opens in flight, cardgate killed with SIGKILL three
+ * times at random moments, restarted, every caller retrying whatever did not
+ * get a final answer — then updates and deletes of those cards the same way.
+ *
+ * What must hold at the end: every out_serial_no has exactly one card at the
+ * simulator (Alipay's side), one `succeeded` ledger row and one `cards` row,
+ * every answer for it named the same card, nothing is left pending; every
+ * update reached the simulator's card once, every delete left it deleted.
+ *
+ * The kill comes after a random share (10-70 %) of a round's answers, so it
+ * always lands with requests in flight whatever the machine's speed; the
+ * simulator holds each gateway answer 50-100 ms so that many are in flight at
+ * the gateway when it does. The seed is printed; TS_CRASH_SEED repeats a run,
+ * TS_CRASH_OPENS sets the number of cards (500 by default). */
+#include <check.h>
+#include <curl/curl.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "support.h"
+
+#define TEMPLATE "20170308000000000058101000300045"
+#define KILLS 3
+#define GIVE_UP_MS 180000 /* the whole test; a round that never converges fails */
+
+enum job_kind { JOB_OPEN, JOB_UPDATE, JOB_DELETE };
+
+/* One caller's request, retried until it has a final answer. */
+struct job {
+    enum job_kind kind;
+    char serial[40];   /* out_serial_no of the open or the update */
+    char biz[40];      /* the card: learnt from the open's answer */
+    int done;          /* a final answer came */
+    long status;       /* the last answer's HTTP status (0: no answer) */
+    struct ts_buf out; /* the last answer's body */
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body;
+};
+
+static unsigned long long rng;
+
+static unsigned next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (unsigned)(rng >> 11);
+}
+
+static void job_body(struct job *j, int i)
+{
+    char *b = malloc(1024);
+    ck_assert_ptr_nonnull(b);
+    if (j->kind == JOB_OPEN)
+        snprintf(b, 1024,
+                 "{\"out_serial_no\":\"%s\",\"card_template_id\":\"" TEMPLATE "\","
+                 "\"user_id\":\"2088302463082075\",\"card\":{\"external_card_no\":\"EXT-%s\","
+                 "\"open_date\":\"2024-02-20 21:20:46\",\"valid_date\":\"2030-02-20 21:20:46\","
+                 "\"level\":\"VIP1\",\"point\":\"100\"}}",
+                 j->serial, j->serial);
+    else if (j->kind == JOB_UPDATE)
+        snprintf(b, 1024,
+                 "{\"out_serial_no\":\"%s\",\"occur_time\":\"2024-03-01 10:00:00\","
+                 "\"card\":{\"point\":\"%d\"},\"changed_point\":\"%d\"}",
+                 j->serial, 101 + i, i + 1);
+    else
+        b[0] = '\0';
+    j->body = b;
+}
+
+/* Starts j's request on multi against base (http://127.0.0.1:PORT). */
+static void job_start(CURLM *multi, struct job *j, const char *base)
+{
+    char url[160];
+    free(j->out.p);
+    j->out.p = NULL;
+    j->out.n = 0;
+    j->status = 0;
+    j->easy = curl_easy_init();
+    ck_assert_ptr_nonnull(j->easy);
+    if (j->kind == JOB_OPEN)
+        snprintf(url, sizeof url, "%s/v1/cards", base);
+    else if (j->kind == JOB_UPDATE)
+        snprintf(url, sizeof url, "%s/v1/cards/%s", base, j->biz);
+    else
+        snprintf(url, sizeof url, "%s/v1/cards/%s?out_serial_no=%s&reason_code=CANCEL", base,
+                 j->biz, j->serial);
+    curl_easy_setopt(j->easy, CURLOPT_URL, url);
+    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->headers);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, ts_buf_write);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, &j->out);
+    curl_easy_setopt(j->easy, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt(j->easy, CURLOPT_FORBID_REUSE, 1L);
+    if (j->kind == JOB_DELETE) {
+        curl_easy_setopt(j->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+    } else {
+        curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body);
+        if (j->kind == JOB_UPDATE)
+            curl_easy_setopt(j->easy, CURLOPT_CUSTOMREQUEST, "PATCH");
+    }
+    ck_assert_int_eq(curl_multi_add_handle(multi, j->easy), CURLM_OK);
+}
+
+static char *json_string_at(const char *body, const char *key)
+{
+    json_object *o = body ? json_tokener_parse(body) : NULL, *v;
+    char *s = NULL;
+    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+        s = strdup(json_object_get_string(v));
+    json_object_put(o);
+    return s;
+}
+
+static char *error_code(const char *body)
+{
+    json_object *o = body ? json_tokener_parse(body) : NULL, *e, *c;
+    char *s = NULL;
+    if (o && json_object_object_get_ex(o, "error", &e) && json_object_object_get_ex(e, "code", &c))
+        s = strdup(json_object_get_string(c));
+    json_object_put(o);
+    return s;
+}
+
+/* Judges j's answer: final (done), or one a caller retries (no answer, 503,
+ * 502, 409 in progress or busy). Anything else fails the test. */
+static void job_answered(struct job *j)
+{
+    char *code = error_code(j->out.p);
+    int retry = j->status == 0 || j->status == 502 || j->status == 503 ||
+                (j->status == 409 && code &&
+                 (strcmp(code, "REQUEST_IN_PROGRESS") == 0 || strcmp(code, "CARD_BUSY") == 0));
+    if (retry) {
+        free(code);
+        return;
+    }
+    if (j->kind == JOB_OPEN) {
+        ck_assert_msg(j->status == 201, "open %s: %ld %s", j->serial, j->status,
+                      j->out.p ? j->out.p : "");
+        char *biz = json_string_at(j->out.p, "biz_card_no");
+        ck_assert_ptr_nonnull(biz);
+        /* Every answer for one out_serial_no names the same card. */
+        if (j->biz[0])
+            ck_assert_str_eq(biz, j->biz);
+        snprintf(j->biz, sizeof j->biz, "%s", biz);
+        free(biz);
+    } else if (j->kind == JOB_UPDATE) {
+        ck_assert_msg(j->status == 200, "update %s: %ld %s", j->serial, j->status,
+                      j->out.p ? j->out.p : "");
+    } else {
+        /* A retried delete (same out_serial_no) is replayed, never 410. */
+        ck_assert_msg(j->status == 200, "delete %s: %ld %s", j->biz, j->status,
+                      j->out.p ? j->out.p : "");
+    }
+    free(code);
+    j->done = 1;
+}
+
+/* One round: every job not done is sent at once; when kill_after answers have
+ * come (kill_after > 0), cardgate is killed with SIGKILL and the round ends
+ * when every request has failed or answered. Returns how many are done. */
+static int round_run(struct job *jobs, int n, struct ts_cardgate *cg, int kill_after)
+{
+    CURLM *multi = curl_multi_init();
+    ck_assert_ptr_nonnull(multi);
+    int running = 0, answers = 0, killed = 0;
+    for (int i = 0; i < n; i++)
+        if (!jobs[i].done)
+            job_start(multi, &jobs[i], cg->url);
+    do {
+        ck_assert_int_eq(curl_multi_perform(multi, &running), CURLM_OK);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(multi, &left))) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            struct job *j;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+            if (m->data.result == CURLE_OK)
+                curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &j->status);
+            curl_multi_remove_handle(multi, m->easy_handle);
+            curl_easy_cleanup(m->easy_handle);
+            j->easy = NULL;
+            job_answered(j);
+            answers++;
+        }
+        if (kill_after > 0 && !killed && answers >= kill_after) {
+            kill(cg->pid, SIGKILL);
+            waitpid(cg->pid, NULL, 0);
+            cg->pid = -1;
+            killed = 1;
+        }
+        if (running)
+            curl_multi_poll(multi, NULL, 0, 100, NULL);
+    } while (running);
+    curl_multi_cleanup(multi);
+    int done = 0;
+    for (int i = 0; i < n; i++)
+        done += jobs[i].done;
+    return done;
+}
+
+/* Rounds until every job is done: KILLS of them with a kill (and a restart
+ * after each), then plain retries, a little apart so that abandoned locks
+ * expire (the gateway timeout plus the margin: 3 s here). */
+static void run_all(struct job *jobs, int n, struct ts_cardgate *cg, const char *db,
+                    const struct ts_sim *sim, const char *const env[], long long give_up_at)
+{
+    for (int k = 0; k < KILLS; k++) {
+        /* The killed holder's locks must expire first, or the next round is
+         * all 409s and its kill cuts nothing off. */
+        while (ts_pg_long(db, "SELECT count(*) FROM card_requests WHERE state = 'pending' AND "
+                              "lock_expires_at > now()") > 0) {
+            ck_assert_msg(ts_now_ms() < give_up_at, "locks never expired");
+            usleep(200 * 1000);
+        }
+        int left = 0;
+        for (int i = 0; i < n; i++)
+            left += !jobs[i].done;
+        int kill_after = left / 10 + (int)(next_rand() % (unsigned)(left * 6 / 10 + 1)) + 1;
+        int done = round_run(jobs, n, cg, kill_after);
+        fprintf(stderr, "crash_load: kill %d after %d answers; %d of %d done\n", k + 1, kill_after,
+                done, n);
+        ck_assert_msg(cg->pid < 0, "the round ended before the kill");
+        ck_assert_msg(ts_cardgate_start(cg, db, sim, env) == 0, "restart failed; see %s", cg->log);
+    }
+    int done;
+    while ((done = round_run(jobs, n, cg, 0)) < n) {
+        ck_assert_msg(ts_now_ms() < give_up_at, "%d of %d requests never got a final answer",
+                      n - done, n);
+        usleep(500 * 1000);
+    }
+}
+
+static struct job *jobs_new(int n, enum job_kind kind, const char *prefix,
+                            struct curl_slist *headers)
+{
+    struct job *jobs = calloc((size_t)n, sizeof *jobs);
+    ck_assert_ptr_nonnull(jobs);
+    for (int i = 0; i < n; i++) {
+        jobs[i].kind = kind;
+        jobs[i].headers = headers;
+        snprintf(jobs[i].serial, sizeof jobs[i].serial, "%s%05d", prefix, i);
+    }
+    return jobs;
+}
+
+static void jobs_free(struct job *jobs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(jobs[i].out.p);
+        free(jobs[i].body);
+    }
+    free(jobs);
+}
+
+/* The simulator's cards, out_serial_no -> how many, and their state. */
+static json_object *sim_cards(const struct ts_sim *sim)
+{
+    char url[160];
+    struct ts_http r;
+    snprintf(url, sizeof url, "%s/cards", sim->control);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    json_object *o = json_tokener_parse(r.body), *list;
+    ts_http_free(&r);
+    ck_assert_ptr_nonnull(o);
+    ck_assert(json_object_object_get_ex(o, "cards", &list));
+    json_object *by_serial = json_object_new_object();
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        json_object *c = json_object_array_get_idx(list, i), *s;
+        ck_assert(json_object_object_get_ex(c, "out_serial_no", &s));
+        json_object *seen;
+        if (json_object_object_get_ex(by_serial, json_object_get_string(s), &seen)) {
+            ck_abort_msg("two cards at the simulator for out_serial_no %s",
+                         json_object_get_string(s));
+        }
+        json_object_object_add(by_serial, json_object_get_string(s), json_object_get(c));
+    }
+    json_object_put(o);
+    return by_serial;
+}
+
+static long sql_long(const char *db, const char *sql)
+{
+    long v = ts_pg_long(db, sql);
+    ck_assert_msg(v >= 0, "query failed: %s", sql);
+    return v;
+}
+
+START_TEST(test_kill_under_load)
+{
+    const char *seed_env = getenv("TS_CRASH_SEED");
+    unsigned long long seed =
+        seed_env ? strtoull(seed_env, NULL, 10) : (unsigned long long)time(NULL);
+    rng = seed * 0x9e3779b97f4a7c15ULL | 1;
+    int n = getenv("TS_CRASH_OPENS") ? atoi(getenv("TS_CRASH_OPENS")) : 500;
+    ck_assert_int_ge(n, 10);
+    fprintf(stderr, "crash_load: seed %llu (TS_CRASH_SEED=%llu repeats it), %d cards\n", seed, seed,
+            n);
+    long long give_up_at = ts_now_ms() + GIVE_UP_MS;
+
+    struct ts_stack st;
+    char err[512];
+    /* Enough connections for every request at once, and the defaults of
+     * ts_cardgate_start otherwise (2 s gateway timeout, 1 s lock margin). */
+    const char *const env[] = {"CARDGATE_DB_POOL_SIZE=8", "CARDGATE_LOG_LEVEL=warn", NULL};
+    ck_assert_msg(ts_stack_up(&st, NULL, env, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(ts_sim_fault(&st.sim, "{\"mode\":\"delay\",\"delay_ms\":60}"), 0);
+
+    struct curl_slist *headers = curl_slist_append(NULL, TS_AUTH);
+    headers = curl_slist_append(headers, TS_JSON);
+    headers = curl_slist_append(headers, "Expect:");
+
+    /* Opens. */
+    struct job *opens = jobs_new(n, JOB_OPEN, "crash-", headers);
+    for (int i = 0; i < n; i++)
+        job_body(&opens[i], i);
+    run_all(opens, n, &st.cg, st.db, &st.sim, env, give_up_at);
+
+    /* More calls than cards: requests the kills cut off at the gateway were
+     * sent again with their out_serial_no (and deduplicated there). */
+    fprintf(stderr, "crash_load: %d cards opened with %ld gateway calls\n", n,
+            ts_sim_calls(&st.sim, NULL));
+    json_object *cards = sim_cards(&st.sim);
+    ck_assert_int_eq(json_object_object_length(cards), n);
+    for (int i = 0; i < n; i++) {
+        json_object *c, *biz;
+        ck_assert_msg(json_object_object_get_ex(cards, opens[i].serial, &c),
+                      "no card at the simulator for %s", opens[i].serial);
+        ck_assert(json_object_object_get_ex(c, "biz_card_no", &biz));
+        ck_assert_str_eq(json_object_get_string(biz), opens[i].biz);
+    }
+    json_object_put(cards);
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM card_requests WHERE operation = 'open' "
+                                     "AND state = 'succeeded'"),
+                     n);
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM card_requests WHERE state <> "
+                                     "'succeeded'"),
+                     0);
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM cards"), n);
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(DISTINCT out_serial_no) FROM cards"), n);
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM stale_requests"), 0);
+
+    /* Updates of four cards in five, deletes of the fifth, all at once. */
+    struct job *changes = jobs_new(n, JOB_UPDATE, "crash-u-", headers);
+    int deletes = 0;
+    for (int i = 0; i < n; i++) {
+        if (i % 5 == 4) {
+            changes[i].kind = JOB_DELETE;
+            deletes++;
+        }
+        snprintf(changes[i].biz, sizeof changes[i].biz, "%s", opens[i].biz);
+        job_body(&changes[i], i);
+    }
+    run_all(changes, n, &st.cg, st.db, &st.sim, env, give_up_at);
+
+    fprintf(stderr, "crash_load: %d updates and deletes, %ld gateway calls in all\n", n,
+            ts_sim_calls(&st.sim, NULL));
+    cards = sim_cards(&st.sim);
+    for (int i = 0; i < n; i++) {
+        json_object *c, *v;
+        ck_assert(json_object_object_get_ex(cards, opens[i].serial, &c));
+        ck_assert(json_object_object_get_ex(c, "status", &v));
+        if (changes[i].kind == JOB_DELETE) {
+            ck_assert_msg(strcmp(json_object_get_string(v), "deleted") == 0, "%s not deleted",
+                          opens[i].biz);
+        } else {
+            ck_assert_str_eq(json_object_get_string(v), "active");
+            /* The update reached Alipay's card once, whatever was retried. */
+            ck_assert(json_object_object_get_ex(c, "updates", &v));
+            ck_assert_msg(json_object_get_int64(v) == 1, "card %s updated %lld times", opens[i].biz,
+                          (long long)json_object_get_int64(v));
+        }
+    }
+    json_object_put(cards);
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM card_requests WHERE state <> "
+                                     "'succeeded'"),
+                     0);
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM cards WHERE deleted_at IS NOT NULL"),
+                     deletes);
+    /* Each updated card holds its own update's points (101 + its index). */
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM cards c JOIN card_requests r ON "
+                                     "r.out_serial_no = 'crash-u-' || substr(c.out_serial_no, 7) "
+                                     "WHERE c.point = 101 + substr(c.out_serial_no, 7)::int"),
+                     n - deletes);
+    ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM stale_requests"), 0);
+
+    jobs_free(opens, n);
+    jobs_free(changes, n);
+    curl_slist_free_all(headers);
+    int status = ts_stack_down(&st);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the last cardgate did not exit cleanly (status %d)", status);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("crash_load");
+    TCase *t = tcase_create("crash_load");
+    tcase_set_timeout(t, 290);
+    tcase_add_test(t, test_kill_under_load);
+    suite_add_tcase(s, t);
+    return ts_run_suite(s);
+}
