@@ -27,7 +27,7 @@
 #include "support.h"
 
 #define TEMPLATE "20170308000000000058101000300045"
-#define KILLS 3
+#define FAULTS 3          /* kills, or database stops, per phase */
 #define GIVE_UP_MS 180000 /* the whole test; a round that never converges fails */
 
 enum job_kind { JOB_OPEN, JOB_UPDATE, JOB_DELETE };
@@ -164,17 +164,51 @@ static void job_answered(struct job *j)
     j->done = 1;
 }
 
-/* One round: every job not done is sent at once; when kill_after answers have
- * come (kill_after > 0), cardgate is killed with SIGKILL and the round ends
- * when every request has failed or answered. Returns how many are done. */
-static int round_run(struct job *jobs, int n, struct ts_cardgate *cg, int kill_after)
+/* What a round does to the system, and what it needs to do it. */
+struct fault {
+    enum { FAULT_KILL, FAULT_DB_DOWN } kind;
+    struct ts_cardgate *cg;
+    struct ts_pg *pg; /* FAULT_DB_DOWN: the private cluster stopped and started */
+    const char *db;
+    const struct ts_sim *sim;
+    const char *const *env;
+    long long give_up_at;
+    long long db_down_until; /* 0: up */
+    long long db_back_at;    /* when it last came back */
+};
+
+#define DB_DOWN_MS 1500
+#define RECONNECT_MS 15000 /* 503 after the database is back this long: a failure */
+
+static void fault_db_start(struct fault *f)
+{
+    ck_assert_int_eq(ts_pg_private_start(f->pg), 0);
+    f->db_down_until = 0;
+    f->db_back_at = ts_now_ms();
+}
+
+/* Judges an answer that came with the fault plan in force: 503 only while
+ * the database is down or reconnecting. */
+static void fault_check_answer(const struct fault *f, const struct job *j)
+{
+    if (j->status != 503)
+        return;
+    ck_assert_msg(f->db_down_until || (f->db_back_at && ts_now_ms() - f->db_back_at < RECONNECT_MS),
+                  "503 with the database up: %s", j->out.p ? j->out.p : "");
+}
+
+/* One round: every job not done is sent at once; after trigger_after answers
+ * (trigger_after > 0) the fault strikes — cardgate killed with SIGKILL, or
+ * the database stopped for DB_DOWN_MS — and the round ends when every
+ * request has failed or answered. Returns how many jobs are done. */
+static int round_run(struct job *jobs, int n, struct fault *f, int trigger_after)
 {
     CURLM *multi = curl_multi_init();
     ck_assert_ptr_nonnull(multi);
-    int running = 0, answers = 0, killed = 0;
+    int running = 0, answers = 0, struck = 0;
     for (int i = 0; i < n; i++)
         if (!jobs[i].done)
-            job_start(multi, &jobs[i], cg->url);
+            job_start(multi, &jobs[i], f->cg->url);
     do {
         ck_assert_int_eq(curl_multi_perform(multi, &running), CURLM_OK);
         CURLMsg *m;
@@ -189,54 +223,83 @@ static int round_run(struct job *jobs, int n, struct ts_cardgate *cg, int kill_a
             curl_multi_remove_handle(multi, m->easy_handle);
             curl_easy_cleanup(m->easy_handle);
             j->easy = NULL;
+            if (f->kind == FAULT_DB_DOWN)
+                fault_check_answer(f, j);
             job_answered(j);
             answers++;
         }
-        if (kill_after > 0 && !killed && answers >= kill_after) {
-            kill(cg->pid, SIGKILL);
-            waitpid(cg->pid, NULL, 0);
-            cg->pid = -1;
-            killed = 1;
+        if (trigger_after > 0 && !struck && answers >= trigger_after) {
+            struck = 1;
+            if (f->kind == FAULT_KILL) {
+                kill(f->cg->pid, SIGKILL);
+                waitpid(f->cg->pid, NULL, 0);
+                f->cg->pid = -1;
+            } else {
+                ck_assert_int_eq(ts_pg_private_stop(f->pg), 0);
+                f->db_down_until = ts_now_ms() + DB_DOWN_MS;
+            }
         }
+        if (f->db_down_until && ts_now_ms() >= f->db_down_until)
+            fault_db_start(f);
         if (running)
             curl_multi_poll(multi, NULL, 0, 100, NULL);
     } while (running);
     curl_multi_cleanup(multi);
+    if (f->db_down_until) {
+        long long wait = f->db_down_until - ts_now_ms();
+        if (wait > 0)
+            usleep((useconds_t)wait * 1000);
+        fault_db_start(f);
+    }
+    ck_assert_msg(!trigger_after || struck, "the round ended before the fault");
     int done = 0;
     for (int i = 0; i < n; i++)
         done += jobs[i].done;
     return done;
 }
 
-/* Rounds until every job is done: KILLS of them with a kill (and a restart
- * after each), then plain retries, a little apart so that abandoned locks
- * expire (the gateway timeout plus the margin: 3 s here). */
-static void run_all(struct job *jobs, int n, struct ts_cardgate *cg, const char *db,
-                    const struct ts_sim *sim, const char *const env[], long long give_up_at)
+/* Rounds until every job is done: FAULTS of them with the fault (and a
+ * restart after each kill), then plain retries, a little apart so that
+ * abandoned locks expire (the gateway timeout plus the margin: 3 s here). */
+static void run_all(struct job *jobs, int n, struct fault *f)
 {
-    for (int k = 0; k < KILLS; k++) {
+    for (int k = 0; k < FAULTS; k++) {
         /* The killed holder's locks must expire first, or the next round is
          * all 409s and its kill cuts nothing off. */
-        while (ts_pg_long(db, "SELECT count(*) FROM card_requests WHERE state = 'pending' AND "
-                              "lock_expires_at > now()") > 0) {
-            ck_assert_msg(ts_now_ms() < give_up_at, "locks never expired");
+        while (ts_pg_long(f->db, "SELECT count(*) FROM card_requests WHERE state = 'pending' AND "
+                                 "lock_expires_at > now()") != 0) {
+            ck_assert_msg(ts_now_ms() < f->give_up_at, "locks never expired");
             usleep(200 * 1000);
         }
         int left = 0;
         for (int i = 0; i < n; i++)
             left += !jobs[i].done;
-        int kill_after = left / 10 + (int)(next_rand() % (unsigned)(left * 6 / 10 + 1)) + 1;
-        int done = round_run(jobs, n, cg, kill_after);
-        fprintf(stderr, "crash_load: kill %d after %d answers; %d of %d done\n", k + 1, kill_after,
-                done, n);
-        ck_assert_msg(cg->pid < 0, "the round ended before the kill");
-        ck_assert_msg(ts_cardgate_start(cg, db, sim, env) == 0, "restart failed; see %s", cg->log);
+        if (left == 0)
+            break; /* nothing left to strike at */
+        /* A kill after 10-70 % of the answers; a database stop early (after
+         * up to 10 %), while most requests still need it for their claim. */
+        int after = f->kind == FAULT_KILL
+                        ? left / 10 + (int)(next_rand() % (unsigned)(left * 6 / 10 + 1)) + 1
+                        : 1 + (int)(next_rand() % (unsigned)(left / 10 + 1));
+        int done = round_run(jobs, n, f, after);
+        fprintf(stderr, "crash_load: %s %d after %d answers; %d of %d done\n",
+                f->kind == FAULT_KILL ? "kill" : "database stop", k + 1, after, done, n);
+        if (f->kind == FAULT_KILL)
+            ck_assert_msg(ts_cardgate_start(f->cg, f->db, f->sim, f->env) == 0,
+                          "restart failed; see %s", f->cg->log);
     }
     int done;
-    while ((done = round_run(jobs, n, cg, 0)) < n) {
-        ck_assert_msg(ts_now_ms() < give_up_at, "%d of %d requests never got a final answer",
+    while ((done = round_run(jobs, n, f, 0)) < n) {
+        ck_assert_msg(ts_now_ms() < f->give_up_at, "%d of %d requests never got a final answer",
                       n - done, n);
         usleep(500 * 1000);
+    }
+    /* An outcome answered while the database was down is written when it is
+     * back, by cardgate alone: wait for it, no caller helps. */
+    long long settled_by = ts_now_ms() + 60000;
+    while (ts_pg_long(f->db, "SELECT count(*) FROM card_requests WHERE state = 'pending'") != 0) {
+        ck_assert_msg(ts_now_ms() < settled_by, "requests left pending");
+        usleep(200 * 1000);
     }
 }
 
@@ -296,7 +359,33 @@ static long sql_long(const char *db, const char *sql)
     return v;
 }
 
-START_TEST(test_kill_under_load)
+/* Every out_serial_no the simulator was called with is one of jobs'. */
+static void sim_serials_known(const struct ts_sim *sim, const struct job *a, int na,
+                              const struct job *b, int nb)
+{
+    char url[160];
+    struct ts_http r;
+    snprintf(url, sizeof url, "%s/calls", sim->control);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    json_object *o = json_tokener_parse(r.body), *serials;
+    ts_http_free(&r);
+    ck_assert(o && json_object_object_get_ex(o, "out_serial_no", &serials));
+    json_object_object_foreach(serials, serial, count)
+    {
+        (void)count;
+        int known = 0;
+        for (int i = 0; i < na && !known; i++)
+            known = strcmp(a[i].serial, serial) == 0;
+        for (int i = 0; i < nb && !known; i++)
+            known = strcmp(b[i].serial, serial) == 0;
+        ck_assert_msg(known, "a gateway call for %s, which no caller sent", serial);
+    }
+    json_object_put(o);
+}
+
+/* The whole scenario under one kind of fault: opens, then updates and
+ * deletes of the cards, each phase with FAULTS faults, then the checks. */
+static void exercise(int kind)
 {
     const char *seed_env = getenv("TS_CRASH_SEED");
     unsigned long long seed =
@@ -308,13 +397,30 @@ START_TEST(test_kill_under_load)
             n);
     long long give_up_at = ts_now_ms() + GIVE_UP_MS;
 
-    struct ts_stack st;
+    struct ts_stack st = {0};
+    struct ts_pg pg = {0};
     char err[512];
     /* Enough connections for every request at once, and the defaults of
      * ts_cardgate_start otherwise (2 s gateway timeout, 1 s lock margin). */
     const char *const env[] = {"CARDGATE_DB_POOL_SIZE=8", "CARDGATE_LOG_LEVEL=warn", NULL};
-    ck_assert_msg(ts_stack_up(&st, NULL, env, err, sizeof(err)) == 0, "%s", err);
+    if (kind == FAULT_KILL) {
+        ck_assert_msg(ts_stack_up(&st, NULL, env, err, sizeof(err)) == 0, "%s", err);
+    } else {
+        /* A cluster of the test's own, to stop and start. */
+        ck_assert_int_eq(ts_pg_private_start(&pg), 0);
+        st.db = strdup(pg.conninfo);
+        ck_assert_int_eq(ts_cardgate_migrate(st.db), 0);
+        ck_assert_int_eq(ts_sim_start(&st.sim, NULL), 0);
+        ck_assert_msg(ts_cardgate_start(&st.cg, st.db, &st.sim, env) == 0, "see %s", st.cg.log);
+    }
     ck_assert_int_eq(ts_sim_fault(&st.sim, "{\"mode\":\"delay\",\"delay_ms\":60}"), 0);
+    struct fault f = {.kind = kind,
+                      .cg = &st.cg,
+                      .pg = &pg,
+                      .db = st.db,
+                      .sim = &st.sim,
+                      .env = env,
+                      .give_up_at = give_up_at};
 
     struct curl_slist *headers = curl_slist_append(NULL, TS_AUTH);
     headers = curl_slist_append(headers, TS_JSON);
@@ -324,7 +430,7 @@ START_TEST(test_kill_under_load)
     struct job *opens = jobs_new(n, JOB_OPEN, "crash-", headers);
     for (int i = 0; i < n; i++)
         job_body(&opens[i], i);
-    run_all(opens, n, &st.cg, st.db, &st.sim, env, give_up_at);
+    run_all(opens, n, &f);
 
     /* More calls than cards: requests the kills cut off at the gateway were
      * sent again with their out_serial_no (and deduplicated there). */
@@ -361,7 +467,7 @@ START_TEST(test_kill_under_load)
         snprintf(changes[i].biz, sizeof changes[i].biz, "%s", opens[i].biz);
         job_body(&changes[i], i);
     }
-    run_all(changes, n, &st.cg, st.db, &st.sim, env, give_up_at);
+    run_all(changes, n, &f);
 
     fprintf(stderr, "crash_load: %d updates and deletes, %ld gateway calls in all\n", n,
             ts_sim_calls(&st.sim, NULL));
@@ -393,6 +499,9 @@ START_TEST(test_kill_under_load)
                                      "WHERE c.point = 101 + substr(c.out_serial_no, 7)::int"),
                      n - deletes);
     ck_assert_int_eq(sql_long(st.db, "SELECT count(*) FROM stale_requests"), 0);
+    /* No gateway call without its ledger row: every call's out_serial_no is
+     * a caller's, and every caller's request is a succeeded row. */
+    sim_serials_known(&st.sim, opens, n, changes, n);
 
     jobs_free(opens, n);
     jobs_free(changes, n);
@@ -400,6 +509,21 @@ START_TEST(test_kill_under_load)
     int status = ts_stack_down(&st);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "the last cardgate did not exit cleanly (status %d)", status);
+    if (kind == FAULT_DB_DOWN)
+        ts_pg_private_destroy(&pg);
+}
+
+START_TEST(test_kill_under_load)
+{
+    exercise(FAULT_KILL);
+}
+END_TEST
+
+/* The database stopped for 1.5 s under load, three times per phase: 503
+ * only while it is down (or reconnecting), nothing duplicated or lost. */
+START_TEST(test_database_outage_under_load)
+{
+    exercise(FAULT_DB_DOWN);
 }
 END_TEST
 
@@ -409,6 +533,7 @@ int main(void)
     TCase *t = tcase_create("crash_load");
     tcase_set_timeout(t, 290);
     tcase_add_test(t, test_kill_under_load);
+    tcase_add_test(t, test_database_outage_under_load);
     suite_add_tcase(s, t);
     return ts_run_suite(s);
 }
