@@ -356,14 +356,14 @@ int ts_cardgate_migrate(const char *db)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static int cardgate_start_once(struct ts_cardgate *cg, const char *db, const struct ts_sim *sim,
-                               const char *const extra_env[])
+static int cardgate_start_once(struct ts_cardgate *cg, int port, const char *db,
+                               const struct ts_sim *sim, const char *const extra_env[])
 {
     static char env[24][1024];
     const char *envp[48];
     size_t n = 0;
     memset(cg, 0, sizeof(*cg));
-    cg->port = ts_free_port();
+    cg->port = port ? port : ts_free_port();
     snprintf(cg->url, sizeof(cg->url), "http://127.0.0.1:%d", cg->port);
     snprintf(cg->log, sizeof(cg->log), "%s/../tests/cardgate-%d.log", CARDGATE_BIN_DIR, cg->port);
     /* sha256("test-key-0123456789") */
@@ -405,10 +405,16 @@ int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_si
                       const char *const extra_env[])
 {
     for (int attempt = 0; attempt < 5; attempt++) {
-        if (cardgate_start_once(cg, db, sim, extra_env) == 0)
+        if (cardgate_start_once(cg, 0, db, sim, extra_env) == 0)
             return 0;
     }
     return -1;
+}
+
+int ts_cardgate_start_port(struct ts_cardgate *cg, int port, const char *db,
+                           const struct ts_sim *sim, const char *const extra_env[])
+{
+    return cardgate_start_once(cg, port, db, sim, extra_env);
 }
 
 int ts_cardgate_stop(struct ts_cardgate *cg)

@@ -112,6 +112,9 @@ int ts_cardgate_migrate(const char *db);
  * until it accepts. Returns 0, or -1 (the log is in cg->log). */
 int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_sim *sim,
                       const char *const extra_env[]);
+/* The same on a given port (a restart behind a load balancer); one try. */
+int ts_cardgate_start_port(struct ts_cardgate *cg, int port, const char *db,
+                           const struct ts_sim *sim, const char *const extra_env[]);
 /* SIGTERM and wait; returns the exit status as waitpid gives it. */
 int ts_cardgate_stop(struct ts_cardgate *cg);
 
