@@ -8,10 +8,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/common.sh
 
+# TS_VALGRIND=1: the long memcheck run (README, Reliability): a build
+# without the sanitizers, every cardgate the tests start under valgrind.
+if [ "${TS_VALGRIND:-0}" != 0 ]; then
+    CARDGATE_PACKAGES+=(valgrind)
+    build=build-valgrind
+    sanitize=OFF
+else
+    build=build-test
+    sanitize=ON
+fi
 install_deps
 
-build=build-test
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DCARDGATE_SANITIZE=ON >/dev/null
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DCARDGATE_SANITIZE=$sanitize >/dev/null
 cmake --build "$build" -j2
 
 pgdir=$(mktemp -d /tmp/cardgate-test-pg.XXXXXX)

@@ -100,8 +100,8 @@ struct ts_cardgate {
  * when it still runs after timeout_ms. */
 int ts_stop_unrelated(pid_t pid, int timeout_ms);
 
-/* 1 when the log file holds a sanitizer report (ASan, UBSan, LeakSanitizer)
- * or cannot be read. */
+/* 1 when the log file holds a sanitizer report (ASan, UBSan, LeakSanitizer),
+ * a valgrind report (TS_VALGRIND), or cannot be read. */
 int ts_log_has_sanitizer_report(const char *log);
 
 /* Runs `cardgate migrate` on db; returns its exit status (0 on success). */
