@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
@@ -535,6 +536,17 @@ void ts_http_parallel(int n, const char *method, const char *const urls[],
 
 int ts_run_suite(struct Suite *s)
 {
+    /* The load tests hold hundreds of connections at once, in this process
+     * and in the cardgate and simulator it starts (which inherit the limit):
+     * the hard limit, not the 1,024 a shell may give by default. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+        rlim_t want = nofile.rlim_max > 65536 ? 65536 : nofile.rlim_max;
+        if (nofile.rlim_cur < want) {
+            nofile.rlim_cur = want;
+            setrlimit(RLIMIT_NOFILE, &nofile);
+        }
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
