@@ -121,54 +121,93 @@ static int post_raw(const struct ts_stack *st, const char *body, size_t len)
     return status;
 }
 
-/* Bodies built to hurt: each a 400 with an error code, no gateway call. */
+/* A valid open with `extra` spliced in before the final brace (member
+ * fields: the place a hostile value would reach), malloc'd. */
+static char *open_with(const char *serial, const char *extra)
+{
+    size_t n = strlen(extra) + 1024;
+    char *b = malloc(n);
+    ck_assert_ptr_nonnull(b);
+    snprintf(b, n,
+             "{\"out_serial_no\":\"%s\",\"card_template_id\":"
+             "\"20170308000000000058101000300045\",\"user_id\":\"2088302463082075\","
+             "\"card\":{\"external_card_no\":\"EXT-%s\",\"open_date\":\"2024-02-20 "
+             "21:20:46\",\"valid_date\":\"2030-02-20 21:20:46\",\"level\":\"VIP1\","
+             "\"point\":\"1\"}%s}",
+             serial, serial, extra);
+    return b;
+}
+
+/* Bodies built to hurt, each otherwise a valid open: 400 MALFORMED_JSON
+ * (the text itself is refused, before any rule) or, for numbers too big for
+ * any type, the rule's INVALID_PARAMETER; no gateway call. */
 START_TEST(test_hostile_bodies)
 {
     struct ts_stack st;
     char err[512];
     ck_assert_msg(ts_stack_up(&st, NULL, NULL, err, sizeof err) == 0, "%s", err);
     enum { DEEP = 10000 };
-    char *deep = malloc(2 * DEEP + 1);
+    char *deep = malloc(2 * DEEP + 16);
     ck_assert_ptr_nonnull(deep);
-    memset(deep, '[', DEEP);
-    memset(deep + DEEP, ']', DEEP);
-    deep[2 * DEEP] = '\0';
-    char *deep_obj = malloc(7 * DEEP + 1);
+    size_t o = (size_t)sprintf(deep, ",\"member\":");
+    memset(deep + o, '[', DEEP);
+    memset(deep + o + DEEP, ']', DEEP);
+    deep[o + 2 * DEEP] = '\0';
+    char *deep_obj = malloc(7 * DEEP + 32);
     ck_assert_ptr_nonnull(deep_obj);
-    size_t o = 0;
+    o = (size_t)sprintf(deep_obj, ",\"member\":");
     for (int i = 0; i < DEEP; i++)
         o += (size_t)sprintf(deep_obj + o, "{\"a\":");
     deep_obj[o++] = '1';
     memset(deep_obj + o, '}', DEEP);
     deep_obj[o + DEEP] = '\0';
-    const char *bodies[] = {
-        deep,
-        deep_obj,
-        "{\"out_serial_no\":\"h1\",\"card_template_id\":\"T\",\"user_id\":\"U\",\"card\":"
-        "{\"point\":1e999999999}}",
-        "{\"out_serial_no\":\"h2\",\"card_template_id\":\"T\",\"user_id\":\"U\",\"card\":"
-        "{\"point\":123456789012345678901234567890123456789012345678901234567890}}",
-        "{\"out_serial_no\":\"h3\",\"out_serial_no\":\"h4\"}",
-        "{\"out_serial_no\":\"h5\xff\xfe\"}",
-        "{\"out_serial_no\":\"h6\xc0\xaf\"}",
+    static const char *const numbers = "INVALID_PARAMETER"; /* parsed, then refused by rule */
+    const struct {
+        const char *extra, *code;
+    } cases[] = {
+        {deep, "MALFORMED_JSON"},
+        {deep_obj, "MALFORMED_JSON"},
+        {",\"member\":{\"name\":\"Lee\",\"cell\":1e999999999}", numbers},
+        {",\"member\":{\"name\":\"Lee\",\"cell\":"
+         "123456789012345678901234567890123456789012345678901234567890}",
+         numbers},
+        {",\"out_serial_no\":\"hostile-other\"", "MALFORMED_JSON"},
+        {",\"member\":{\"name\":\"L\xff\xfe\"}", "MALFORMED_JSON"},
+        /* an overlong "/": json-c lets it through, the field's rule does not */
+        {",\"member\":{\"name\":\"L\xc0\xaf\"}", "INVALID_PARAMETER"},
     };
-    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
-        char url[128];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char url[128], serial[32];
         struct ts_http r;
         snprintf(url, sizeof url, "%s/v1/cards", st.cg.url);
-        ck_assert_int_eq(ts_http_call("POST", url, post_headers, bodies[i], &r), 0);
+        snprintf(serial, sizeof serial, "hostile-%zu", i);
+        char *body = open_with(serial, cases[i].extra);
+        ck_assert_int_eq(ts_http_call("POST", url, post_headers, body, &r), 0);
         ck_assert_msg(r.status == 400, "body %zu: %ld %s", i, r.status, r.body);
         char *code = ts_json_at(&r, "error.code");
-        ck_assert_ptr_nonnull(code);
+        ck_assert_msg(code && strcmp(code, cases[i].code) == 0, "body %zu: %s", i, r.body);
         free(code);
         ts_http_free(&r);
+        free(body);
     }
-    /* A NUL byte inside the JSON text, and one after it. */
-    static const char with_nul[] = "{\"out_serial_no\":\"h7\0x\"}";
-    ck_assert_int_eq(post_raw(&st, with_nul, sizeof with_nul - 1), 400);
-    static const char nul_after[] = "{\"out_serial_no\":\"h8\"}\0";
-    ck_assert_int_eq(post_raw(&st, nul_after, sizeof nul_after - 1), 400);
-    ck_assert_int_eq(ts_sim_calls(&st.sim, NULL), 0);
+    /* A NUL byte inside a string, and one after the text. */
+    char *valid = open_with("hostile-nul", "");
+    size_t len = strlen(valid);
+    char *nul = strdup(valid);
+    ck_assert_ptr_nonnull(nul);
+    nul[strstr(nul, "EXT-") - nul + 4] = '\0'; /* EXT-\0ostile-nul */
+    ck_assert_int_eq(post_raw(&st, nul, len), 400);
+    char *after = malloc(len + 1);
+    ck_assert_ptr_nonnull(after);
+    memcpy(after, valid, len);
+    after[len] = '\0';
+    ck_assert_int_eq(post_raw(&st, after, len + 1), 400);
+    /* The same body without the NUL is an open: the refusals were the NUL's. */
+    ck_assert_int_eq(post_raw(&st, valid, len), 201);
+    ck_assert_int_eq(ts_sim_calls(&st.sim, NULL), 1);
+    free(valid);
+    free(nul);
+    free(after);
     free(deep);
     free(deep_obj);
     still_serves(&st);

@@ -357,6 +357,13 @@ int ts_cardgate_migrate(const char *db)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* 1 in the long memcheck run (TS_VALGRIND set and not 0). */
+static int valgrind_on(void)
+{
+    const char *vg = getenv("TS_VALGRIND");
+    return vg && *vg && strcmp(vg, "0") != 0;
+}
+
 static int cardgate_start_once(struct ts_cardgate *cg, int port, const char *db,
                                const struct ts_sim *sim, const char *const extra_env[])
 {
@@ -403,8 +410,7 @@ static int cardgate_start_once(struct ts_cardgate *cg, int port, const char *db,
                              bin,
                              "serve",
                              NULL};
-    const char *vg = getenv("TS_VALGRIND");
-    cg->pid = ts_spawn(vg && *vg && strcmp(vg, "0") != 0 ? vg_argv : argv, envp, cg->log);
+    cg->pid = ts_spawn(valgrind_on() ? vg_argv : argv, envp, cg->log);
     if (!child_serving(cg->pid, cg->port)) {
         fprintf(stderr, "cardgate did not start; see %s\n", cg->log);
         if (cg->pid > 0)
@@ -433,7 +439,10 @@ int ts_cardgate_start_port(struct ts_cardgate *cg, int port, const char *db,
 
 int ts_cardgate_stop(struct ts_cardgate *cg)
 {
-    int status = cg->pid > 0 ? ts_stop(cg->pid, SIGTERM, 15000) : -1;
+    /* Under valgrind the drain and the leak check at exit take far longer;
+     * a cardgate killed before its leak check would report nothing. */
+    int wait_ms = valgrind_on() ? 120000 : 15000;
+    int status = cg->pid > 0 ? ts_stop(cg->pid, SIGTERM, wait_ms) : -1;
     cg->pid = 0;
     return status;
 }
@@ -667,11 +676,15 @@ int ts_log_has_sanitizer_report(const char *log)
     int report = strstr(text, "Sanitizer") || strstr(text, "runtime error:");
     /* valgrind (TS_VALGRIND, run --quiet) writes only its reports, each
      * line "==PID== ...". */
-    for (const char *p = strstr(text, "\n=="); p && !report; p = strstr(p + 1, "\n==")) {
-        const char *d = p + 3;
-        while (*d >= '0' && *d <= '9')
-            d++;
-        report = d > p + 3 && strncmp(d, "==", 2) == 0;
+    for (const char *line = text; line && *line && !report;) {
+        const char *d = line + 2;
+        if (strncmp(line, "==", 2) == 0) {
+            while (*d >= '0' && *d <= '9')
+                d++;
+            report = d > line + 2 && strncmp(d, "==", 2) == 0;
+        }
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
     }
     free(text);
     return report;
