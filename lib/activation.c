@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 
 #include <event2/http.h>
@@ -61,6 +62,19 @@ enum activation_callback_result activation_parse_callback(const char *query,
     if (query && evhttp_parse_query_str(query, &q) < 0) {
         evhttp_clear_headers(&q);
         return ACTIVATION_CALLBACK_INVALID;
+    }
+    /* A parameter given twice (in any case: evhttp's lookup ignores case)
+     * is ambiguous: Alipay never sends one twice, so refuse the query. */
+    static const char *const names[] = {"app_id", "template_id", "request_id", "auth_code"};
+    int seen[4] = {0};
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, &q, next)
+    {
+        for (int i = 0; i < 4; i++)
+            if (strcasecmp(kv->key, names[i]) == 0 && seen[i]++) {
+                evhttp_clear_headers(&q);
+                return ACTIVATION_CALLBACK_INVALID;
+            }
     }
     out->app_id = take_param(&q, "app_id", 32);
     out->template_id = take_param(&q, "template_id", 32);

@@ -26,7 +26,8 @@ enum activation_callback_result {
 
 /* Reads query (the URI's query string, may be NULL) into out. Parameters
  * beyond these four (out_string, Alipay's own tracking ones) are ignored: a
- * redirect from Alipay may carry more than it documents. On OK all four are
+ * redirect from Alipay may carry more than it documents. One of the four
+ * given twice (names compared without case) or a %00 anywhere: INVALID. On OK all four are
  * set; on NO_CODE all but auth_code; on INVALID none (out is cleared).
  * The caller frees with activation_callback_clear in every case. */
 enum activation_callback_result activation_parse_callback(const char *query,

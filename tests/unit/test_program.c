@@ -256,6 +256,8 @@ START_TEST(signup_callback_query)
         "app_id=A&template_id=T&request_id=R%20S&auth_code=c",     /* a space */
         "app_id=A&template_id=T&request_id=R&auth_code=%E4%B8%AD", /* not ASCII */
         "app_id=A&template_id=T&request_id=R&auth_code=c%00d",
+        "app_id=A&template_id=T&request_id=R&auth_code=c&request_id=S", /* twice */
+        "app_id=A&template_id=T&request_id=R&auth_code=c&AUTH_CODE=d",  /* twice, any case */
         /* 33 characters of template_id, one past its limit */
         "app_id=A&template_id=TTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT&request_id=R&auth_code=c",
     };
