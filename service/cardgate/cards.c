@@ -75,17 +75,6 @@ static int success_take(struct ledger_success *out, int status, char *body, char
     return 0;
 }
 
-/* A path's card number: 1 to 32 printable ASCII characters. Answers 400
- * and returns -1 otherwise. */
-static int path_card_no(struct request *r)
-{
-    struct validate_error verr;
-    if (validate_card_no(r->param, &verr, "biz_card_no") == 0)
-        return 0;
-    reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field, NULL);
-    return -1;
-}
-
 /* --- POST /v1/cards ------------------------------------------------------ */
 
 static char *open_biz(struct request *r)
@@ -162,8 +151,7 @@ static void cards_open(struct request *r)
         return;
     r->body = body;
     if (validate_card_open(r->body, req, &verr) < 0) {
-        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
-                    NULL);
+        handler_invalid(r, &verr);
         return;
     }
     char hash[65];
@@ -258,15 +246,14 @@ static void cards_update(struct request *r)
     }
     r->data = req;
     r->free_data = free;
-    if (path_card_no(r) < 0)
+    if (handler_path_id(r, "biz_card_no") < 0)
         return;
     json_object *body = handler_json_body(r); /* on NULL r is gone */
     if (!body)
         return;
     r->body = body;
     if (validate_card_update(r->body, req, &verr) < 0) {
-        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
-                    NULL);
+        handler_invalid(r, &verr);
         return;
     }
     char hash[65];
@@ -328,7 +315,7 @@ static void cards_delete(struct request *r)
 {
     static const char *const allowed[] = {"out_serial_no", "reason_code", NULL};
     struct evkeyvalq q;
-    if (path_card_no(r) < 0 || handler_query_params(r, &q, allowed) < 0)
+    if (handler_path_id(r, "biz_card_no") < 0 || handler_query_params(r, &q, allowed) < 0)
         return;
     const char *serial = evhttp_find_header(&q, "out_serial_no");
     const char *reason = evhttp_find_header(&q, "reason_code");
@@ -414,7 +401,7 @@ static void cards_query(struct request *r)
         return;
     if (validate_card_no(biz_card_no, &verr, "biz_card_no") < 0) {
         evhttp_clear_headers(&q);
-        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field, NULL);
+        handler_invalid(r, &verr);
         return;
     }
     int bad = take_user_id(r, evhttp_find_header(&q, "user_id")) < 0;

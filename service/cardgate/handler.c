@@ -15,6 +15,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "store.h"
+#include "validate.h"
 
 static const char *input_header(struct request *r, const char *name)
 {
@@ -41,6 +42,21 @@ static int is_json_type(const char *ct)
     size_t n = strlen("application/json");
     return strncasecmp(ct, "application/json", n) == 0 &&
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+void handler_invalid(struct request *r, const struct validate_error *verr)
+{
+    reply_error(r, 400, "INVALID_PARAMETER", verr->message, verr->field[0] ? verr->field : NULL,
+                NULL);
+}
+
+int handler_path_id(struct request *r, const char *field)
+{
+    struct validate_error verr;
+    if (validate_card_no(r->param, &verr, field) == 0)
+        return 0;
+    handler_invalid(r, &verr);
+    return -1;
 }
 
 json_object *handler_json_body(struct request *r)

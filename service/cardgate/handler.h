@@ -19,6 +19,15 @@
  * the result. */
 json_object *handler_json_body(struct request *r);
 
+/* 400 INVALID_PARAMETER with a validator's message and, when it names one,
+ * its field. */
+struct validate_error;
+void handler_invalid(struct request *r, const struct validate_error *verr);
+
+/* The path's id (r->param), reported as `field`: 1 to 32 printable ASCII
+ * characters. Returns 0, or -1 after answering 400. */
+int handler_path_id(struct request *r, const char *field);
+
 /* Parses the query string into q and refuses parameters other than the
  * `allowed` ones (NULL-terminated). Returns 0 (the caller clears q with
  * evhttp_clear_headers), or -1 after answering 400. */

@@ -52,16 +52,6 @@ static char *template_id_body(const char *id, const char *url)
     return text_of(o);
 }
 
-/* The path's template id: 1 to 32 printable ASCII characters. */
-static int path_template_id(struct request *r)
-{
-    struct validate_error verr;
-    if (validate_card_no(r->param, &verr, "template_id") == 0)
-        return 0;
-    reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field, NULL);
-    return -1;
-}
-
 /* Reads {"request_id", "template"} (nothing else). Answers 4xx and returns
  * NULL when it cannot; the caller owns the result. */
 static json_object *template_body(struct request *r, int for_create)
@@ -92,8 +82,7 @@ static json_object *template_body(struct request *r, int for_create)
     if (template_check_request_id(str_of(body, "request_id"), &verr) < 0 ||
         template_check(tpl, for_create, &verr) < 0) {
         json_object_put(body);
-        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
-                    NULL);
+        handler_invalid(r, &verr);
         return NULL;
     }
     return body;
@@ -221,7 +210,7 @@ static const struct ledger_op modify_op = {
 
 static void templates_modify(struct request *r)
 {
-    if (path_template_id(r) < 0)
+    if (handler_path_id(r, "template_id") < 0)
         return;
     json_object *body = template_body(r, 0);
     if (!body)
@@ -280,7 +269,7 @@ static void queried(struct alipay_reply *rep, void *arg)
 
 static void templates_get(struct request *r)
 {
-    if (path_template_id(r) < 0)
+    if (handler_path_id(r, "template_id") < 0)
         return;
     json_object *o = json_object_new_object();
     json_object_object_add(o, "template_id", json_object_new_string(r->param));
@@ -307,15 +296,14 @@ static void form_set(struct alipay_reply *rep, void *arg)
 static void templates_form(struct request *r)
 {
     struct validate_error verr;
-    if (path_template_id(r) < 0)
+    if (handler_path_id(r, "template_id") < 0)
         return;
     json_object *body = handler_json_body(r);
     if (!body)
         return;
     r->body = body;
     if (template_form_check(r->body, &verr) < 0) {
-        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
-                    NULL);
+        handler_invalid(r, &verr);
         return;
     }
     handler_call_gateway(r, METHOD_FORM, template_form_biz(r->param, r->body), NULL, NULL,
@@ -434,15 +422,14 @@ static void templates_activation(struct request *r)
                     NULL, NULL);
         return;
     }
-    if (path_template_id(r) < 0)
+    if (handler_path_id(r, "template_id") < 0)
         return;
     json_object *body = handler_json_body(r);
     if (!body)
         return;
     r->body = body;
     if (template_activation_check(r->body, &verr) < 0) {
-        reply_error(r, 400, "INVALID_PARAMETER", verr.message, verr.field[0] ? verr.field : NULL,
-                    NULL);
+        handler_invalid(r, &verr);
         return;
     }
     char *settings = jsonx_text(r->body);
