@@ -293,19 +293,29 @@ static void form_set(struct alipay_reply *rep, void *arg)
     direct_answer(arg, METRICS_METHOD_FORMTEMPLATE_SET, rep, form_ok);
 }
 
-static void templates_form(struct request *r)
+/* The PUTs under a template: its id from the path, the JSON body into
+ * r->body (r owns it) and `check` on it. Returns 0, or -1 after answering. */
+static int template_put_body(struct request *r,
+                             int (*check)(json_object *, struct validate_error *))
 {
     struct validate_error verr;
     if (handler_path_id(r, "template_id") < 0)
-        return;
-    json_object *body = handler_json_body(r);
+        return -1;
+    json_object *body = handler_json_body(r); /* on NULL r is gone */
     if (!body)
-        return;
+        return -1;
     r->body = body;
-    if (template_form_check(r->body, &verr) < 0) {
+    if (check(r->body, &verr) < 0) {
         handler_invalid(r, &verr);
-        return;
+        return -1;
     }
+    return 0;
+}
+
+static void templates_form(struct request *r)
+{
+    if (template_put_body(r, template_form_check) < 0)
+        return;
     handler_call_gateway(r, METHOD_FORM, template_form_biz(r->param, r->body), NULL, NULL,
                          form_set);
 }
@@ -414,7 +424,6 @@ static void configured(const char *const *row, int unavailable, const char *erro
 static void templates_activation(struct request *r)
 {
     struct server *srv = r->w->srv;
-    struct validate_error verr;
     if (!srv->cfg.public_url) {
         reply_error(r, 503, "ACTIVATION_NOT_CONFIGURED",
                     "members' sign-up needs CARDGATE_PUBLIC_URL, the address Alipay sends "
@@ -422,16 +431,8 @@ static void templates_activation(struct request *r)
                     NULL, NULL);
         return;
     }
-    if (handler_path_id(r, "template_id") < 0)
+    if (template_put_body(r, template_activation_check) < 0)
         return;
-    json_object *body = handler_json_body(r);
-    if (!body)
-        return;
-    r->body = body;
-    if (template_activation_check(r->body, &verr) < 0) {
-        handler_invalid(r, &verr);
-        return;
-    }
     char *settings = jsonx_text(r->body);
     char *callback = activation_callback(srv);
     int rc = settings && callback
