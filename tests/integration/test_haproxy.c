@@ -21,7 +21,6 @@
 
 #define HAPROXY "/usr/sbin/haproxy"
 #define INSTANCES 3
-#define TEMPLATE "20170308000000000058101000300045"
 
 static const char *const post_headers[] = {TS_AUTH, TS_JSON, NULL};
 
@@ -90,19 +89,6 @@ static void lb_down(struct lb *lb)
     ck_assert_int_eq(system(cmd), 0);
 }
 
-static char *open_body(const char *serial)
-{
-    char *b = malloc(1024);
-    ck_assert_ptr_nonnull(b);
-    snprintf(b, 1024,
-             "{\"out_serial_no\":\"%s\",\"card_template_id\":\"" TEMPLATE "\","
-             "\"user_id\":\"2088302463082075\",\"card\":{\"external_card_no\":\"EXT-%s\","
-             "\"open_date\":\"2024-02-20 21:20:46\",\"valid_date\":\"2030-02-20 21:20:46\","
-             "\"level\":\"VIP1\",\"point\":\"1\"}}",
-             serial, serial);
-    return b;
-}
-
 /* 30 POSTs of one out_serial_no at once, through HAProxy to all three
  * instances, while the gateway holds its answer: one gateway call, one
  * 201, the rest 409 REQUEST_IN_PROGRESS. */
@@ -120,7 +106,7 @@ START_TEST(test_duplicates_across_instances)
     snprintf(url, sizeof url, "%s/v1/cards", lb.url);
     for (int i = 0; i < N; i++)
         urls[i] = url;
-    char *body = open_body("lb-dup");
+    char *body = ts_open_body("lb-dup", "");
     ts_http_parallel(N, "POST", urls, post_headers, body, out);
     /* One 201 that opened the card; the rest 409 while it was in flight,
      * or (a duplicate slowed past the gateway's hold) the same card replayed. */
@@ -181,7 +167,7 @@ static void *load_client(void *arg)
     snprintf(url, sizeof url, "%s/v1/cards", l->url);
     for (int i = 0; !atomic_load(&l->stop); i++) {
         snprintf(serial, sizeof serial, "roll-%d-%d", c->id, i);
-        char *body = open_body(serial);
+        char *body = ts_open_body(serial, "");
         struct ts_http r;
         ts_http_call("POST", url, post_headers, body, &r);
         atomic_fetch_add(&l->sent, 1);

@@ -94,14 +94,11 @@ static void still_serves(const struct ts_stack *st)
     char url[128];
     struct ts_http r;
     snprintf(url, sizeof url, "%s/v1/cards", st->cg.url);
-    const char *body = "{\"out_serial_no\":\"after-hostile\",\"card_template_id\":"
-                       "\"20170308000000000058101000300045\",\"user_id\":\"2088302463082075\","
-                       "\"card\":{\"external_card_no\":\"EXT-after\",\"open_date\":\"2024-02-20 "
-                       "21:20:46\",\"valid_date\":\"2030-02-20 21:20:46\",\"level\":\"VIP1\","
-                       "\"point\":\"1\"}}";
+    char *body = ts_open_body("after-hostile", "");
     ck_assert_int_eq(ts_http_call("POST", url, post_headers, body, &r), 0);
     ck_assert_int_eq(r.status, 201);
     ts_http_free(&r);
+    free(body);
     ck_assert_int_eq(kill(st->cg.pid, 0), 0);
 }
 
@@ -119,23 +116,6 @@ static int post_raw(const struct ts_stack *st, const char *body, size_t len)
     int status = read_status(fd, 10000);
     close(fd);
     return status;
-}
-
-/* A valid open with `extra` spliced in before the final brace (member
- * fields: the place a hostile value would reach), malloc'd. */
-static char *open_with(const char *serial, const char *extra)
-{
-    size_t n = strlen(extra) + 1024;
-    char *b = malloc(n);
-    ck_assert_ptr_nonnull(b);
-    snprintf(b, n,
-             "{\"out_serial_no\":\"%s\",\"card_template_id\":"
-             "\"20170308000000000058101000300045\",\"user_id\":\"2088302463082075\","
-             "\"card\":{\"external_card_no\":\"EXT-%s\",\"open_date\":\"2024-02-20 "
-             "21:20:46\",\"valid_date\":\"2030-02-20 21:20:46\",\"level\":\"VIP1\","
-             "\"point\":\"1\"}%s}",
-             serial, serial, extra);
-    return b;
 }
 
 /* Bodies built to hurt, each otherwise a valid open: 400 MALFORMED_JSON
@@ -181,7 +161,7 @@ START_TEST(test_hostile_bodies)
         struct ts_http r;
         snprintf(url, sizeof url, "%s/v1/cards", st.cg.url);
         snprintf(serial, sizeof serial, "hostile-%zu", i);
-        char *body = open_with(serial, cases[i].extra);
+        char *body = ts_open_body(serial, cases[i].extra);
         ck_assert_int_eq(ts_http_call("POST", url, post_headers, body, &r), 0);
         ck_assert_msg(r.status == 400, "body %zu: %ld %s", i, r.status, r.body);
         char *code = ts_json_at(&r, "error.code");
@@ -191,7 +171,7 @@ START_TEST(test_hostile_bodies)
         free(body);
     }
     /* A NUL byte inside a string, and one after the text. */
-    char *valid = open_with("hostile-nul", "");
+    char *valid = ts_open_body("hostile-nul", "");
     size_t len = strlen(valid);
     char *nul = strdup(valid);
     ck_assert_ptr_nonnull(nul);

@@ -543,6 +543,21 @@ void ts_http_parallel(int n, const char *method, const char *const urls[],
     free(calls);
 }
 
+char *ts_open_body(const char *serial, const char *extra)
+{
+    size_t n = strlen(extra) + 2 * strlen(serial) + 512;
+    char *b = malloc(n);
+    ck_assert_ptr_nonnull(b);
+    snprintf(b, n,
+             "{\"out_serial_no\":\"%s\",\"card_template_id\":"
+             "\"20170308000000000058101000300045\",\"user_id\":\"2088302463082075\","
+             "\"card\":{\"external_card_no\":\"EXT-%s\",\"open_date\":\"2024-02-20 "
+             "21:20:46\",\"valid_date\":\"2030-02-20 21:20:46\",\"level\":\"VIP1\","
+             "\"point\":\"1\"}%s}",
+             serial, serial, extra);
+    return b;
+}
+
 int ts_run_suite(struct Suite *s)
 {
     /* The load tests hold hundreds of connections at once, in this process

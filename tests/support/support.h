@@ -80,6 +80,12 @@ int ts_sim_clear_faults(const struct ts_sim *sim);
 /* How many calls reached the gateway for out_serial_no (NULL: all). */
 long ts_sim_calls(const struct ts_sim *sim, const char *out_serial_no);
 
+/* A valid POST /v1/cards body: out_serial_no serial, external_card_no
+ * "EXT-" serial, the vectors' template and user, level VIP1, point 1, and
+ * `extra` ("" or more top-level members, each after a comma) before the
+ * final brace. malloc'd; the caller frees. */
+char *ts_open_body(const char *serial, const char *extra);
+
 /* The API key every test cardgate accepts (caller name "pos"). */
 #define TS_API_KEY "test-key-0123456789"
 #define TS_AUTH "Authorization: Bearer " TS_API_KEY
