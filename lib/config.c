@@ -397,6 +397,8 @@ static const struct setting settings[] = {
      3600},
     {"CARDGATE_LOCK_MARGIN_MS", "server", "lock_margin_ms", set_long, FIELD(lock_margin_ms), 0,
      3600000},
+    {"CARDGATE_SWEEP_INTERVAL_MS", "server", "sweep_interval_ms", set_long,
+     FIELD(sweep_interval_ms), 0, 3600000},
     {"CARDGATE_PUBLIC_URL", "server", "public_url", set_public_url, FIELD(public_url), 0, 0},
     {"CARDGATE_REQUEST_DEADLINE_MS", "server", "request_deadline_ms", set_long,
      FIELD(request_deadline_ms), 100, 600000},
@@ -438,6 +440,7 @@ static int config_defaults(struct config *c, char *err, size_t errlen)
     c->log_json = 1;
     c->drain_timeout_ms = 20000;
     c->lock_margin_ms = 5000;
+    c->sweep_interval_ms = 5000;
     c->idle_timeout_s = 30;
     c->db_pool_size = 0; /* not set: from the workers, at the end of config_load */
     c->alipay_key_grace_s = 86400;

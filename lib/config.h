@@ -11,6 +11,7 @@
  *   CARDGATE_DRAIN_TIMEOUT_MS         [server] drain_timeout_ms   20000
  *   CARDGATE_IDLE_TIMEOUT_S           [server] idle_timeout_s     30
  *   CARDGATE_LOCK_MARGIN_MS           [server] lock_margin_ms     5000
+ *   CARDGATE_SWEEP_INTERVAL_MS        [server] sweep_interval_ms  5000 (0: no sweeper)
  *   CARDGATE_DATABASE_URL             [database] url          (none; serve needs it)
  *   CARDGATE_DB_POOL_SIZE             [database] pool_size    4 per worker, 32 in all
  *   CARDGATE_API_KEYS                 [auth] api_keys         (none: every /v1 call is 401)
@@ -37,6 +38,9 @@
  *     request is dropped after this many seconds (1 to 3600).
  *   - lock_margin_ms: a `pending` ledger row is considered abandoned (its
  *     lock stale) after the Alipay timeout plus this margin (0 to 3600000).
+ *   - sweep_interval_ms: how often worker 0 looks for requests whose
+ *     holder died (pending past their lock) and makes them again (sweeper.h;
+ *     0 to 3600000, 0 turns it off).
  *   - pool_size: database connections per worker thread (1 to 100). Not
  *     set: 4, or fewer when workers x 4 would pass 32 (at least 1).
  *
@@ -75,7 +79,7 @@ struct config {
     long alipay_timeout_ms;
     enum log_level log_level;
     int log_json;
-    long drain_timeout_ms, lock_margin_ms, idle_timeout_s;
+    long drain_timeout_ms, lock_margin_ms, idle_timeout_s, sweep_interval_ms;
     int db_pool_size;
     int alipay_allow_http;    /* 1: a plain http:// gateway (the simulator) is allowed */
     long alipay_key_grace_s;  /* after a rotation, the old Alipay key still verifies this long */

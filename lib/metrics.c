@@ -148,8 +148,20 @@ char *metrics_render(struct metrics *m)
         "cardgate_database_errors_total %lu\n"
         "# HELP cardgate_idempotent_replays_total Stored outcomes replayed.\n"
         "# TYPE cardgate_idempotent_replays_total counter\n"
-        "cardgate_idempotent_replays_total %lu\n",
+        "cardgate_idempotent_replays_total %lu\n"
+        "# HELP cardgate_stale_requests Requests left pending past their lock (the "
+        "stale_requests view), as the sweeper last counted them.\n"
+        "# TYPE cardgate_stale_requests gauge\n"
+        "cardgate_stale_requests %ld\n"
+        "# HELP cardgate_requests_redriven_total Abandoned requests the sweeper made again.\n"
+        "# TYPE cardgate_requests_redriven_total counter\n"
+        "cardgate_requests_redriven_total %lu\n"
+        "# HELP cardgate_redrives_impossible_total Abandoned requests the sweeper could not make "
+        "again (nothing sealed, or sealed under another key).\n"
+        "# TYPE cardgate_redrives_impossible_total counter\n"
+        "cardgate_redrives_impossible_total %lu\n",
         atomic_load(&m->requests_in_flight), atomic_load(&m->gateway_in_flight),
-        load(&m->db_errors), load(&m->idempotent_replays));
+        load(&m->db_errors), load(&m->idempotent_replays), atomic_load(&m->stale_requests),
+        load(&m->requests_redriven), load(&m->redrives_impossible));
     return t.p;
 }

@@ -56,6 +56,13 @@ struct metrics {
     atomic_long gateway_in_flight;
     atomic_ulong db_errors;
     atomic_ulong idempotent_replays;
+    /* The sweeper's (sweeper.h): requests left pending past their lock, as
+     * its last look saw them (-1: it has not looked yet), those it made
+     * again, and those it could not (nothing sealed, or the seal did not
+     * open with this instance's key). */
+    atomic_long stale_requests;
+    atomic_ulong requests_redriven;
+    atomic_ulong redrives_impossible;
 };
 
 void metrics_init(struct metrics *m);

@@ -16,8 +16,8 @@ const struct pg_statement store_statements[] = {
     {"claim",
      "SELECT verdict, http_status, response_body, attempts, biz_card_no, prior "
      "FROM card_request_claim_op($1, $2, $3, $4, $5, $6::integer, $7, $8, $9::timestamp, $10, "
-     "$11::integer)",
-     11},
+     "$11::integer, $12::bytea)",
+     12},
     {"complete",
      "SELECT card_request_finish($1, $2, $3, $4, $5, $6, $7, $8::integer, $9, $10::integer, "
      "$11, $12, $13, coalesce($14::jsonb, '{}'::jsonb), $15::integer)",
@@ -39,6 +39,23 @@ const struct pg_statement store_statements[] = {
      "SELECT " CARD_COLUMNS " FROM cards WHERE app_id = $1 AND out_serial_no = $2 "
      "ORDER BY created_at, biz_card_no LIMIT 1000",
      2},
+    /* Picks the oldest abandoned requests that no sweeper tried lately
+     * (one a sweeper could not finish waits $3 ms before the next try, so
+     * it cannot starve the others), and counts every abandoned one. */
+    {"abandoned",
+     "WITH picked AS ("
+     " SELECT app_id, out_serial_no FROM card_requests"
+     " WHERE app_id = $1 AND state = 'pending' AND lock_expires_at < now()"
+     " AND (swept_at IS NULL OR swept_at < now() - make_interval(secs => $3::integer / 1000.0))"
+     " ORDER BY swept_at NULLS FIRST, lock_expires_at LIMIT $2::integer FOR UPDATE SKIP LOCKED), "
+     "swept AS ("
+     " UPDATE card_requests c SET swept_at = now() FROM picked p"
+     " WHERE c.app_id = p.app_id AND c.out_serial_no = p.out_serial_no"
+     " RETURNING c.out_serial_no, c.sealed) "
+     "SELECT s.out_serial_no, s.sealed, t.total FROM (SELECT count(*) AS total FROM card_requests"
+     " WHERE app_id = $1 AND state = 'pending' AND lock_expires_at < now()) t"
+     " LEFT JOIN swept s ON true",
+     3},
     {"schema_check", "SELECT 1 FROM schema_migrations WHERE version = $1", 1},
     {"template_configure",
      "SELECT apply_card_url FROM card_template_configure($1, $2, $3, $4::jsonb, $5)", 5},
@@ -78,6 +95,22 @@ static int exec_or_free(struct pg_pool *pool, const char *stmt, int n, const cha
 static int result_ok(PGresult *res)
 {
     return res && PQresultStatus(res) == PGRES_TUPLES_OK;
+}
+
+/* bytea's text input ("\\x" and hex), malloc'd. */
+static char *bytea_text(const unsigned char *b, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *t = malloc(2 * n + 3);
+    if (!t)
+        return NULL;
+    t[0] = '\\', t[1] = 'x';
+    for (size_t i = 0; i < n; i++) {
+        t[2 + 2 * i] = hex[b[i] >> 4];
+        t[3 + 2 * i] = hex[b[i] & 15];
+    }
+    t[2 * n + 2] = '\0';
+    return t;
 }
 
 /* --- claim --------------------------------------------------------------- */
@@ -134,17 +167,19 @@ int store_claim(struct pg_pool *pool, const struct store_claim_args *a, store_cl
             left = 1;
     }
     snprintf(lock, sizeof(lock), "%lld", left);
+    char *sealed = a->sealed ? bytea_text(a->sealed, a->sealed_len) : NULL;
     const char *values[] = {
         a->app_id,    a->serial,      a->hash,       a->caller,           a->token, stale,
-        a->operation, a->biz_card_no, a->occur_time, a->external_card_no, lock};
+        a->operation, a->biz_card_no, a->occur_time, a->external_card_no, lock,     sealed};
     struct pending *pd = pending_new((void (*)(void))cb, arg);
-    if (!pd)
-        return -1;
-    if (pg_pool_exec_until(pool, "claim", 11, values, a->deadline_ms, on_claim, pd) < 0) {
+    int rc = pd && (sealed || !a->sealed) &&
+                     pg_pool_exec_until(pool, "claim", 12, values, a->deadline_ms, on_claim, pd) == 0
+                 ? 0
+                 : -1;
+    if (rc < 0)
         free(pd);
-        return -1;
-    }
-    return 0;
+    free(sealed);
+    return rc;
 }
 
 /* --- complete ------------------------------------------------------------ */
@@ -276,6 +311,49 @@ int store_template_activation(struct pg_pool *pool, const char *app_id, const ch
 {
     const char *values[] = {app_id, template_id};
     return exec_or_free(pool, "template_activation", 2, values, on_row,
+                        pending_new((void (*)(void))cb, arg));
+}
+
+/* --- abandoned requests ------------------------------------------------- */
+
+static void on_abandoned(PGresult *res, int unavailable, const char *error, void *arg)
+{
+    struct pending *p = arg;
+    store_abandoned_cb cb = (store_abandoned_cb)p->cb;
+    void *uarg = p->arg;
+    free(p);
+    if (!result_ok(res)) {
+        cb(NULL, 0, -1, error ? error : "query failed", uarg);
+        return;
+    }
+    /* One row at least (the total); a NULL serial is no request. */
+    long total = PQntuples(res) ? atol(PQgetvalue(res, 0, 2)) : 0;
+    int n = PQntuples(res) && !PQgetisnull(res, 0, 0) ? PQntuples(res) : 0;
+    struct store_abandoned *rows = calloc(n ? (size_t)n : 1, sizeof(*rows));
+    if (!rows) {
+        cb(NULL, 0, -1, "out of memory", uarg);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        rows[i].serial = PQgetvalue(res, i, 0);
+        if (!PQgetisnull(res, i, 1))
+            rows[i].sealed = PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 1),
+                                             &rows[i].sealed_len);
+    }
+    cb(rows, (size_t)n, total, NULL, uarg);
+    for (int i = 0; i < n; i++)
+        PQfreemem(rows[i].sealed);
+    free(rows);
+}
+
+int store_abandoned(struct pg_pool *pool, const char *app_id, int limit, long backoff_ms,
+                    store_abandoned_cb cb, void *arg)
+{
+    char lim[16], backoff[32];
+    snprintf(lim, sizeof(lim), "%d", limit);
+    snprintf(backoff, sizeof(backoff), "%ld", backoff_ms);
+    const char *values[] = {app_id, lim, backoff};
+    return exec_or_free(pool, "abandoned", 3, values, on_abandoned,
                         pending_new((void (*)(void))cb, arg));
 }
 

@@ -41,6 +41,10 @@ struct store_claim_args {
     /* The request's deadline (monotonic ms, 0: none): the claim must start
      * by then, and its lock waits end by then (nothing committed). */
     long long deadline_ms;
+    /* The request sealed for the sweeper (seal.h), kept in the row while
+     * it is pending; NULL: nothing to make again. */
+    const unsigned char *sealed;
+    size_t sealed_len;
 };
 
 struct store_claim {
@@ -119,6 +123,24 @@ int store_template_configure(struct pg_pool *p, const char *app_id, const char *
  * no settings. */
 int store_template_activation(struct pg_pool *p, const char *app_id, const char *template_id,
                               store_row_cb cb, void *arg);
+
+/* One request left pending past its lock: its out_serial_no and what was
+ * sealed of it (NULL when nothing was). Valid during the callback. */
+struct store_abandoned {
+    const char *serial;
+    unsigned char *sealed;
+    size_t sealed_len;
+};
+/* rows NULL: the database failed (error says). total: how many such rows
+ * there are in all, of which the oldest n are given. */
+typedef void (*store_abandoned_cb)(const struct store_abandoned *rows, size_t n, long total,
+                                   const char *error, void *arg);
+/* Takes the oldest `limit` requests of app_id left pending past their lock
+ * (the stale_requests view) that no sweeper took in the last backoff_ms,
+ * marking them taken now (swept_at). Returns 0, or -1 when the pool's
+ * queue is full. */
+int store_abandoned(struct pg_pool *p, const char *app_id, int limit, long backoff_ms,
+                    store_abandoned_cb cb, void *arg);
 
 /* current: 1 when the newest embedded migration is applied, 0 when behind,
  * -1 when the database could not answer. */

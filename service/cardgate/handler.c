@@ -17,11 +17,6 @@
 #include "store.h"
 #include "validate.h"
 
-static const char *input_header(struct request *r, const char *name)
-{
-    return evhttp_find_header(evhttp_request_get_input_headers(r->req), name);
-}
-
 void handler_database_unavailable(struct request *r, const char *error)
 {
     struct server *srv = r->w->srv;
@@ -61,18 +56,18 @@ int handler_path_id(struct request *r, const char *field)
 
 json_object *handler_json_body(struct request *r)
 {
-    if (!is_json_type(input_header(r, "Content-Type"))) {
+    if (!is_json_type(request_header(r, "Content-Type"))) {
         reply_error(r, 415, "UNSUPPORTED_MEDIA_TYPE",
                     "Content-Type must be application/json; charset=utf-8", NULL, NULL);
         return NULL;
     }
-    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
-    size_t len = evbuffer_get_length(in);
+    size_t len = 0;
+    const char *body = request_body(r, &len);
     if (len > API_MAX_BODY) {
         reply_error(r, 413, "PAYLOAD_TOO_LARGE", "the body is over 64 KiB", NULL, NULL);
         return NULL;
     }
-    json_object *o = jsonx_parse((const char *)evbuffer_pullup(in, -1), len);
+    json_object *o = jsonx_parse(body, len);
     if (!o) {
         reply_error(r, 400, "MALFORMED_JSON", "the body is not one valid JSON document", NULL,
                     NULL);
@@ -83,7 +78,7 @@ json_object *handler_json_body(struct request *r)
 
 int handler_query_params(struct request *r, struct evkeyvalq *q, const char *const allowed[])
 {
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+    const char *query = request_query(r);
     TAILQ_INIT(q);
     if (query && evhttp_parse_query_str(query, q) < 0) {
         reply_error(r, 400, "INVALID_PARAMETER", "the query string cannot be parsed", NULL, NULL);

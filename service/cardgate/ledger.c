@@ -5,12 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "alipay_card.h"
 #include "alipay_client.h"
 #include "handler.h"
 #include "log.h"
 #include "recorder.h"
 #include "routes.h"
+#include "seal.h"
 #include "store.h"
 
 static char *dup_or_null(const char *s)
@@ -396,6 +399,27 @@ static void claimed(const struct store_claim *cl, const char *error, void *arg)
         ledger_send(r);
 }
 
+/* What the sweeper needs to make r again if its holder dies, sealed for
+ * r's ledger row (seal.h), malloc'd; NULL when out of memory or random. */
+static unsigned char *seal_request(struct request *r, size_t *len)
+{
+    struct server *srv = r->w->srv;
+    size_t n = 0;
+    char *what = routes_capture(r, &n);
+    size_t alen = strlen(srv->cfg.alipay_app_id) + strlen(r->ledger.serial) + 2;
+    char *aad = malloc(alen);
+    unsigned char *sealed = NULL;
+    if (what && aad) {
+        snprintf(aad, alen, "%s\n%s", srv->cfg.alipay_app_id, r->ledger.serial);
+        sealed = seal_encrypt(srv->seal_key, aad, what, n, len);
+    }
+    if (what)
+        OPENSSL_cleanse(what, n);
+    free(what);
+    free(aad);
+    return sealed;
+}
+
 void ledger_run(struct request *r, const struct ledger_op *op, const struct ledger_key *key)
 {
     struct server *srv = r->w->srv;
@@ -417,6 +441,12 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
         refuse(r, 500, "INTERNAL", "no random token for the lock", NULL);
         return;
     }
+    size_t sealed_len = 0;
+    unsigned char *sealed = op->not_redriven ? NULL : seal_request(r, &sealed_len);
+    if (!op->not_redriven && !sealed) {
+        refuse(r, 500, "INTERNAL", "the request could not be sealed for the ledger", NULL);
+        return;
+    }
     struct store_claim_args a = {
         .app_id = srv->cfg.alipay_app_id,
         .serial = c->serial,
@@ -430,7 +460,11 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
         .occur_time = c->occur_time,
         .external_card_no = c->external_card_no,
         .deadline_ms = r->deadline_ms,
+        .sealed = sealed,
+        .sealed_len = sealed_len,
     };
-    if (store_claim(r->w->pg, &a, claimed, r) < 0)
+    int rc = store_claim(r->w->pg, &a, claimed, r);
+    free(sealed);
+    if (rc < 0)
         unavailable(r, "database queue full");
 }

@@ -51,6 +51,10 @@ struct ledger_op {
      * changes, whose order matters (its own retry checks the card first).
      * An open needs no wait: Alipay dedups it on out_serial_no. */
     int cool_down;
+    /* The request cannot be made again without its client (a member's
+     * sign-up: its one-time code is spent): nothing is sealed for the
+     * sweeper, and a request its holder abandoned waits for a retry. */
+    int not_redriven;
     /* Optional: headers of a success and of its replays (Location). */
     void (*decorate)(struct request *r, int status, const char *biz_card_no, const char *body);
     /* Optional: the endpoint's own form for every error it answers (the

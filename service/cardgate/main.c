@@ -60,10 +60,11 @@ static int cmd_migrate(const struct config *cfg)
     return 0;
 }
 
-/* The key of the request hashes: CARDGATE_REQUEST_HASH_SECRET when set,
- * else derived from the app's private key, which every instance of one app
- * shares (but which changes when the key is rotated: see the README). */
-static int derive_hash_key(struct server *srv)
+/* The keys of the request hashes and of the sealed requests (seal.h), one
+ * per label: from CARDGATE_REQUEST_HASH_SECRET when set, else from the
+ * app's private key, which every instance of one app shares (but which
+ * changes when the key is rotated: see the README). */
+static int derive_key(struct server *srv, const char *label, unsigned char out[32])
 {
     const char *secret = srv->cfg.request_hash_secret;
     unsigned char *der = NULL;
@@ -72,9 +73,9 @@ static int derive_hash_key(struct server *srv)
         return -1;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-             EVP_DigestUpdate(ctx, "cardgate request hash v1", 24) &&
+             EVP_DigestUpdate(ctx, label, strlen(label)) &&
              EVP_DigestUpdate(ctx, secret ? (const unsigned char *)secret : der, (size_t)len) &&
-             EVP_DigestFinal_ex(ctx, srv->hash_key, NULL);
+             EVP_DigestFinal_ex(ctx, out, NULL);
     EVP_MD_CTX_free(ctx);
     if (der)
         OPENSSL_clear_free(der, (size_t)len);
@@ -103,8 +104,9 @@ static int load_keys(struct server *srv, char *err, size_t errlen)
                  cfg->alipay_public_key_file);
         return -1;
     }
-    if (derive_hash_key(srv) < 0) {
-        snprintf(err, errlen, "cannot derive the request hash key");
+    if (derive_key(srv, "cardgate request hash v1", srv->hash_key) < 0 ||
+        derive_key(srv, "cardgate sealed request v1", srv->seal_key) < 0) {
+        snprintf(err, errlen, "cannot derive the request hash and seal keys");
         return -1;
     }
     return 0;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <sys/socket.h>
@@ -26,6 +27,17 @@ static void live_add(struct worker *w, struct request *r)
     atomic_fetch_add(&w->srv->metrics.requests_in_flight, 1);
 }
 
+static void redrive_free(struct redrive *d)
+{
+    if (!d)
+        return;
+    free(d->path);
+    free(d->query);
+    free(d->body);
+    free(d->caller);
+    free(d);
+}
+
 static void request_free(struct request *r)
 {
     struct worker *w = r->w;
@@ -39,6 +51,7 @@ static void request_free(struct request *r)
     atomic_fetch_sub(&w->srv->metrics.requests_in_flight, 1);
     if (r->body)
         json_object_put(r->body);
+    redrive_free(r->redrive);
     free(r->param);
     free(r->target);
     free(r->user_id);
@@ -58,8 +71,7 @@ void routes_abandon(struct worker *w)
  * when absent) a random one is made. */
 static void request_id(struct request *r)
 {
-    const char *given =
-        evhttp_find_header(evhttp_request_get_input_headers(r->req), "X-Request-Id");
+    const char *given = request_header(r, "X-Request-Id");
     if (given && *given && strlen(given) < sizeof(r->id)) {
         int ok = 1;
         for (const char *c = given; *c && ok; c++)
@@ -82,12 +94,12 @@ static void request_id(struct request *r)
 
 void reply_add_header(struct request *r, const char *name, const char *value)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
+    if (r->req)
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
 }
 
-void reply_send(struct request *r, int status, const char *content_type, const char *body)
+static void send_http(struct request *r, int status, const char *content_type, const char *body)
 {
-    struct server *srv = r->w->srv;
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     evhttp_add_header(h, "Content-Type", content_type);
     evhttp_add_header(h, "X-Request-Id", r->id);
@@ -98,14 +110,25 @@ void reply_send(struct request *r, int status, const char *content_type, const c
     evbuffer_add(buf, body, strlen(body));
     evhttp_send_reply(r->req, status, NULL, buf);
     evbuffer_free(buf);
-    metrics_request(&srv->metrics, r->route, status);
-    if (log_enabled(&srv->log, LOG_INFO)) {
+}
+
+void reply_send(struct request *r, int status, const char *content_type, const char *body)
+{
+    struct server *srv = r->w->srv;
+    if (r->req) {
+        send_http(r, status, content_type, body);
+        metrics_request(&srv->metrics, r->route, status);
+    }
+    /* A request made again has nobody to answer: its line in the log (at
+     * every level) is what tells how it ended. */
+    if (!r->req || log_enabled(&srv->log, LOG_INFO)) {
         char st[16], ms[32];
         snprintf(st, sizeof(st), "%d", status);
         snprintf(ms, sizeof(ms), "%lld", server_now_ms() - r->start_ms);
-        log_write(&srv->log, LOG_INFO, "request", "request_id", r->id, "route",
-                  metrics_route_name(r->route), "status", st, "duration_ms", ms, "caller",
-                  r->caller, "out_serial_no", r->ledger.serial, NULL);
+        log_write(&srv->log, r->req ? LOG_INFO : LOG_WARN,
+                  r->req ? "request" : "abandoned request made again", "request_id", r->id,
+                  "route", metrics_route_name(r->route), "status", st, "duration_ms", ms,
+                  "caller", r->caller, "out_serial_no", r->ledger.serial, NULL);
     }
     request_free(r);
 }
@@ -158,8 +181,7 @@ void reply_error(struct request *r, int status, const char *code, const char *me
  * time with every configured one. */
 static int authenticate(struct request *r)
 {
-    const char *auth =
-        evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
+    const char *auth = request_header(r, "Authorization");
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
         const char *key = auth + 7;
         while (*key == ' ')
@@ -270,6 +292,8 @@ static int local_port(struct evhttp_request *req)
 static int served_here(struct request *r, enum route_access access)
 {
     const struct config *cfg = &r->w->srv->cfg;
+    if (!r->req)
+        return access == ROUTE_BEARER;
     if (!cfg->ops_port || access == ROUTE_PROBE)
         return 1;
     int on_ops = local_port(r->req) == cfg->ops_port;
@@ -300,7 +324,9 @@ static void dispatch(struct request *r, enum evhttp_cmd_type cmd, const char *pa
         method_not_allowed(r, t, resource->pattern);
         return;
     }
-    if (route->access == ROUTE_BEARER && authenticate(r) < 0)
+    /* A request made again was authenticated the first time; its caller
+     * is the one the ledger row was claimed for. */
+    if (route->access == ROUTE_BEARER && !r->redrive && authenticate(r) < 0)
         return;
     if (param) {
         size_t len = 0;
@@ -318,20 +344,28 @@ static void dispatch(struct request *r, enum evhttp_cmd_type cmd, const char *pa
     route->handler(r);
 }
 
-void routes_dispatch(struct evhttp_request *req, void *arg)
+static struct request *request_new(struct worker *w, struct evhttp_request *req)
 {
-    struct worker *w = arg;
     struct request *r = calloc(1, sizeof(*r));
-    if (!r) {
-        evhttp_send_error(req, 503, "out of memory");
-        return;
-    }
+    if (!r)
+        return NULL;
     r->w = w;
     r->req = req;
     r->start_ms = server_now_ms();
     r->deadline_ms = r->start_ms + w->srv->cfg.request_deadline_ms;
     r->route = METRICS_ROUTE_OTHER;
     live_add(w, r);
+    return r;
+}
+
+void routes_dispatch(struct evhttp_request *req, void *arg)
+{
+    struct worker *w = arg;
+    struct request *r = request_new(w, req);
+    if (!r) {
+        evhttp_send_error(req, 503, "out of memory");
+        return;
+    }
     request_id(r);
 
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -341,4 +375,123 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
         return;
     }
     dispatch(r, evhttp_request_get_command(req), path);
+}
+
+/* --- the request's inputs, and making a request again -------------------- */
+
+const char *request_header(struct request *r, const char *name)
+{
+    if (r->req)
+        return evhttp_find_header(evhttp_request_get_input_headers(r->req), name);
+    return strcasecmp(name, "Content-Type") == 0 ? "application/json" : NULL;
+}
+
+const char *request_query(struct request *r)
+{
+    if (r->req)
+        return evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+    return r->redrive->query;
+}
+
+const char *request_body(struct request *r, size_t *len)
+{
+    if (r->req) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+        *len = evbuffer_get_length(in);
+        return *len ? (const char *)evbuffer_pullup(in, -1) : "";
+    }
+    *len = r->redrive->body_len;
+    return r->redrive->body;
+}
+
+static const char *request_path(struct request *r)
+{
+    if (r->req) {
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r->req);
+        return uri ? evhttp_uri_get_path(uri) : NULL;
+    }
+    return r->redrive->path;
+}
+
+static enum evhttp_cmd_type request_method(struct request *r)
+{
+    return r->req ? evhttp_request_get_command(r->req) : r->redrive->method;
+}
+
+char *routes_capture(struct request *r, size_t *len)
+{
+    size_t body_len = 0;
+    const char *body = request_body(r, &body_len), *path = request_path(r);
+    const char *query = request_query(r);
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    json_object_object_add(o, "method", json_object_new_string(method_name(request_method(r))));
+    json_object_object_add(o, "path", json_object_new_string(path ? path : ""));
+    json_object_object_add(o, "query", query ? json_object_new_string(query) : NULL);
+    json_object_object_add(o, "body", json_object_new_string_len(body, (int)body_len));
+    json_object_object_add(o, "caller", json_object_new_string(r->caller ? r->caller : ""));
+    char *text = jsonx_text(o);
+    json_object_put(o);
+    if (text)
+        *len = strlen(text);
+    return text;
+}
+
+static const enum evhttp_cmd_type redrive_methods[] = {EVHTTP_REQ_POST, EVHTTP_REQ_PUT,
+                                                       EVHTTP_REQ_PATCH, EVHTTP_REQ_DELETE};
+
+/* The string member key of o, copied (NULL member: *out NULL); -1 when it
+ * is missing, not a string, or memory runs out. */
+static int take_string(json_object *o, const char *key, int nullable, char **out)
+{
+    json_object *v = NULL;
+    *out = NULL;
+    if (!json_object_object_get_ex(o, key, &v))
+        return -1;
+    if (!v)
+        return nullable ? 0 : -1;
+    if (!json_object_is_type(v, json_type_string))
+        return -1;
+    *out = strndup(json_object_get_string(v), (size_t)json_object_get_string_len(v));
+    return *out ? 0 : -1;
+}
+
+static struct redrive *redrive_parse(const char *text, size_t len)
+{
+    json_object *o = jsonx_parse(text, len), *m = NULL;
+    struct redrive *d = o ? calloc(1, sizeof(*d)) : NULL;
+    int ok = d && json_object_object_get_ex(o, "method", &m) &&
+             json_object_is_type(m, json_type_string);
+    for (size_t i = 0; ok && i < sizeof(redrive_methods) / sizeof(*redrive_methods); i++)
+        if (strcmp(json_object_get_string(m), method_name(redrive_methods[i])) == 0)
+            d->method = redrive_methods[i], ok = 2;
+    ok = ok == 2 && take_string(o, "path", 0, &d->path) == 0 &&
+         take_string(o, "query", 1, &d->query) == 0 && take_string(o, "body", 0, &d->body) == 0 &&
+         take_string(o, "caller", 0, &d->caller) == 0 && *d->caller;
+    if (d && ok)
+        d->body_len = strlen(d->body);
+    json_object_put(o);
+    if (!ok) {
+        redrive_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+int routes_redrive(struct worker *w, const char *text, size_t len, const char *origin)
+{
+    struct redrive *d = redrive_parse(text, len);
+    if (!d)
+        return -1;
+    struct request *r = request_new(w, NULL);
+    if (!r) {
+        redrive_free(d);
+        return -1;
+    }
+    r->redrive = d;
+    r->caller = d->caller;
+    snprintf(r->id, sizeof(r->id), "redrive-%.60s", origin);
+    dispatch(r, d->method, d->path);
+    return 0;
 }

@@ -21,11 +21,21 @@
  * comes in the JSON envelope. */
 #define API_MAX_BODY (64 * 1024)
 
+/* A request the sweeper makes again from what the ledger sealed of it
+ * (routes_capture): it stands for the HTTP call that first made it. The
+ * strings are owned by it; query may be NULL. */
+struct redrive {
+    enum evhttp_cmd_type method;
+    char *path, *query, *body, *caller;
+    size_t body_len;
+};
+
 /* One HTTP call from arrival to reply. Owned by the worker's live list; a
  * reply frees it. */
 struct request {
     struct worker *w;
-    struct evhttp_request *req;
+    struct evhttp_request *req; /* NULL for a request made again */
+    struct redrive *redrive;    /* only for a request made again */
     struct request *prev, *next;
     enum metrics_route route;
     char id[80];        /* X-Request-Id */
@@ -82,6 +92,24 @@ int routes_add(struct route_table *t, enum evhttp_cmd_type method, const char *p
                enum metrics_route metric, enum route_access access, route_handler handler);
 
 void routes_dispatch(struct evhttp_request *req, void *arg);
+
+/* What a request is, as the sweeper needs it to make the request again
+ * (method, path, query, body and caller as JSON text), malloc'd; NULL when
+ * out of memory. */
+char *routes_capture(struct request *r, size_t *len);
+
+/* Makes again the request that routes_capture described (text[0..len)),
+ * through the same route, handler and ledger as the first time, with no
+ * client to answer: the outcome is recorded and logged only. origin names
+ * it in the logs. Returns 0, or -1 when text is not such a description. */
+int routes_redrive(struct worker *w, const char *text, size_t len, const char *origin);
+
+/* The request's inputs, whether it came over HTTP or is made again: an
+ * input header (NULL when absent; a request made again has only its
+ * Content-Type), the query string (NULL when none), the body (*len). */
+const char *request_header(struct request *r, const char *name);
+const char *request_query(struct request *r);
+const char *request_body(struct request *r, size_t *len);
 
 /* Frees the requests still live after the loop stopped (drain timeout). */
 void routes_abandon(struct worker *w);

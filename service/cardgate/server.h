@@ -36,6 +36,7 @@ struct server {
     _Atomic(struct reload *) live;        /* API keys and Alipay's keys in force */
     _Atomic(struct alipay_trust *) trust; /* &live->trust, for the Alipay clients */
     unsigned char hash_key[32];           /* keys the request hashes: derived from the app key */
+    unsigned char seal_key[32];           /* seals requests for the sweeper: derived the same way */
     struct metrics metrics;
     const struct route_table *routes; /* filled by main before the workers start */
     int nworkers;
@@ -58,6 +59,7 @@ struct worker {
     long in_flight;         /* requests being handled; this thread only */
     struct request *live;   /* those requests, to free them if the drain times out */
     struct record *records; /* final outcomes being written again (recorder.h) */
+    struct sweeper *sweeper; /* worker 0 only (sweeper.h) */
     long long drain_deadline_ms;
     int draining; /* answers then close their connection */
 };

@@ -374,6 +374,7 @@ static const struct ledger_op signup_op = {
     .method = ALIPAY_CARD_OPEN,
     .metric = METRICS_METHOD_OPEN,
     .gateway_calls = 3, /* the token, the form, the open */
+    .not_redriven = 1,  /* the member's one-time code is spent */
     .decorate = signup_decorate,
     .error_page = signup_error_page,
     .content_type = HTML_TYPE,
@@ -432,7 +433,7 @@ static void signup_callback(struct request *r)
     r->data = s;
     r->free_data = signup_free;
     r->caller = "member"; /* the ledger's caller: the member's own browser */
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+    const char *query = request_query(r);
     enum activation_callback_result parsed = activation_parse_callback(query, &s->cb);
     if (parsed == ACTIVATION_CALLBACK_INVALID ||
         strcmp(s->cb.app_id, srv->cfg.alipay_app_id) != 0) {

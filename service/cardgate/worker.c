@@ -20,6 +20,7 @@
 #include "recorder.h"
 #include "routes.h"
 #include "store.h"
+#include "sweeper.h"
 
 /* evhttp itself stops bodies beyond this; routes answer 413 in the JSON
  * envelope for anything over the API's 64 KiB below it. */
@@ -136,6 +137,7 @@ static void worker_free(struct worker *w)
     alipay_client_free(w->alipay);
     routes_abandon(w);
     recorder_abandon(w);
+    sweeper_free(w);
     if (w->drain_tick)
         event_free(w->drain_tick);
     if (w->drain_ev)
@@ -190,6 +192,11 @@ static int worker_setup(struct worker *w, struct server *srv, int id, char *err,
     }
     if (worker_clients(w, err, errlen) < 0)
         return -1;
+    /* One sweeper per instance is enough: the ledger keeps several apart. */
+    if (id == 0 && sweeper_start(w) < 0) {
+        snprintf(err, errlen, "cannot start the sweeper");
+        return -1;
+    }
     w->drain_ev = event_new(w->base, -1, 0, drain_start, w);
     return 0;
 }

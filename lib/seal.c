@@ -1,0 +1,69 @@
+/* seal: see seal.h. */
+#include "seal.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#define SEAL_VERSION 1
+#define NONCE_LEN 12
+#define TAG_LEN 16
+
+unsigned char *seal_encrypt(const unsigned char key[SEAL_KEY_LEN], const char *aad,
+                            const void *plain, size_t len, size_t *outlen)
+{
+    if (len > INT_MAX - SEAL_OVERHEAD)
+        return NULL;
+    unsigned char *out = malloc(len + SEAL_OVERHEAD);
+    if (!out)
+        return NULL;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    unsigned char *nonce = out + 1, *body = out + 1 + NONCE_LEN, *tag = body + len;
+    int n = 0, fin = 0;
+    int ok = ctx && RAND_bytes(nonce, NONCE_LEN) == 1 &&
+             EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
+             EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)strlen(aad)) == 1 &&
+             EVP_EncryptUpdate(ctx, body, &n, plain, (int)len) == 1 &&
+             EVP_EncryptFinal_ex(ctx, body + n, &fin) == 1 &&
+             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    out[0] = SEAL_VERSION;
+    *outlen = len + SEAL_OVERHEAD;
+    return out;
+}
+
+char *seal_decrypt(const unsigned char key[SEAL_KEY_LEN], const char *aad,
+                   const unsigned char *sealed, size_t len, size_t *outlen)
+{
+    if (len < SEAL_OVERHEAD || len > INT_MAX || sealed[0] != SEAL_VERSION)
+        return NULL;
+    size_t plain_len = len - SEAL_OVERHEAD;
+    const unsigned char *nonce = sealed + 1, *body = nonce + NONCE_LEN, *tag = body + plain_len;
+    char *out = malloc(plain_len + 1);
+    if (!out)
+        return NULL;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int n = 0, fin = 0;
+    /* The tag is checked by the final step: nothing is returned before. */
+    int ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
+             EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)strlen(aad)) == 1 &&
+             EVP_DecryptUpdate(ctx, (unsigned char *)out, &n, body, (int)plain_len) == 1 &&
+             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)tag) == 1 &&
+             EVP_DecryptFinal_ex(ctx, (unsigned char *)out + n, &fin) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    if (!ok) {
+        OPENSSL_cleanse(out, plain_len);
+        free(out);
+        return NULL;
+    }
+    out[plain_len] = '\0';
+    *outlen = plain_len;
+    return out;
+}
