@@ -172,10 +172,11 @@ int store_claim(struct pg_pool *pool, const struct store_claim_args *a, store_cl
         a->app_id,    a->serial,      a->hash,       a->caller,           a->token, stale,
         a->operation, a->biz_card_no, a->occur_time, a->external_card_no, lock,     sealed};
     struct pending *pd = pending_new((void (*)(void))cb, arg);
-    int rc = pd && (sealed || !a->sealed) &&
-                     pg_pool_exec_until(pool, "claim", 12, values, a->deadline_ms, on_claim, pd) == 0
-                 ? 0
-                 : -1;
+    int rc =
+        pd && (sealed || !a->sealed) &&
+                pg_pool_exec_until(pool, "claim", 12, values, a->deadline_ms, on_claim, pd) == 0
+            ? 0
+            : -1;
     if (rc < 0)
         free(pd);
     free(sealed);
@@ -337,8 +338,8 @@ static void on_abandoned(PGresult *res, int unavailable, const char *error, void
     for (int i = 0; i < n; i++) {
         rows[i].serial = PQgetvalue(res, i, 0);
         if (!PQgetisnull(res, i, 1))
-            rows[i].sealed = PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 1),
-                                             &rows[i].sealed_len);
+            rows[i].sealed =
+                PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 1), &rows[i].sealed_len);
     }
     cb(rows, (size_t)n, total, NULL, uarg);
     for (int i = 0; i < n; i++)

@@ -126,9 +126,9 @@ void reply_send(struct request *r, int status, const char *content_type, const c
         snprintf(st, sizeof(st), "%d", status);
         snprintf(ms, sizeof(ms), "%lld", server_now_ms() - r->start_ms);
         log_write(&srv->log, r->req ? LOG_INFO : LOG_WARN,
-                  r->req ? "request" : "abandoned request made again", "request_id", r->id,
-                  "route", metrics_route_name(r->route), "status", st, "duration_ms", ms,
-                  "caller", r->caller, "out_serial_no", r->ledger.serial, NULL);
+                  r->req ? "request" : "abandoned request made again", "request_id", r->id, "route",
+                  metrics_route_name(r->route), "status", st, "duration_ms", ms, "caller",
+                  r->caller, "out_serial_no", r->ledger.serial, NULL);
     }
     request_free(r);
 }
@@ -461,8 +461,8 @@ static struct redrive *redrive_parse(const char *text, size_t len)
 {
     json_object *o = jsonx_parse(text, len), *m = NULL;
     struct redrive *d = o ? calloc(1, sizeof(*d)) : NULL;
-    int ok = d && json_object_object_get_ex(o, "method", &m) &&
-             json_object_is_type(m, json_type_string);
+    int ok =
+        d && json_object_object_get_ex(o, "method", &m) && json_object_is_type(m, json_type_string);
     for (size_t i = 0; ok && i < sizeof(redrive_methods) / sizeof(*redrive_methods); i++)
         if (strcmp(json_object_get_string(m), method_name(redrive_methods[i])) == 0)
             d->method = redrive_methods[i], ok = 2;

@@ -56,9 +56,9 @@ struct worker {
     struct pg_pool *pg;
     struct event *drain_ev; /* activated by main on SIGTERM */
     struct event *drain_tick;
-    long in_flight;         /* requests being handled; this thread only */
-    struct request *live;   /* those requests, to free them if the drain times out */
-    struct record *records; /* final outcomes being written again (recorder.h) */
+    long in_flight;          /* requests being handled; this thread only */
+    struct request *live;    /* those requests, to free them if the drain times out */
+    struct record *records;  /* final outcomes being written again (recorder.h) */
     struct sweeper *sweeper; /* worker 0 only (sweeper.h) */
     long long drain_deadline_ms;
     int draining; /* answers then close their connection */

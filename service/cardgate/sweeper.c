@@ -50,8 +50,7 @@ static void looked(const struct store_abandoned *rows, size_t n, long total, con
     struct metrics *m = &w->srv->metrics;
     s->looking = 0;
     if (!rows) {
-        log_write(&w->srv->log, LOG_DEBUG, "sweeper: no look at the ledger", "error", error,
-                  NULL);
+        log_write(&w->srv->log, LOG_DEBUG, "sweeper: no look at the ledger", "error", error, NULL);
         return;
     }
     atomic_store(&m->stale_requests, total);
