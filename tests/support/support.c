@@ -390,6 +390,9 @@ static int cardgate_start_once(struct ts_cardgate *cg, int port, const char *db,
     snprintf(env[n++], 1024, "CARDGATE_ALIPAY_TIMEOUT_MS=2000");
     snprintf(env[n++], 1024, "CARDGATE_LOCK_MARGIN_MS=1000");
     snprintf(env[n++], 1024, "CARDGATE_LOG_LEVEL=debug");
+    /* A test that kills a holder decides who takes its request over: the
+     * caller's retry, or (when it turns the sweeper on) the sweeper. */
+    snprintf(env[n++], 1024, "CARDGATE_SWEEP_INTERVAL_MS=0");
     for (size_t i = 0; i < n; i++)
         envp[i] = env[i];
     for (size_t i = 0; extra_env && extra_env[i] && n < 47; i++)

@@ -113,7 +113,8 @@ int ts_log_has_sanitizer_report(const char *log);
 /* Runs `cardgate migrate` on db; returns its exit status (0 on success). */
 int ts_cardgate_migrate(const char *db);
 /* Starts `cardgate serve` on a free port against db and sim, with the vector
- * keys, 2 workers, a 2 s gateway timeout and 1 s lock margin; extra_env
+ * keys, 2 workers, a 2 s gateway timeout and 1 s lock margin, no sweeper
+ * (CARDGATE_SWEEP_INTERVAL_MS=0); extra_env
  * ("K=V", NULL-terminated, may be NULL) overrides or adds settings. Waits
  * until it accepts. Returns 0, or -1 (the log is in cg->log). */
 int ts_cardgate_start(struct ts_cardgate *cg, const char *db, const struct ts_sim *sim,
