@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
@@ -62,6 +64,49 @@ static int listen_socket(const char *host, int port_no, const char *name, char *
     }
     freeaddrinfo(ai);
     return fd;
+}
+
+/* evhttp keeps a header value as a C string, so "Bearer <key>\0junk" would
+ * read as "Bearer <key>": a value cut short, taken for what it is not. So
+ * every NUL byte a client sends becomes 0x01 before evhttp parses anything.
+ * A header holding one then matches nothing it names (401 for a key, 415
+ * for a Content-Type, 400 for a path), and a body holding one is not JSON
+ * (400, as with the NUL itself: JSON allows neither raw). Runs on the
+ * connection's input buffer as each read adds to it. */
+static void nul_guard(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)arg;
+    size_t len = evbuffer_get_length(in);
+    struct evbuffer_ptr from;
+    if (info->n_added == 0 ||
+        evbuffer_ptr_set(in, &from, info->n_added < len ? len - info->n_added : 0,
+                         EVBUFFER_PTR_SET) < 0 ||
+        evbuffer_search(in, "", 1, &from).pos < 0)
+        return;
+    /* Rare and hostile: rewritten whole, through the buffer's own API. */
+    unsigned char *all = malloc(len);
+    if (!all) {
+        evbuffer_drain(in, len); /* what cannot be cleaned is not parsed */
+        return;
+    }
+    evbuffer_remove(in, all, len);
+    for (size_t i = 0; i < len; i++)
+        if (all[i] == 0)
+            all[i] = 1;
+    evbuffer_add(in, all, len);
+    free(all);
+}
+
+/* evhttp's connections, made here so that each input is guarded. */
+static struct bufferevent *guarded_bev(struct event_base *base, void *arg)
+{
+    (void)arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (bev && !evbuffer_add_cb(bufferevent_get_input(bev), nul_guard, NULL)) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    return bev;
 }
 
 static void drain_check(evutil_socket_t fd, short what, void *arg)
@@ -167,6 +212,7 @@ static int worker_setup(struct worker *w, struct server *srv, int id, char *err,
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_OPTIONS);
     evhttp_set_gencb(w->http, routes_dispatch, w);
+    evhttp_set_bevcb(w->http, guarded_bev, NULL);
     int fd =
         listen_socket(srv->cfg.listen_host, srv->cfg.listen_port, "CARDGATE_LISTEN", err, errlen);
     if (fd < 0)

@@ -4,8 +4,10 @@
  * never a crash, never a gateway call, and memory stays bounded (read from
  * /proc); the service answers normally afterwards.
  *
- * Known and not tested here (README, Reliability): evhttp gives no deadline
- * for a whole header, and cuts a header value at an embedded NUL. */
+ * A NUL byte in a header is not cut at (evhttp would keep "Bearer
+ * <key>\0junk" as "Bearer <key>"): the value stays whole and matches
+ * nothing. Known and not tested here (README, Reliability): evhttp gives
+ * no deadline for a whole header; HAProxy's does (test_haproxy). */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -196,6 +199,69 @@ START_TEST(test_hostile_bodies)
 }
 END_TEST
 
+/* One raw request (len bytes, any bytes) on its own connection; its status. */
+static int send_raw(const struct ts_stack *st, const char *req, size_t len)
+{
+    int fd = connect_to(st->cg.port);
+    send_some(fd, req, len);
+    int status = read_status(fd, 10000);
+    close(fd);
+    return status;
+}
+
+/* A POST /v1/cards of a valid body whose header `bad` (with a NUL at the
+ * '@') replaces the good one `good`; its status. */
+static int post_with_header(const struct ts_stack *st, const char *serial, const char *good,
+                            const char *bad)
+{
+    char *body = ts_open_body(serial, "");
+    char req[2048];
+    int n = snprintf(req, sizeof req,
+                     "POST /v1/cards HTTP/1.1\r\nHost: x\r\n%s\r\n%s\r\nContent-Length: "
+                     "%zu\r\nConnection: close\r\n\r\n%s",
+                     strcmp(good, TS_AUTH) == 0 ? bad : TS_AUTH,
+                     strcmp(good, TS_JSON) == 0 ? bad : TS_JSON, strlen(body), body);
+    free(body);
+    for (int i = 0; i < n; i++)
+        if (req[i] == '@')
+            req[i] = '\0';
+    return send_raw(st, req, (size_t)n);
+}
+
+/* A NUL inside a header value: the value is not cut at it, so it matches
+ * nothing (evhttp alone would read "Bearer <key>\0junk" as the key). */
+START_TEST(test_nul_in_headers)
+{
+    struct ts_stack st;
+    char err[512];
+    ck_assert_msg(ts_stack_up(&st, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    int s = post_with_header(&st, "nul-auth", TS_AUTH, TS_AUTH "@junk");
+    ck_assert_msg(s == 401, "Authorization with a NUL: %d", s);
+    s = post_with_header(&st, "nul-type", TS_JSON, "Content-Type: application/json@junk");
+    ck_assert_msg(s == 415, "Content-Type with a NUL: %d", s);
+    /* The same requests without the NUL part are opens. */
+    ck_assert_int_eq(post_with_header(&st, "nul-none", TS_AUTH, TS_AUTH), 201);
+    ck_assert_int_eq(ts_sim_calls(&st.sim, NULL), 1);
+    /* In the request line, and in a header's name. */
+    const char line[] = "GET /healthz@x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char raw[sizeof line];
+    memcpy(raw, line, sizeof line);
+    *strchr(raw, '@') = '\0';
+    s = send_raw(&st, raw, sizeof line - 1);
+    ck_assert_msg(s == 0 || (s >= 400 && s < 500), "request line with a NUL: %d", s);
+    const char named[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A@b: c\r\nConnection: "
+                         "close\r\n\r\n";
+    char nraw[sizeof named];
+    memcpy(nraw, named, sizeof named);
+    *strchr(nraw, '@') = '\0';
+    s = send_raw(&st, nraw, sizeof named - 1);
+    ck_assert_msg(s == 0 || s == 200 || (s >= 400 && s < 500), "header name with a NUL: %d", s);
+    still_serves(&st);
+    int status = ts_stack_down(&st);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "see %s", st.cg.log);
+}
+END_TEST
+
 /* 10 MB announced and sent: refused with 413 (or the connection closed)
  * without holding the body; a header of 100 KB in 1,000 lines, and one
  * line of 64 KB: refused. Memory grows by far less than what was sent. */
@@ -255,35 +321,41 @@ END_TEST
 
 /* Thousands of connections that send nothing: memory stays bounded while
  * they are open, the service answers meanwhile, and every one is closed by
- * cardgate once idle for CARDGATE_IDLE_TIMEOUT_S. */
+ * cardgate once idle for CARDGATE_IDLE_TIMEOUT_S. 10,000 of them, or fewer
+ * when the file limit cannot hold that many (printed). */
 START_TEST(test_idle_connections)
 {
     struct ts_stack st;
     char err[512];
-    const char *const env[] = {"CARDGATE_IDLE_TIMEOUT_S=3", NULL};
+    const char *const env[] = {"CARDGATE_IDLE_TIMEOUT_S=8", NULL};
     ck_assert_msg(ts_stack_up(&st, NULL, env, err, sizeof err) == 0, "%s", err);
     still_serves(&st);
     long before = rss_kib(st.cg.pid);
-    enum { IDLE = 2000 };
-    int *fds = malloc(IDLE * sizeof *fds);
+    struct rlimit lim;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &lim), 0);
+    int idle = lim.rlim_cur > 10000 + 500 ? 10000 : (int)lim.rlim_cur - 500;
+    if (idle < 10000)
+        fprintf(stderr, "hostile: the file limit (%ld) allows %d idle connections, not 10000\n",
+                (long)lim.rlim_cur, idle);
+    int *fds = malloc((size_t)idle * sizeof *fds);
     ck_assert_ptr_nonnull(fds);
-    for (int i = 0; i < IDLE; i++)
+    for (int i = 0; i < idle; i++)
         fds[i] = connect_to(st.cg.port);
     /* Half of them start a request and stop mid-header. */
-    for (int i = 0; i < IDLE; i += 2)
+    for (int i = 0; i < idle; i += 2)
         send_some(fds[i], "GET /v1/cards/1 HTTP/1.1\r\nHost:", 31);
     usleep(500 * 1000);
     still_serves(&st);
     long during = rss_kib(st.cg.pid);
-    fprintf(stderr, "hostile: RSS %ld KiB, %ld with %d idle connections\n", before, during, IDLE);
-    ck_assert_msg(during - before < IDLE * 16, "RSS grew by %ld KiB for %d connections",
-                  during - before, IDLE);
-    /* Closed by cardgate after the idle timeout (3 s), every one. */
-    long long until = ts_now_ms() + 20000;
+    fprintf(stderr, "hostile: RSS %ld KiB, %ld with %d idle connections\n", before, during, idle);
+    ck_assert_msg(during - before < idle * 8, "RSS grew by %ld KiB for %d connections",
+                  during - before, idle);
+    /* Closed by cardgate after the idle timeout (8 s), every one. */
+    long long until = ts_now_ms() + 40000;
     int closed = 0;
-    for (int i = 0; i < IDLE; i++) {
+    for (int i = 0; i < idle; i++) {
         int left = (int)(until - ts_now_ms());
-        ck_assert_msg(left > 0, "%d of %d idle connections still open", IDLE - closed, IDLE);
+        ck_assert_msg(left > 0, "%d of %d idle connections still open", idle - closed, idle);
         int s = read_status(fds[i], left);
         ck_assert_msg(s >= 0, "connection %d still open after the idle timeout", i);
         closed++;
@@ -303,6 +375,7 @@ int main(void)
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_hostile_bodies);
     tcase_add_test(t, test_floods);
+    tcase_add_test(t, test_nul_in_headers);
     tcase_add_test(t, test_idle_connections);
     suite_add_tcase(s, t);
     return ts_run_suite(s);
