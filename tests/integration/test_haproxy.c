@@ -245,6 +245,35 @@ START_TEST(test_rolling_restart_under_load)
 }
 END_TEST
 
+/* A header trickled one byte every 200 ms is never cut by cardgate itself
+ * (evhttp's timeout is per read): in front of it, HAProxy's `timeout
+ * http-request 10s` (deploy/haproxy.cfg) cuts the whole header at 10 s,
+ * whatever the pace, with 408 — and the instances never see it. */
+START_TEST(test_trickled_header_cut)
+{
+    struct lb lb;
+    lb_up(&lb);
+    int fd = ts_connect(lb.port);
+    const char *head = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    ck_assert_uint_eq(ts_send_some(fd, head, strlen(head)), strlen(head));
+    long long start = ts_now_ms();
+    int status = -1;
+    while (status < 0 && ts_now_ms() - start < 20000) {
+        if (ts_send_some(fd, "a", 1) != 1)
+            break; /* closed: the status is waiting */
+        status = ts_read_status(fd, 200);
+    }
+    if (status < 0)
+        status = ts_read_status(fd, 2000);
+    long long took = ts_now_ms() - start;
+    close(fd);
+    fprintf(stderr, "haproxy: trickled header answered %d after %lld ms\n", status, took);
+    ck_assert_msg(status == 408 || status == 0, "trickled header: %d after %lld ms", status, took);
+    ck_assert_msg(took >= 9000 && took < 14000, "cut after %lld ms, not at 10 s", took);
+    lb_down(&lb);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("haproxy");
@@ -252,6 +281,7 @@ int main(void)
     tcase_set_timeout(t, 240);
     tcase_add_test(t, test_duplicates_across_instances);
     tcase_add_test(t, test_rolling_restart_under_load);
+    tcase_add_test(t, test_trickled_header_cut);
     suite_add_tcase(s, t);
     return ts_run_suite(s);
 }

@@ -25,57 +25,6 @@
 
 static const char *const post_headers[] = {TS_AUTH, TS_JSON, NULL};
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
-/* Sends what it can of len bytes (the server may close first); returns how
- * many went. */
-static size_t send_some(int fd, const char *p, size_t len)
-{
-    size_t sent = 0;
-    while (sent < len) {
-        ssize_t n = send(fd, p + sent, len - sent, MSG_NOSIGNAL);
-        if (n <= 0)
-            break;
-        sent += (size_t)n;
-    }
-    return sent;
-}
-
-/* The answer's status code, 0 when the connection was closed without one,
- * -1 when nothing came within timeout_ms. */
-static int read_status(int fd, int timeout_ms)
-{
-    char buf[4096];
-    size_t got = 0;
-    long long until = ts_now_ms() + timeout_ms;
-    while (got < sizeof buf - 1) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int left = (int)(until - ts_now_ms());
-        if (left <= 0 || poll(&p, 1, left) <= 0)
-            return -1;
-        ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-        buf[got] = '\0';
-        if (strstr(buf, "\r\n"))
-            break;
-    }
-    buf[got] = '\0';
-    int status = 0;
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-        return 0;
-    return status;
-}
-
 /* Resident memory of pid in KiB. */
 static long rss_kib(pid_t pid)
 {
@@ -113,10 +62,10 @@ static int post_raw(const struct ts_stack *st, const char *body, size_t len)
                      "POST /v1/cards HTTP/1.1\r\nHost: x\r\n" TS_AUTH "\r\n" TS_JSON
                      "\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
                      len);
-    int fd = connect_to(st->cg.port);
-    send_some(fd, head, (size_t)n);
-    send_some(fd, body, len);
-    int status = read_status(fd, 10000);
+    int fd = ts_connect(st->cg.port);
+    ts_send_some(fd, head, (size_t)n);
+    ts_send_some(fd, body, len);
+    int status = ts_read_status(fd, 10000);
     close(fd);
     return status;
 }
@@ -202,9 +151,9 @@ END_TEST
 /* One raw request (len bytes, any bytes) on its own connection; its status. */
 static int send_raw(const struct ts_stack *st, const char *req, size_t len)
 {
-    int fd = connect_to(st->cg.port);
-    send_some(fd, req, len);
-    int status = read_status(fd, 10000);
+    int fd = ts_connect(st->cg.port);
+    ts_send_some(fd, req, len);
+    int status = ts_read_status(fd, 10000);
     close(fd);
     return status;
 }
@@ -292,9 +241,9 @@ START_TEST(test_floods)
     for (int i = 0; i < 1000; i++)
         n += (size_t)sprintf(flood + n, "X-Flood-%d: %090d\r\n", i, 0);
     n += (size_t)sprintf(flood + n, "\r\n");
-    int fd = connect_to(st.cg.port);
-    send_some(fd, flood, n);
-    int status = read_status(fd, 10000);
+    int fd = ts_connect(st.cg.port);
+    ts_send_some(fd, flood, n);
+    int status = ts_read_status(fd, 10000);
     ck_assert_msg(status == 0 || (status >= 400 && status < 500), "header flood: %d", status);
     close(fd);
 
@@ -302,9 +251,9 @@ START_TEST(test_floods)
     memset(flood + n, 'a', 64 * 1024);
     n += 64 * 1024;
     n += (size_t)sprintf(flood + n, "\r\n\r\n");
-    fd = connect_to(st.cg.port);
-    send_some(fd, flood, n);
-    status = read_status(fd, 10000);
+    fd = ts_connect(st.cg.port);
+    ts_send_some(fd, flood, n);
+    status = ts_read_status(fd, 10000);
     ck_assert_msg(status == 0 || (status >= 400 && status < 500), "long header: %d", status);
     close(fd);
     free(flood);
@@ -340,10 +289,10 @@ START_TEST(test_idle_connections)
     int *fds = malloc((size_t)idle * sizeof *fds);
     ck_assert_ptr_nonnull(fds);
     for (int i = 0; i < idle; i++)
-        fds[i] = connect_to(st.cg.port);
+        fds[i] = ts_connect(st.cg.port);
     /* Half of them start a request and stop mid-header. */
     for (int i = 0; i < idle; i += 2)
-        send_some(fds[i], "GET /v1/cards/1 HTTP/1.1\r\nHost:", 31);
+        ts_send_some(fds[i], "GET /v1/cards/1 HTTP/1.1\r\nHost:", 31);
     usleep(500 * 1000);
     still_serves(&st);
     long during = rss_kib(st.cg.pid);
@@ -356,7 +305,7 @@ START_TEST(test_idle_connections)
     for (int i = 0; i < idle; i++) {
         int left = (int)(until - ts_now_ms());
         ck_assert_msg(left > 0, "%d of %d idle connections still open", idle - closed, idle);
-        int s = read_status(fds[i], left);
+        int s = ts_read_status(fds[i], left);
         ck_assert_msg(s >= 0, "connection %d still open after the idle timeout", i);
         closed++;
         close(fds[i]);

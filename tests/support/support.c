@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -713,4 +714,57 @@ long long ts_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- raw connections ------------------------------------------------------ */
+
+int ts_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* Sends what it can of len bytes (the server may close first); returns how
+ * many went. */
+size_t ts_send_some(int fd, const char *p, size_t len)
+{
+    size_t sent = 0;
+    while (sent < len) {
+        ssize_t n = send(fd, p + sent, len - sent, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        sent += (size_t)n;
+    }
+    return sent;
+}
+
+/* The answer's status code, 0 when the connection was closed without one,
+ * -1 when nothing came within timeout_ms. */
+int ts_read_status(int fd, int timeout_ms)
+{
+    char buf[4096];
+    size_t got = 0;
+    long long until = ts_now_ms() + timeout_ms;
+    while (got < sizeof buf - 1) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = (int)(until - ts_now_ms());
+        if (left <= 0 || poll(&p, 1, left) <= 0)
+            return -1;
+        ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, "\r\n"))
+            break;
+    }
+    buf[got] = '\0';
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        return 0;
+    return status;
 }

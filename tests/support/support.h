@@ -173,6 +173,15 @@ int ts_stack_up(struct ts_stack *st, const char *const sim_args[], const char *c
  * was not running) and the simulator, and frees the database name. */
 int ts_stack_down(struct ts_stack *st);
 
+/* Raw loopback connections, for what an HTTP client library will not send.
+ * ts_connect: a connected socket to 127.0.0.1:port (asserts). ts_send_some:
+ * sends what it can of len bytes (the server may close first), returns how
+ * many went. ts_read_status: the answer's status code, 0 when the
+ * connection was closed without one, -1 when nothing came in timeout_ms. */
+int ts_connect(int port);
+size_t ts_send_some(int fd, const char *p, size_t len);
+int ts_read_status(int fd, int timeout_ms);
+
 /* Runs a Check suite with libcurl initialised around it (the HTTP helpers
  * need it) and returns the process exit status: 0 when every test passed. */
 struct Suite;
