@@ -128,6 +128,7 @@ START_TEST(test_defaults)
                          ? (32 / expected_workers() > 0 ? 32 / expected_workers() : 1)
                          : 4);
     ck_assert_int_eq(c.lock_margin_ms, 5000);
+    ck_assert_int_eq(c.sweep_interval_ms, 5000);
     ck_assert_int_eq(c.idle_timeout_s, 30);
     /* No key configured: nobody gets in. */
     ck_assert_ptr_null(config_api_key_lookup(&c, POS_KEY, strlen(POS_KEY)));
@@ -143,6 +144,7 @@ static const char full_ini[] = "; every key\n"
                                "drain_timeout_ms = 2500\n"
                                "idle_timeout_s = 7\n"
                                "lock_margin_ms = 1234\n"
+                               "sweep_interval_ms = 250\n"
                                "\n"
                                "[database]\n"
                                "url = postgresql://cg@localhost/cardgate\n"
@@ -176,6 +178,7 @@ START_TEST(test_file_values)
     ck_assert_int_eq(c.drain_timeout_ms, 2500);
     ck_assert_int_eq(c.idle_timeout_s, 7);
     ck_assert_int_eq(c.lock_margin_ms, 1234);
+    ck_assert_int_eq(c.sweep_interval_ms, 250);
     ck_assert_str_eq(c.database_url, "postgresql://cg@localhost/cardgate");
     ck_assert_int_eq(c.db_pool_size, 2);
     ck_assert_uint_eq(c.n_api_keys, 1);
@@ -600,7 +603,7 @@ START_TEST(test_example_ini)
         out[n++] = '\n';
     }
     out[n] = '\0';
-    ck_assert_uint_eq(keys, 23); /* one per setting in config.h */
+    ck_assert_uint_eq(keys, 24); /* one per setting in config.h */
     char *path = write_ini(out);
     ck_assert_msg(config_load(&c, path, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(config_load(&d, NULL, err, sizeof err), 0);
@@ -613,6 +616,7 @@ START_TEST(test_example_ini)
     ck_assert_int_eq(c.log_json, d.log_json);
     ck_assert_int_eq(c.drain_timeout_ms, d.drain_timeout_ms);
     ck_assert_int_eq(c.lock_margin_ms, d.lock_margin_ms);
+    ck_assert_int_eq(c.sweep_interval_ms, d.sweep_interval_ms);
     ck_assert_int_eq(c.idle_timeout_s, d.idle_timeout_s);
     ck_assert_int_eq(c.db_pool_size, d.db_pool_size);
     config_free(&c);
