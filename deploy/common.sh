@@ -2,7 +2,7 @@
 # command). Sourced, not run.
 
 CARDGATE_PACKAGES=(build-essential cmake pkg-config libevent-dev libcurl4-openssl-dev libssl-dev
-    libjson-c-dev libpq-dev check libinih-dev postgresql-15 postgresql-client-15 curl openssl haproxy
+    libjson-c-dev libpq-dev check libinih-dev libyaml-dev postgresql-15 postgresql-client-15 curl openssl haproxy
     ca-certificates tzdata)
 
 as_root() {

@@ -1,10 +1,8 @@
 /* service/openapi.yaml against the running service.
  *
- * The reference must stay true: this test reads openapi.yaml with a small
- * line-based reader (the file keeps to a documented YAML subset: block
- * mappings at two spaces per level, flow sequences of scalars, block
- * scalars for prose) and compares it with a real cardgate, alipay-sim and a
- * fresh database:
+ * The reference must stay true: this test reads openapi.yaml with libyaml
+ * (tests/support/yamldoc.h) and compares it with a real cardgate, alipay-sim
+ * and a fresh database:
  *
  * - every answer the tests provoke must be documented for its path, method
  *   and status: its Content-Type, its headers (documented ones that are
@@ -58,6 +56,7 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "yamldoc.h"
 
 #define SPEC_FILE CARDGATE_SOURCE_DIR "/service/openapi.yaml"
 #define SERVICE_SRC CARDGATE_SOURCE_DIR "/service/cardgate"
@@ -69,163 +68,10 @@
 #define PUBLIC_URL "https://cards.example.test" /* where Alipay sends members back */
 #define APP_ID "2014072300007148"               /* ts_cardgate_start's */
 
-/* ================================================== the YAML subset reader */
+/* ============================================ the document, read by libyaml */
 
-/* One key of the document: its path (the keys from the root joined by '|';
- * a sequence item is the key "-") and its scalar value ("" for a mapping,
- * "|" for a block scalar, flow sequences as written). */
-struct yent {
-    char *path;
-    char *value;
-};
-
-struct ydoc {
-    struct yent *e;
-    size_t n, cap;
-};
-
-#define YDEPTH 32
-
-static struct ydoc doc;
-
-static void ydoc_add(struct ydoc *d, const char *path, const char *value)
-{
-    if (d->n == d->cap) {
-        d->cap = d->cap ? d->cap * 2 : 1024;
-        d->e = realloc(d->e, d->cap * sizeof(*d->e));
-        ck_assert(d->e != NULL);
-    }
-    d->e[d->n].path = strdup(path);
-    d->e[d->n].value = strdup(value);
-    d->n++;
-}
-
-/* A scalar value: trimmed, an inline comment dropped, quotes removed. */
-static char *yscalar(char *v)
-{
-    while (*v == ' ')
-        v++;
-    if (*v == '\'' || *v == '"') {
-        char q = *v, *o = v, *i = v + 1;
-        while (*i && !(*i == q && !(q == '\'' && i[1] == '\''))) {
-            if (q == '\'' && i[0] == '\'')
-                i++;
-            *o++ = *i++;
-        }
-        *o = '\0';
-        return v;
-    }
-    char *hash = strstr(v, " #");
-    if (hash)
-        *hash = '\0';
-    size_t n = strlen(v);
-    while (n && v[n - 1] == ' ')
-        v[--n] = '\0';
-    return v;
-}
-
-/* Reads the subset this file keeps to; anything else is an error naming
- * the line, so the reader never silently misreads the file. */
-static int ydoc_load(struct ydoc *d, const char *file, char *err, size_t errlen)
-{
-    size_t len;
-    char *text = ts_read_file(file, &len);
-    if (!text) {
-        snprintf(err, errlen, "cannot read %s", file);
-        return -1;
-    }
-    struct {
-        int indent;
-        char key[160];
-    } st[YDEPTH];
-    int depth = 0, block = -1, lineno = 0, rc = 0;
-    for (char *line = text, *next; line && *line && rc == 0; line = next) {
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        lineno++;
-        int ind = 0;
-        while (line[ind] == ' ')
-            ind++;
-        char *c = line + ind;
-        if (block >= 0) {
-            if (*c == '\0' || ind > block)
-                continue; /* prose of a block scalar */
-            block = -1;
-        }
-        if (*c == '\0' || *c == '#')
-            continue;
-        if (strchr(line, '\t')) {
-            snprintf(err, errlen, "line %d: a tab", lineno);
-            rc = -1;
-            break;
-        }
-        int item = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            if (pass == 1 && !(c[0] == '-' && c[1] == ' '))
-                break;
-            if (pass == 1) { /* "- key: value": an item, then a key inside it */
-                while (depth > 0 && st[depth - 1].indent >= ind)
-                    depth--;
-                st[depth].indent = ind;
-                snprintf(st[depth].key, sizeof(st[depth].key), "-");
-                depth++;
-                c += 2, ind += 2, item = 1;
-                while (*c == ' ')
-                    c++, ind++;
-            }
-        }
-        char *key = c, *val = NULL;
-        if (*c == '\'' || *c == '"') {
-            char *end = strchr(c + 1, *c);
-            if (end && end[1] == ':' && (end[2] == ' ' || end[2] == '\0')) {
-                key = c + 1;
-                *end = '\0';
-                val = end + 2;
-            }
-        } else {
-            char *colon = strstr(c, ": ");
-            size_t n = strlen(c);
-            if (colon) {
-                *colon = '\0';
-                val = colon + 2;
-            } else if (n && c[n - 1] == ':') {
-                c[n - 1] = '\0';
-                val = c + n - 1;
-            }
-        }
-        if (!val && item) { /* "- scalar" */
-            key = "";
-            val = c;
-        }
-        if (!val || strchr(key, '|') || depth >= YDEPTH - 1) {
-            snprintf(err, errlen, "line %d: not in the subset this reader knows", lineno);
-            rc = -1;
-            break;
-        }
-        while (depth > 0 && st[depth - 1].indent >= ind)
-            depth--;
-        if (*key) {
-            st[depth].indent = ind;
-            snprintf(st[depth].key, sizeof(st[depth].key), "%s", key);
-            depth++;
-        }
-        char path[1024] = "";
-        for (int i = 0; i < depth; i++) {
-            if (i)
-                strcat(path, "|");
-            strcat(path, st[i].key);
-        }
-        val = yscalar(val);
-        if (val[0] == '|' || val[0] == '>') {
-            block = ind;
-            val = "|";
-        }
-        ydoc_add(d, path, val);
-    }
-    free(text);
-    return rc;
-}
+/* openapi.yaml as a flat list of keys (yamldoc.h), read once. */
+static struct ts_ydoc doc;
 
 /* The value at path, or NULL when the document has no such key. */
 static const char *yget(const char *path)
@@ -539,7 +385,8 @@ static void env_up(void)
 {
     char err[256], p[600];
     if (doc.n == 0)
-        ck_assert_msg(ydoc_load(&doc, SPEC_FILE, err, sizeof(err)) == 0, "openapi.yaml: %s", err);
+        ck_assert_msg(ts_ydoc_load(&doc, SPEC_FILE, err, sizeof(err)) == 0, "openapi.yaml: %s",
+                      err);
     const char *paths[32], *methods[16], *codes[32];
     size_t np = ychildren("paths", paths, 32);
     for (size_t i = 0; i < np; i++) {
