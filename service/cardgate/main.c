@@ -22,12 +22,15 @@
 #include "templates.h"
 
 static const char usage[] =
-    "usage: cardgate [--config FILE] [serve | migrate]\n"
+    "usage: cardgate [--config FILE] [serve | migrate | health]\n"
     "       cardgate --help | --version\n"
     "\n"
     "  serve    run the HTTP API (the default)\n"
     "  migrate  apply the database schema and exit (safe to run again, and\n"
     "           from several instances at once)\n"
+    "  health   ask the cardgate of these settings for /healthz on this host\n"
+    "           (the ops listener when there is one); exit 0 when it answers\n"
+    "           200 within 2 s: a container's HEALTHCHECK\n"
     "\n"
     "Settings come from the INI file given with --config and from CARDGATE_*\n"
     "environment variables, which win. See config/cardgate.ini and README.md.\n";
@@ -58,6 +61,43 @@ static int cmd_migrate(const struct config *cfg)
     printf("cardgate: schema at %s (%d migration%s applied)\n", migrate_latest(), applied,
            applied == 1 ? "" : "s");
     return 0;
+}
+
+static size_t discard(char *data, size_t size, size_t n, void *arg)
+{
+    (void)data;
+    (void)arg;
+    return size * n;
+}
+
+/* GET /healthz of the local instance these settings describe. */
+static int cmd_health(const struct config *cfg)
+{
+    int port = cfg->ops_port ? cfg->ops_port : cfg->listen_port;
+    const char *host = cfg->ops_port ? cfg->ops_host : cfg->listen_host;
+    /* A wildcard listener is reached on loopback. */
+    int v6 = strchr(host, ':') != NULL;
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || !*host)
+        host = v6 ? "::1" : "127.0.0.1";
+    char url[160];
+    snprintf(url, sizeof(url), v6 ? "http://[%s]:%d/healthz" : "http://%s:%d/healthz", host, port);
+    CURL *c = curl_easy_init();
+    long status = 0;
+    if (!c)
+        return fail("health: out of memory");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    if (status == 200)
+        return 0;
+    fprintf(stderr, "cardgate: health: %s: %s\n", url,
+            rc == CURLE_OK ? "not 200" : curl_easy_strerror(rc));
+    return 1;
 }
 
 /* The keys of the request hashes and of the sealed requests (seal.h), one
@@ -282,7 +322,8 @@ int main(int argc, char **argv)
             config_path = argv[++i];
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             config_path = argv[i] + 9;
-        } else if (strcmp(argv[i], "serve") == 0 || strcmp(argv[i], "migrate") == 0) {
+        } else if (strcmp(argv[i], "serve") == 0 || strcmp(argv[i], "migrate") == 0 ||
+                   strcmp(argv[i], "health") == 0) {
             command = argv[i];
         } else {
             fprintf(stderr, "cardgate: unknown argument %s\n%s", argv[i], usage);
@@ -313,6 +354,10 @@ int main(int argc, char **argv)
     int rc;
     if (strcmp(command, "migrate") == 0) {
         rc = cmd_migrate(&srv.cfg);
+    } else if (strcmp(command, "health") == 0) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        rc = cmd_health(&srv.cfg);
+        curl_global_cleanup();
     } else {
         evthread_use_pthreads();
         curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -265,6 +265,20 @@ START_TEST(test_ops_listener)
                       cases[i].status);
         ts_http_free(&r);
     }
+    /* `cardgate health` (the image's HEALTHCHECK) asks the ops listener of
+     * the same settings; it fails when nothing answers there. */
+    char *out, api[96];
+    snprintf(api, sizeof(api), "CARDGATE_LISTEN=127.0.0.1:%d", st.cg.port);
+    const char *health[] = {"health", NULL};
+    const char *same[] = {api, env0, NULL};
+    ck_assert_int_eq(run_cardgate(health, same, &out, 10000), 0);
+    free(out);
+    char elsewhere[96];
+    snprintf(elsewhere, sizeof(elsewhere), "CARDGATE_OPS_LISTEN=0.0.0.0:%d", ts_free_port());
+    const char *other[] = {api, elsewhere, NULL};
+    ck_assert_int_eq(run_cardgate(health, other, &out, 10000), 1);
+    ck_assert_ptr_nonnull(strstr(out, "/healthz"));
+    free(out);
     ck_assert_int_eq(ts_stack_down(&st), 0);
 }
 END_TEST
