@@ -119,6 +119,63 @@ static void render_gateway(struct text *t, struct metrics *m)
     }
 }
 
+void metrics_caller(struct metrics *m, const char *caller, enum metrics_route r, int status)
+{
+    if (!caller || status < 100 || status >= 600)
+        return;
+    for (int i = 0; i < METRICS_CALLERS; i++) {
+        struct metrics_caller *c = &m->callers[i];
+        const char *name = atomic_load(&c->name);
+        if (!name) {
+            const char *none = NULL;
+            /* Take the free slot; a racing taker may have won it with this
+             * very name (then it is ours too) or another (look on). */
+            if (!atomic_compare_exchange_strong(&c->name, &none, caller))
+                name = none;
+            else
+                name = caller;
+        }
+        if (name == caller || strcmp(name, caller) == 0 || i == METRICS_CALLERS - 1) {
+            atomic_fetch_add_explicit(&c->n[r][status / 100 - 1], 1, memory_order_relaxed);
+            return;
+        }
+    }
+}
+
+/* Per caller: slots holding one name (taken twice in a race, or one name
+ * from an old and a new configuration) are summed into the first. */
+static void render_callers(struct text *t, struct metrics *m)
+{
+    put(t, "# HELP cardgate_caller_requests_total Answers per caller (API key name), route and "
+           "status class.\n"
+           "# TYPE cardgate_caller_requests_total counter\n");
+    for (int i = 0; i < METRICS_CALLERS; i++) {
+        const char *name = atomic_load(&m->callers[i].name);
+        int first = name != NULL;
+        for (int j = 0; j < i && first; j++) {
+            const char *other = atomic_load(&m->callers[j].name);
+            first = !other || strcmp(other, name) != 0;
+        }
+        if (!first)
+            continue;
+        for (int r = 0; r < METRICS_ROUTES; r++) {
+            for (int k = 0; k < METRICS_CLASSES; k++) {
+                unsigned long v = 0;
+                for (int j = i; j < METRICS_CALLERS; j++) {
+                    const char *other = atomic_load(&m->callers[j].name);
+                    if (other && strcmp(other, name) == 0)
+                        v += load(&m->callers[j].n[r][k]);
+                }
+                if (v)
+                    put(t,
+                        "cardgate_caller_requests_total{caller=\"%s\",route=\"%s\",status="
+                        "\"%dxx\"} %lu\n",
+                        i == METRICS_CALLERS - 1 ? "(others)" : name, route_names[r], k + 1, v);
+            }
+        }
+    }
+}
+
 char *metrics_render(struct metrics *m)
 {
     struct text t = {malloc(8192), 0, 8192};
@@ -136,6 +193,7 @@ char *metrics_render(struct metrics *m)
         }
     }
     render_gateway(&t, m);
+    render_callers(&t, m);
     put(&t,
         "# HELP cardgate_http_requests_in_flight Requests being handled.\n"
         "# TYPE cardgate_http_requests_in_flight gauge\n"
@@ -159,9 +217,23 @@ char *metrics_render(struct metrics *m)
         "# HELP cardgate_redrives_impossible_total Abandoned requests the sweeper could not make "
         "again (nothing sealed, or sealed under another key).\n"
         "# TYPE cardgate_redrives_impossible_total counter\n"
-        "cardgate_redrives_impossible_total %lu\n",
+        "cardgate_redrives_impossible_total %lu\n"
+        "# HELP cardgate_db_connections_up Database connections up (idle or busy), all workers.\n"
+        "# TYPE cardgate_db_connections_up gauge\n"
+        "cardgate_db_connections_up %ld\n"
+        "# HELP cardgate_db_connections_busy Database connections running a query.\n"
+        "# TYPE cardgate_db_connections_busy gauge\n"
+        "cardgate_db_connections_busy %ld\n"
+        "# HELP cardgate_db_queries_waiting Queries (requests) waiting for a free connection.\n"
+        "# TYPE cardgate_db_queries_waiting gauge\n"
+        "cardgate_db_queries_waiting %ld\n"
+        "# HELP cardgate_outcomes_unrecorded Final outcomes from Alipay not yet written to the "
+        "ledger (the database failed after the answer; retried with backoff).\n"
+        "# TYPE cardgate_outcomes_unrecorded gauge\n"
+        "cardgate_outcomes_unrecorded %ld\n",
         atomic_load(&m->requests_in_flight), atomic_load(&m->gateway_in_flight),
         load(&m->db_errors), load(&m->idempotent_replays), atomic_load(&m->stale_requests),
-        load(&m->requests_redriven), load(&m->redrives_impossible));
+        load(&m->requests_redriven), load(&m->redrives_impossible), atomic_load(&m->db.up),
+        atomic_load(&m->db.busy), atomic_load(&m->db.queued), atomic_load(&m->outcomes_unrecorded));
     return t.p;
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "alipay_response.h"
+#include "pg.h"
 
 enum metrics_route {
     METRICS_ROUTE_OPEN,       /* POST /v1/cards */
@@ -47,6 +48,16 @@ const char *metrics_method_name(enum metrics_method m);
 #define METRICS_BUCKETS 12
 #define METRICS_STATUS_MAX 600
 
+/* Answers per caller (the API key's name), route and status class (1xx..5xx).
+ * A slot is taken for a name on its first answer; a name comes from the
+ * configuration, whose strings live until exit (a reload keeps the old). */
+#define METRICS_CALLERS 64
+#define METRICS_CLASSES 5
+struct metrics_caller {
+    _Atomic(const char *) name;
+    atomic_ulong n[METRICS_ROUTES][METRICS_CLASSES];
+};
+
 struct metrics {
     atomic_ulong requests[METRICS_ROUTES][METRICS_STATUS_MAX];
     atomic_ulong gateway_calls[METRICS_METHODS][METRICS_OUTCOMES];
@@ -63,11 +74,17 @@ struct metrics {
     atomic_long stale_requests;
     atomic_ulong requests_redriven;
     atomic_ulong redrives_impossible;
+    struct pg_gauges db;             /* every worker's pool adds in (pg.h) */
+    atomic_long outcomes_unrecorded; /* final outcomes the recorder still writes */
+    struct metrics_caller callers[METRICS_CALLERS];
 };
 
 void metrics_init(struct metrics *m);
 const char *metrics_route_name(enum metrics_route r);
 void metrics_request(struct metrics *m, enum metrics_route r, int status);
+/* One answer to caller (NULL: not counted). Lock-free: callers past the
+ * 64th share the last slot, shown as "(others)". */
+void metrics_caller(struct metrics *m, const char *caller, enum metrics_route r, int status);
 void metrics_gateway(struct metrics *m, enum metrics_method method, enum alipay_outcome o,
                      double latency_ms);
 

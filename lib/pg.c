@@ -85,10 +85,12 @@ struct pg_pool {
     size_t qlen;
     struct pg_query *dhead, *dtail; /* finished, callbacks not yet run */
     struct event *done_ev;
-    struct event *expire_ev; /* fails queued queries whose deadline passed */
-    long long next_deadline; /* the earliest deadline in the queue (0: none) */
-    int in_done;             /* pool_on_done is running callbacks */
-    int freeing;             /* pg_pool_free was called from a callback */
+    struct event *expire_ev;  /* fails queued queries whose deadline passed */
+    long long next_deadline;  /* the earliest deadline in the queue (0: none) */
+    struct pg_gauges *gauges; /* optional (pg.h) */
+    int busy;                 /* connections in BUSY, for the gauges */
+    int in_done;              /* pool_on_done is running callbacks */
+    int freeing;              /* pg_pool_free was called from a callback */
     char last_error[256];
 };
 
@@ -97,6 +99,7 @@ static void conn_broken(struct pg_conn *c, const char *why);
 static int pool_hopeful(const struct pg_pool *p);
 static void pool_dispatch(struct pg_pool *p);
 static char *pool_resolve_host(const char *conninfo);
+static void pool_gauges(struct pg_pool *p, long up, long busy, long queued);
 
 /* Copies src into dst as one line: newlines and tabs become spaces, runs of
  * spaces collapse, leading/trailing spaces go. */
@@ -223,6 +226,7 @@ static void pool_fail_queue(struct pg_pool *p, const char *why)
         query_finish(p, q, NULL, 1, msg);
     }
     p->qtail = NULL;
+    pool_gauges(p, 0, 0, -(long)p->qlen);
     p->qlen = 0;
 }
 
@@ -316,9 +320,26 @@ static int state_is_up(enum pg_conn_state s)
     return s == PG_IDLE || s == PG_BUSY;
 }
 
+/* Moves the pool's share of the gauges by these deltas. */
+static void pool_gauges(struct pg_pool *p, long up, long busy, long queued)
+{
+    if (!p->gauges)
+        return;
+    if (up)
+        atomic_fetch_add(&p->gauges->up, up);
+    if (busy)
+        atomic_fetch_add(&p->gauges->busy, busy);
+    if (queued)
+        atomic_fetch_add(&p->gauges->queued, queued);
+}
+
 static void conn_set_state(struct pg_conn *c, enum pg_conn_state s)
 {
-    c->pool->up += state_is_up(s) - state_is_up(c->state);
+    int up = state_is_up(s) - state_is_up(c->state);
+    int busy = (s == PG_BUSY) - (c->state == PG_BUSY);
+    c->pool->up += up;
+    c->pool->busy += busy;
+    pool_gauges(c->pool, up, busy, 0);
     c->state = s;
 }
 
@@ -651,6 +672,7 @@ static void pool_expire(struct pg_pool *p)
         if (q->deadline_ms && q->deadline_ms <= now) {
             *pp = q->next;
             p->qlen--;
+            pool_gauges(p, 0, 0, -1);
             query_finish(p, q, NULL, 1,
                          "database unavailable: the request's deadline passed while it waited "
                          "for a connection");
@@ -686,6 +708,7 @@ static void pool_dispatch(struct pg_pool *p)
         if (!p->qhead)
             p->qtail = NULL;
         p->qlen--;
+        pool_gauges(p, 0, 0, -1);
         q->next = NULL;
         conn_send(c, q);
     }
@@ -704,6 +727,7 @@ static int pool_copy_options(struct pg_pool *p, const struct pg_pool_options *o,
     p->query_timeout_ms =
         o->query_timeout_ms > 0 ? o->query_timeout_ms : PG_DEFAULT_QUERY_TIMEOUT_MS;
     p->max_queue = o->max_queue > 0 ? o->max_queue : PG_DEFAULT_MAX_QUEUE;
+    p->gauges = o->gauges;
     p->conninfo = strdup(o->conninfo);
     p->hostaddr = pool_resolve_host(o->conninfo);
     p->n_stmts = o->n_statements;
@@ -889,6 +913,7 @@ int pg_pool_exec_until(struct pg_pool *p, const char *stmt, int nparams, const c
         p->qhead = q;
     p->qtail = q;
     p->qlen++;
+    pool_gauges(p, 0, 0, 1);
     pool_dispatch(p);
     return 0;
 }
@@ -900,6 +925,7 @@ int pg_pool_up(const struct pg_pool *p)
 
 static void pool_destroy(struct pg_pool *p)
 {
+    pool_gauges(p, -p->up, -p->busy, -(long)p->qlen); /* its share goes with it */
     for (int i = 0; p->conns && i < p->size; i++) {
         struct pg_conn *c = &p->conns[i];
         if (c->q)

@@ -13,6 +13,7 @@
 #ifndef CARDGATE_PG_H
 #define CARDGATE_PG_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <event2/event.h>
 #include <libpq-fe.h>
@@ -26,15 +27,24 @@ struct pg_statement {
     int nparams; /* parameter types are left to the server to infer */
 };
 
+/* What /metrics shows of the pools: connections up (idle or busy), busy,
+ * and queries waiting for a connection. Several pools (one per worker) may
+ * add into one struct; each keeps its share current (atomics, any thread
+ * may read) and takes it back when freed. */
+struct pg_gauges {
+    atomic_long up, busy, queued;
+};
+
 struct pg_pool_options {
     const char *conninfo;                  /* libpq connection string or URI */
     int size;                              /* connections; <= 0: 4 */
     const struct pg_statement *statements; /* prepared on every (re)connect */
     size_t n_statements;
-    long retry_ms;           /* reconnect backoff, doubling up to 5000; <= 0: 500 */
-    long connect_timeout_ms; /* connect + prepare; <= 0: 5000 */
-    long query_timeout_ms;   /* a query outstanding longer drops its connection; <= 0: 10000 */
-    size_t max_queue;        /* queries waiting for a connection; 0: 10000 */
+    long retry_ms;            /* reconnect backoff, doubling up to 5000; <= 0: 500 */
+    long connect_timeout_ms;  /* connect + prepare; <= 0: 5000 */
+    long query_timeout_ms;    /* a query outstanding longer drops its connection; <= 0: 10000 */
+    size_t max_queue;         /* queries waiting for a connection; 0: 10000 */
+    struct pg_gauges *gauges; /* optional; borrowed, must outlive the pool */
 };
 
 /* The outcome of one pg_pool_exec.

@@ -32,6 +32,7 @@ static void record_free(struct record *rec)
 {
     struct worker *w = rec->w;
     if (rec->timer) {
+        atomic_fetch_sub(&w->srv->metrics.outcomes_unrecorded, 1);
         if (rec->prev)
             rec->prev->next = rec->next;
         else
@@ -121,10 +122,15 @@ void recorder_start(struct record *rec)
         return;
     struct worker *w = rec->w;
     rec->timer = event_new(w->base, -1, 0, record_try, rec);
+    if (!rec->timer) { /* out of memory: not even a timer to retry with */
+        recorder_lost(rec);
+        return;
+    }
     rec->next = w->records;
     if (w->records)
         w->records->prev = rec;
     w->records = rec;
+    atomic_fetch_add(&w->srv->metrics.outcomes_unrecorded, 1);
     record_log(rec, LOG_ERROR, "outcome not recorded; retrying", NULL);
     struct timeval tv = {0, RETRY_FIRST_MS * 1000};
     event_add(rec->timer, &tv);

@@ -118,6 +118,7 @@ void reply_send(struct request *r, int status, const char *content_type, const c
     if (r->req) {
         send_http(r, status, content_type, body);
         metrics_request(&srv->metrics, r->route, status);
+        metrics_caller(&srv->metrics, r->caller, r->route, status);
     }
     /* A request made again has nobody to answer: its line in the log (at
      * every level) is what tells how it ended. */

@@ -167,6 +167,7 @@ static int worker_clients(struct worker *w, char *err, size_t errlen)
         .size = cfg->db_pool_size,
         .statements = store_statements,
         .n_statements = store_statements_count,
+        .gauges = &w->srv->metrics.db,
     };
     w->pg = pg_pool_new(w->base, &popt, &w->srv->log, err, errlen);
     return w->pg ? 0 : -1;

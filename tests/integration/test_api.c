@@ -1080,6 +1080,18 @@ START_TEST(test_ops)
     ck_assert_msg(metric(after, open201) >= metric(before, open201) + 1,
                   "%s did not increase: %g -> %g", open201, metric(before, open201),
                   metric(after, open201));
+    /* Per caller; the pools' and the recorder's gauges (the database is up,
+     * nothing waits, nothing is left to record). */
+    const char *pos2xx = "cardgate_caller_requests_total{caller=\"pos\",route=\"open\",status="
+                         "\"2xx\"}";
+    ck_assert_msg(metric(after, pos2xx) >= metric(before, pos2xx) + 1,
+                  "%s did not increase: %g -> %g", pos2xx, metric(before, pos2xx),
+                  metric(after, pos2xx));
+    ck_assert_msg(metric(after, "cardgate_db_connections_up") >= 1, "%s", after);
+    ck_assert_msg(strstr(after, "\ncardgate_db_connections_busy "), "%s", after);
+    ck_assert_msg(strstr(after, "\ncardgate_db_queries_waiting 0\n"), "%s", after);
+    ck_assert_msg(strstr(after, "\ncardgate_outcomes_unrecorded 0\n"), "%s", after);
+    ck_assert_msg(strstr(after, "\ncardgate_stale_requests "), "%s", after);
     free(before);
     free(after);
 

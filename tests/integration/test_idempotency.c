@@ -345,6 +345,9 @@ START_TEST(test_opened_card_recorded_after_database_returns)
     char *card = biz_card_no_of(&bg.r);
     ck_assert_ptr_nonnull(card);
     ts_http_free(&bg.r);
+    /* Meanwhile /metrics shows the outcome waiting, and no connection up. */
+    ck_assert_int_eq(ts_metric(&cg, "cardgate_outcomes_unrecorded"), 1);
+    ck_assert_int_eq(ts_metric(&cg, "cardgate_db_connections_up"), 0);
 
     ck_assert_int_eq(ts_pg_private_restart(&pg), 0);
     long n = 0;
@@ -366,6 +369,7 @@ START_TEST(test_opened_card_recorded_after_database_returns)
     ck_assert_str_eq(again, card);
     ts_http_free(&r);
     ck_assert_int_eq(ts_sim_calls(&sim, "late-db"), 1);
+    ck_assert_int_eq(ts_metric(&cg, "cardgate_outcomes_unrecorded"), 0);
     free(again);
     free(card);
     ck_assert_int_eq(ts_cardgate_stop(&cg), 0);

@@ -104,20 +104,6 @@ static const char *field(json_object *o, const char *key)
     return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
 }
 
-static long metric(const struct ts_cardgate *cg, const char *name)
-{
-    char url[128];
-    struct ts_http r;
-    snprintf(url, sizeof(url), "%s/metrics", cg->url);
-    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    char line[128];
-    snprintf(line, sizeof(line), "\n%s ", name);
-    const char *at = strstr(r.body, line);
-    long v = at ? atol(at + strlen(line)) : -1;
-    ts_http_free(&r);
-    return v;
-}
-
 /* An open with member data, which must never be readable where the
  * ledger keeps the request. malloc'd. */
 static char *member_open_body(const char *serial)
@@ -217,7 +203,7 @@ START_TEST(open_abandoned_by_a_dead_instance_is_finished)
                               "AND state = 'succeeded'",
                               serial, 1, 20000),
                      1);
-    ck_assert_int_ge(metric(&st.cg, "cardgate_requests_redriven_total"), 1);
+    ck_assert_int_ge(ts_metric(&st.cg, "cardgate_requests_redriven_total"), 1);
     /* Made again with the same out_serial_no: Alipay kept one card. */
     ck_assert_int_eq(ts_sim_calls(&st.sim, serial), 2);
     assert_recorded_once(&st, serial);
@@ -294,10 +280,10 @@ START_TEST(what_cannot_be_made_again_stays_in_view)
     ck_assert_msg(ts_cardgate_start(&st.cg, st.db, &st.sim, other_key_env) == 0, "see %s",
                   st.cg.log);
     long long until = ts_now_ms() + 20000;
-    while (metric(&st.cg, "cardgate_redrives_impossible_total") < 1 && ts_now_ms() < until)
+    while (ts_metric(&st.cg, "cardgate_redrives_impossible_total") < 1 && ts_now_ms() < until)
         usleep(200 * 1000);
-    ck_assert_int_ge(metric(&st.cg, "cardgate_redrives_impossible_total"), 1);
-    ck_assert_int_ge(metric(&st.cg, "cardgate_stale_requests"), 1);
+    ck_assert_int_ge(ts_metric(&st.cg, "cardgate_redrives_impossible_total"), 1);
+    ck_assert_int_ge(ts_metric(&st.cg, "cardgate_stale_requests"), 1);
     ck_assert_int_eq(sql(st.db,
                          "SELECT count(*) FROM stale_requests WHERE out_serial_no = '%s' AND "
                          "redrivable",

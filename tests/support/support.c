@@ -768,3 +768,16 @@ int ts_read_status(int fd, int timeout_ms)
         return 0;
     return status;
 }
+
+long ts_metric(const struct ts_cardgate *cg, const char *name)
+{
+    char url[128], line[128];
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/metrics", cg->url);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    snprintf(line, sizeof(line), "\n%s ", name);
+    const char *at = strstr(r.body, line);
+    long v = at ? atol(at + strlen(line)) : -1;
+    ts_http_free(&r);
+    return v;
+}

@@ -124,6 +124,9 @@ int ts_cardgate_start_port(struct ts_cardgate *cg, int port, const char *db,
                            const struct ts_sim *sim, const char *const extra_env[]);
 /* SIGTERM and wait; returns the exit status as waitpid gives it. */
 int ts_cardgate_stop(struct ts_cardgate *cg);
+/* One unlabelled series of cg's /metrics ("cardgate_stale_requests"), -1
+ * when absent. */
+long ts_metric(const struct ts_cardgate *cg, const char *name);
 
 /* One value of a SQL query's first row and column, as a long (-1 on error
  * or no row). Blocking, for assertions. */
