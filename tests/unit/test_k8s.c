@@ -370,7 +370,7 @@ START_TEST(test_files_start_with_a_comment)
 {
     for (size_t i = 0; i < n_files; i++) {
         char path[512];
-        snprintf(path, sizeof(path), "%s/%s", K8S_DIR, file_names[i]);
+        snprintf(path, sizeof(path), "%s/%.255s", K8S_DIR, file_names[i]);
         char *text = ts_read_file(path, NULL);
         ck_assert_ptr_nonnull(text);
         int comment = text[0] == '#';

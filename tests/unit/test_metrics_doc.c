@@ -56,7 +56,7 @@ START_TEST(test_readme_describes_every_metric)
     ck_assert_msg(table != NULL, "README has no Metrics section");
     for (size_t i = 0; i < n; i++) {
         char cell[128];
-        snprintf(cell, sizeof(cell), "| `%s`", names[i]);
+        snprintf(cell, sizeof(cell), "| `%.95s`", names[i]);
         ck_assert_msg(strstr(table, cell), "README's metrics table does not describe %s", names[i]);
     }
     free(readme);
