@@ -148,6 +148,29 @@ START_TEST(test_completion_repeatable)
 }
 END_TEST
 
+/* Two opens whose cards Alipay gave the same merchant number: both cards
+ * are kept (Alipay has both), the second flagged without the number; a
+ * completion written again changes neither. */
+START_TEST(test_external_card_no_clash_kept_and_flagged)
+{
+    const char *card = "{\"user_id\":\"2088302463082075\",\"card_template_id\":\"tpl\","
+                       "\"external_card_no\":\"EXT-SAME\"}";
+    assert_verdict(claim("s5", "h", "A", "60000"), "claimed");
+    ck_assert_int_eq(finish("s5", "A", "succeeded", "open", "BIZ5", card), 1);
+    assert_verdict(claim("s6", "h", "B", "60000"), "claimed");
+    ck_assert_int_eq(finish("s6", "B", "succeeded", "open", "BIZ6", card), 1);
+    ck_assert_int_eq(finish("s6", "B", "succeeded", "open", "BIZ6", card), 0);
+    ck_assert_int_eq(ts_pg_long(db, "SELECT count(*) FROM cards WHERE biz_card_no = 'BIZ5' AND "
+                                    "external_card_no = 'EXT-SAME' AND status = 'active'"),
+                     1);
+    ck_assert_int_eq(ts_pg_long(db, "SELECT count(*) FROM cards WHERE biz_card_no = 'BIZ6' AND "
+                                    "external_card_no IS NULL AND "
+                                    "status = 'external_card_no_conflict'"),
+                     1);
+    ck_assert_int_eq(ts_pg_long(db, "SELECT count(*) FROM cards"), 2);
+}
+END_TEST
+
 static void add_card(const char *biz, const char *external)
 {
     char sql[300];
@@ -257,6 +280,7 @@ int main(void)
     tcase_add_test(tc, test_late_success_wins);
     tcase_add_test(tc, test_no_refusal_over_a_card);
     tcase_add_test(tc, test_completion_repeatable);
+    tcase_add_test(tc, test_external_card_no_clash_kept_and_flagged);
     tcase_add_test(tc, test_card_lock);
     tcase_add_test(tc, test_update_order);
     tcase_add_test(tc, test_deleted_card);
