@@ -9,8 +9,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include <json-c/json.h>
-
 int log_level_parse(const char *s, enum log_level *out)
 {
     static const struct {
@@ -64,7 +62,7 @@ static void line_put(struct line *b, const char *s, size_t n)
     if (b->oom)
         return;
     if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
+        size_t cap = b->cap ? b->cap : 512;
         while (cap < b->len + n + 1)
             cap *= 2;
         char *p = realloc(b->p, cap);
@@ -152,7 +150,13 @@ static void log_timestamp(char out[32])
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    long ms = ts.tv_nsec / 1000000;
+    out[n] = '.';
+    out[n + 1] = (char)('0' + ms / 100);
+    out[n + 2] = (char)('0' + ms / 10 % 10);
+    out[n + 3] = (char)('0' + ms % 10);
+    out[n + 4] = 'Z';
+    out[n + 5] = '\0';
 }
 
 /* Keys the line itself uses get a "_" so a caller's pair cannot replace them. */
@@ -165,52 +169,68 @@ static const char *log_key(const char *key, char *buf, size_t buflen)
     return key;
 }
 
-static int json_add_string(json_object *o, const char *key, const char *val)
+/* A JSON string of valid UTF-8 s: '"' and '\\' escaped, control
+ * characters as \n, \r, \t or \u00XX, everything else as it is (RFC 8259). */
+static void json_put_string(struct line *b, const char *s)
 {
-    char *tmp;
-    const char *clean = utf8_clean(val, &tmp);
-    json_object *s = clean ? json_object_new_string(clean) : NULL;
-    free(tmp);
-    if (!s)
-        return -1;
-    if (json_object_object_add(o, key, s) != 0) {
-        json_object_put(s);
-        return -1;
+    static const char hex[] = "0123456789abcdef";
+    const char *run = s;
+    line_put(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p >= 0x20 && *p != '"' && *p != '\\')
+            continue;
+        line_put(b, run, (size_t)((const char *)p - run));
+        run = (const char *)p + 1;
+        char esc[7] = {'\\', (char)*p, 0};
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            esc[1] = *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't';
+        else if (*p < 0x20)
+            esc[1] = 'u', esc[2] = esc[3] = '0', esc[4] = hex[*p >> 4], esc[5] = hex[*p & 15];
+        line_puts(b, esc);
     }
-    return 0;
+    line_puts(b, run);
+    line_put(b, "\"", 1);
 }
 
+/* "key":"value" after the previous member, both cleaned to UTF-8. */
+static void json_put_member(struct line *b, const char *key, const char *val)
+{
+    char *tk, *tv;
+    const char *ckey = utf8_clean(key, &tk), *cval = utf8_clean(val, &tv);
+    if (!ckey || !cval) {
+        b->oom = 1;
+    } else {
+        line_put(b, ",", 1);
+        json_put_string(b, ckey);
+        line_put(b, ":", 1);
+        json_put_string(b, cval);
+    }
+    free(tk);
+    free(tv);
+}
+
+/* Written member by member, not through json-c's objects: a line per
+ * request, so its cost counts (issue 10). A key given twice appears
+ * twice; callers do not. */
 static void log_format_json(struct line *b, const char *ts, enum log_level lvl, const char *msg,
                             va_list ap)
 {
-    json_object *o = json_object_new_object();
     char kbuf[64];
-    if (!o) {
-        b->oom = 1;
-        return;
-    }
-    int rc = json_add_string(o, "ts", ts);
-    rc |= json_add_string(o, "level", log_level_name(lvl));
-    rc |= json_add_string(o, "msg", msg ? msg : "");
+    line_puts(b, "{\"ts\":\"");
+    line_puts(b, ts);
+    line_puts(b, "\",\"level\":\"");
+    line_puts(b, log_level_name(lvl));
+    line_put(b, "\"", 1);
+    json_put_member(b, "msg", msg ? msg : "");
     for (;;) {
         const char *key = va_arg(ap, const char *);
         if (!key)
             break;
         const char *val = va_arg(ap, const char *);
-        if (!val)
-            continue;
-        char *tmp;
-        const char *ckey = utf8_clean(key, &tmp);
-        rc |= ckey ? json_add_string(o, log_key(ckey, kbuf, sizeof kbuf), val) : -1;
-        free(tmp);
+        if (val)
+            json_put_member(b, log_key(key, kbuf, sizeof kbuf), val);
     }
-    const char *text =
-        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    if (rc != 0 || !text)
-        b->oom = 1;
-    else
-        line_puts(b, text);
-    json_object_put(o);
+    line_put(b, "}", 1);
 }
 
 /* Text lines: control characters are escaped so one event stays one line;

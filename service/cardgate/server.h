@@ -57,6 +57,8 @@ struct worker {
     struct event *drain_ev; /* activated by main on SIGTERM */
     struct event *drain_tick;
     long in_flight;          /* requests being handled; this thread only */
+    char id_prefix[20];      /* request ids: 16 random hex digits and '-' ... */
+    unsigned long id_seq;    /* ... then this count */
     struct request *live;    /* those requests, to free them if the drain times out */
     struct record *records;  /* final outcomes being written again (recorder.h) */
     struct sweeper *sweeper; /* worker 0 only (sweeper.h) */

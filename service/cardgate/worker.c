@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
+#include <openssl/rand.h>
 
 #include "alipay_client.h"
 #include "alipay_http.h"
@@ -200,7 +201,23 @@ static int worker_setup(struct worker *w, struct server *srv, int id, char *err,
     memset(w, 0, sizeof(*w));
     w->id = id;
     w->srv = srv;
-    w->base = event_base_new();
+    unsigned char raw[8];
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        snprintf(err, errlen, "no random bytes for the request ids");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        sprintf(w->id_prefix + 2 * i, "%02x", raw[i]);
+    strcat(w->id_prefix, "-");
+    /* epoll's changelist: an event deleted and added again in one loop
+     * turn (libpq's socket between queries, a bufferevent's write
+     * interest) costs no epoll_ctl. Safe here: cardgate never dup()s a
+     * socket it watches. */
+    struct event_config *ec = event_config_new();
+    if (ec)
+        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = ec ? event_base_new_with_config(ec) : NULL;
+    event_config_free(ec);
     w->http = w->base ? evhttp_new(w->base) : NULL;
     if (!w->http) {
         snprintf(err, errlen, "cannot create the event loop");
