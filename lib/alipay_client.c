@@ -14,6 +14,7 @@ struct alipay_client {
     char *gateway_url;
     char *app_id;
     EVP_PKEY *app_key;
+    struct alipay_signer *signer; /* app_key, prepared once (alipay_sign.h) */
     EVP_PKEY *alipay_key;
     _Atomic(struct alipay_trust *) *trust;
     enum alipay_sign_type sign_type;
@@ -42,6 +43,11 @@ struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
         return NULL;
     }
     c->app_key = cfg->app_key;
+    c->signer = alipay_signer_new(cfg->app_key, cfg->sign_type, err, errlen);
+    if (!c->signer) {
+        alipay_client_free(c);
+        return NULL;
+    }
     c->alipay_key = cfg->alipay_key;
     c->trust = cfg->trust;
     c->sign_type = cfg->sign_type;
@@ -70,6 +76,7 @@ void alipay_client_free(struct alipay_client *c)
         call_unlink(call);
         free(call);
     }
+    alipay_signer_free(c->signer);
     free(c->gateway_url);
     free(c->app_id);
     free(c);
@@ -143,7 +150,7 @@ int alipay_client_build_params(const struct alipay_client *c, const char *method
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    if (!(sign = alipay_sign_data(c->app_key, c->sign_type, content, strlen(content), err, errlen)))
+    if (!(sign = alipay_signer_sign(c->signer, content, strlen(content), err, errlen)))
         goto done;
     alipay_params_set(&p, "sign", sign);
 

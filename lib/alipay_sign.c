@@ -120,15 +120,14 @@ char *alipay_sign_content(const struct alipay_params *p)
     return out;
 }
 
-char *alipay_sign_data(EVP_PKEY *key, enum alipay_sign_type type, const char *data, size_t len,
-                       char *err, size_t errlen)
+/* Signs data with ctx, which DigestSignInit (or a copy of one) prepared;
+ * the base64, malloc'd, or NULL with err. ctx is freed. */
+static char *sign_with(EVP_MD_CTX *ctx, const char *data, size_t len, char *err, size_t errlen)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char *sig = NULL;
     char *b64 = NULL;
     size_t siglen = 0;
-    if (!ctx || EVP_DigestSignInit(ctx, NULL, sign_md(type), NULL, key) != 1 ||
-        EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)data, len) != 1)
+    if (!ctx || EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)data, len) != 1)
         goto fail;
     sig = malloc(siglen);
     if (!sig || EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)data, len) != 1)
@@ -146,6 +145,57 @@ fail:
     free(sig);
     EVP_MD_CTX_free(ctx);
     return NULL;
+}
+
+char *alipay_sign_data(EVP_PKEY *key, enum alipay_sign_type type, const char *data, size_t len,
+                       char *err, size_t errlen)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx && EVP_DigestSignInit(ctx, NULL, sign_md(type), NULL, key) != 1) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return sign_with(ctx, data, len, err, errlen);
+}
+
+struct alipay_signer {
+    EVP_MD_CTX *prepared;
+};
+
+struct alipay_signer *alipay_signer_new(EVP_PKEY *key, enum alipay_sign_type type, char *err,
+                                        size_t errlen)
+{
+    struct alipay_signer *s = calloc(1, sizeof(*s));
+    if (s)
+        s->prepared = EVP_MD_CTX_new();
+    if (!s || !s->prepared ||
+        EVP_DigestSignInit(s->prepared, NULL, sign_md(type), NULL, key) != 1) {
+        snprintf(err, errlen, "cannot prepare signing: %s",
+                 ERR_reason_error_string(ERR_get_error()));
+        ERR_clear_error();
+        alipay_signer_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+char *alipay_signer_sign(const struct alipay_signer *s, const char *data, size_t len, char *err,
+                         size_t errlen)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx && EVP_MD_CTX_copy_ex(ctx, s->prepared) != 1) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return sign_with(ctx, data, len, err, errlen);
+}
+
+void alipay_signer_free(struct alipay_signer *s)
+{
+    if (!s)
+        return;
+    EVP_MD_CTX_free(s->prepared);
+    free(s);
 }
 
 int alipay_sign_verify(EVP_PKEY *pub, enum alipay_sign_type type, const char *data, size_t len,
