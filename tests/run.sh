@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 . deploy/common.sh
 
 # TS_VALGRIND=1: the long memcheck run (README, Reliability): a build
-# without the sanitizers, every cardgate the tests start under valgrind.
+# without the sanitizers, every cardgate and alipay-sim the tests start
+# under valgrind.
 if [ "${TS_VALGRIND:-0}" != 0 ]; then
     CARDGATE_PACKAGES+=(valgrind)
     build=build-valgrind
@@ -39,13 +40,14 @@ if [ "$sanitize" = ON ]; then
 fi
 # Under valgrind everything runs 20-50x slower, so tests bound by time (a
 # deadline, a gateway timeout) may fail for that alone; the memcheck verdict
-# is every cardgate's log, which holds valgrind's reports and nothing else
-# of valgrind's (--quiet).
-rm -f tests/cardgate-*.log
+# is every cardgate's and alipay-sim's log, which hold valgrind's reports and
+# nothing else of valgrind's (--quiet).
+rm -f tests/cardgate-*.log tests/alipay-sim-*.log
 ctest --output-on-failure -j2 "$@" || echo "(some tests failed; under valgrind, see above whether from slowness)"
-reports=$(grep -l '^==[0-9]*== ' tests/cardgate-*.log 2>/dev/null || true)
+reports=$(grep -l '^==[0-9]*== ' tests/cardgate-*.log tests/alipay-sim-*.log 2>/dev/null || true)
 if [ -n "$reports" ]; then
     echo "valgrind memcheck reports in:" $reports
     exit 1
 fi
-echo "valgrind memcheck: no report in $(ls tests/cardgate-*.log | wc -l) cardgate logs"
+echo "valgrind memcheck: no report in $(ls tests/cardgate-*.log | wc -l) cardgate and" \
+    "$(ls tests/alipay-sim-*.log | wc -l) alipay-sim logs"

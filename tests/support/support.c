@@ -250,6 +250,23 @@ char *ts_pg_create_db(void)
     return conninfo;
 }
 
+/* TS_VALGRIND=1 (the long memcheck run, tests/run.sh): the binaries the
+ * tests start run under memcheck; an error or a definite leak makes them
+ * exit 99 and leaves a report in their log. */
+static int valgrind_on(void)
+{
+    const char *vg = getenv("TS_VALGRIND");
+    return vg && *vg && strcmp(vg, "0") != 0;
+}
+
+static const char *const valgrind_argv[] = {"/usr/bin/valgrind",
+                                            "--quiet",
+                                            "--error-exitcode=99",
+                                            "--leak-check=full",
+                                            "--show-leak-kinds=definite",
+                                            "--errors-for-leak-kinds=definite",
+                                            NULL};
+
 static int sim_start_once(struct ts_sim *sim, const char *const extra_args[])
 {
     char listen[64], bin[512], log[512];
@@ -258,15 +275,23 @@ static int sim_start_once(struct ts_sim *sim, const char *const extra_args[])
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", sim->port);
     snprintf(bin, sizeof(bin), "%s/alipay-sim", CARDGATE_BIN_DIR);
     snprintf(log, sizeof(log), "%s/../tests/alipay-sim-%d.log", CARDGATE_BIN_DIR, sim->port);
-    const char *argv[32] = {bin,
-                            "--listen",
-                            listen,
-                            "--app-public-key",
-                            ts_vector("keys/app_public.pem"),
-                            "--alipay-private-key",
-                            ts_vector("keys/alipay_private_sim.pem")};
-    size_t n = 7;
-    for (size_t i = 0; extra_args && extra_args[i] && n < 31; i++)
+    const char *argv[40];
+    size_t n = 0;
+    /* TS_VALGRIND=1: the simulator under memcheck too (see cardgate's). */
+    if (valgrind_on())
+        for (const char *const *v = valgrind_argv; *v; v++)
+            argv[n++] = *v;
+    const char *const own[] = {bin,
+                               "--listen",
+                               listen,
+                               "--app-public-key",
+                               ts_vector("keys/app_public.pem"),
+                               "--alipay-private-key",
+                               ts_vector("keys/alipay_private_sim.pem"),
+                               NULL};
+    for (const char *const *v = own; *v; v++)
+        argv[n++] = *v;
+    for (size_t i = 0; extra_args && extra_args[i] && n < 39; i++)
         argv[n++] = extra_args[i];
     argv[n] = NULL;
     sim->pid = ts_spawn(argv, NULL, log);
@@ -293,7 +318,7 @@ int ts_sim_start(struct ts_sim *sim, const char *const extra_args[])
 void ts_sim_stop(struct ts_sim *sim)
 {
     if (sim->pid > 0)
-        ts_stop(sim->pid, SIGTERM, 5000);
+        ts_stop(sim->pid, SIGTERM, valgrind_on() ? 60000 : 5000);
     sim->pid = 0;
 }
 
@@ -359,11 +384,6 @@ int ts_cardgate_migrate(const char *db)
 }
 
 /* 1 in the long memcheck run (TS_VALGRIND set and not 0). */
-static int valgrind_on(void)
-{
-    const char *vg = getenv("TS_VALGRIND");
-    return vg && *vg && strcmp(vg, "0") != 0;
-}
 
 static int cardgate_start_once(struct ts_cardgate *cg, int port, const char *db,
                                const struct ts_sim *sim, const char *const extra_env[])
@@ -405,15 +425,13 @@ static int cardgate_start_once(struct ts_cardgate *cg, int port, const char *db,
      * memcheck; an error or a definite leak makes it exit 99, which the
      * tests' checks of its exit status report. */
     const char *argv[] = {bin, "serve", NULL};
-    const char *vg_argv[] = {"/usr/bin/valgrind",
-                             "--quiet",
-                             "--error-exitcode=99",
-                             "--leak-check=full",
-                             "--show-leak-kinds=definite",
-                             "--errors-for-leak-kinds=definite",
-                             bin,
-                             "serve",
-                             NULL};
+    const char *vg_argv[10];
+    size_t nv = 0;
+    for (const char *const *v = valgrind_argv; *v; v++)
+        vg_argv[nv++] = *v;
+    vg_argv[nv++] = bin;
+    vg_argv[nv++] = "serve";
+    vg_argv[nv] = NULL;
     cg->pid = ts_spawn(valgrind_on() ? vg_argv : argv, envp, cg->log);
     if (!child_serving(cg->pid, cg->port)) {
         fprintf(stderr, "cardgate did not start; see %s\n", cg->log);
