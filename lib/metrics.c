@@ -215,7 +215,7 @@ char *metrics_render(struct metrics *m)
         "# TYPE cardgate_requests_redriven_total counter\n"
         "cardgate_requests_redriven_total %lu\n"
         "# HELP cardgate_redrives_impossible_total Abandoned requests the sweeper could not make "
-        "again (nothing sealed, or sealed under another key).\n"
+        "again (sealed under another key).\n"
         "# TYPE cardgate_redrives_impossible_total counter\n"
         "cardgate_redrives_impossible_total %lu\n"
         "# HELP cardgate_db_connections_up Database connections up (idle or busy), all workers.\n"

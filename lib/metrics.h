@@ -69,8 +69,8 @@ struct metrics {
     atomic_ulong idempotent_replays;
     /* The sweeper's (sweeper.h): requests left pending past their lock, as
      * its last look saw them (-1: it has not looked yet), those it made
-     * again, and those it could not (nothing sealed, or the seal did not
-     * open with this instance's key). */
+     * again, and those it could not (the seal did not open with this
+     * instance's key). */
     atomic_long stale_requests;
     atomic_ulong requests_redriven;
     atomic_ulong redrives_impossible;

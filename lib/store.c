@@ -39,13 +39,15 @@ const struct pg_statement store_statements[] = {
      "SELECT " CARD_COLUMNS " FROM cards WHERE app_id = $1 AND out_serial_no = $2 "
      "ORDER BY created_at, biz_card_no LIMIT 1000",
      2},
-    /* Picks the oldest abandoned requests that no sweeper tried lately
-     * (one a sweeper could not finish waits $3 ms before the next try, so
-     * it cannot starve the others), and counts every abandoned one. */
+    /* Picks the oldest abandoned requests that can be made again (sealed),
+     * overdue by $4 ms past their lock, that no sweeper tried lately (one a
+     * sweeper could not finish waits $3 ms before the next try, so it
+     * cannot starve the others), and counts every abandoned one. */
     {"abandoned",
      "WITH picked AS ("
      " SELECT app_id, out_serial_no FROM card_requests"
-     " WHERE app_id = $1 AND state = 'pending' AND lock_expires_at < now()"
+     " WHERE app_id = $1 AND state = 'pending' AND sealed IS NOT NULL"
+     " AND lock_expires_at < now() - make_interval(secs => $4::integer / 1000.0)"
      " AND (swept_at IS NULL OR swept_at < now() - make_interval(secs => $3::integer / 1000.0))"
      " ORDER BY swept_at NULLS FIRST, lock_expires_at LIMIT $2::integer FOR UPDATE SKIP LOCKED), "
      "swept AS ("
@@ -55,7 +57,7 @@ const struct pg_statement store_statements[] = {
      "SELECT s.out_serial_no, s.sealed, t.total FROM (SELECT count(*) AS total FROM card_requests"
      " WHERE app_id = $1 AND state = 'pending' AND lock_expires_at < now()) t"
      " LEFT JOIN swept s ON true",
-     3},
+     4},
     {"schema_check", "SELECT 1 FROM schema_migrations WHERE version = $1", 1},
     {"template_configure",
      "SELECT apply_card_url FROM card_template_configure($1, $2, $3, $4::jsonb, $5)", 5},
@@ -348,13 +350,14 @@ static void on_abandoned(PGresult *res, int unavailable, const char *error, void
 }
 
 int store_abandoned(struct pg_pool *pool, const char *app_id, int limit, long backoff_ms,
-                    store_abandoned_cb cb, void *arg)
+                    long grace_ms, store_abandoned_cb cb, void *arg)
 {
-    char lim[16], backoff[32];
+    char lim[16], backoff[32], grace[32];
     snprintf(lim, sizeof(lim), "%d", limit);
     snprintf(backoff, sizeof(backoff), "%ld", backoff_ms);
-    const char *values[] = {app_id, lim, backoff};
-    return exec_or_free(pool, "abandoned", 3, values, on_abandoned,
+    snprintf(grace, sizeof(grace), "%ld", grace_ms);
+    const char *values[] = {app_id, lim, backoff, grace};
+    return exec_or_free(pool, "abandoned", 4, values, on_abandoned,
                         pending_new((void (*)(void))cb, arg));
 }
 

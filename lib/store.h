@@ -136,11 +136,12 @@ struct store_abandoned {
 typedef void (*store_abandoned_cb)(const struct store_abandoned *rows, size_t n, long total,
                                    const char *error, void *arg);
 /* Takes the oldest `limit` requests of app_id left pending past their lock
- * (the stale_requests view) that no sweeper took in the last backoff_ms,
- * marking them taken now (swept_at). Returns 0, or -1 when the pool's
- * queue is full. */
+ * by more than grace_ms that hold a sealed copy and that no sweeper took in
+ * the last backoff_ms, marking them taken now (swept_at). total counts every
+ * request pending past its lock (the stale_requests view). Returns 0, or -1
+ * when the pool's queue is full. */
 int store_abandoned(struct pg_pool *p, const char *app_id, int limit, long backoff_ms,
-                    store_abandoned_cb cb, void *arg);
+                    long grace_ms, store_abandoned_cb cb, void *arg);
 
 /* current: 1 when the newest embedded migration is applied, 0 when behind,
  * -1 when the database could not answer. */

@@ -33,6 +33,21 @@ CREATE OR REPLACE VIEW stale_requests AS
            lock_expires_at, now() - lock_expires_at AS overdue, sealed IS NOT NULL AS redrivable
     FROM card_requests WHERE state = 'pending' AND lock_expires_at < now();
 
+-- A request its holder abandoned pending, which the claim now refuses for
+-- good (its card is gone, deleted, or changed by a newer update; its
+-- merchant number is taken): closed as failed, so that neither it nor its
+-- sealed copy stays pending for ever, with its outcome still unknown
+-- ('abandoned': a later claim that gets through checks Alipay first).
+CREATE FUNCTION card_request_close_abandoned(p_app_id text, p_serial text, p_hash text)
+RETURNS void
+LANGUAGE sql AS $$
+    UPDATE card_requests c
+       SET state = 'failed', last_outcome = 'abandoned', lock_token = NULL, locked_at = NULL,
+           lock_expires_at = NULL, updated_at = now()
+     WHERE c.app_id = p_app_id AND c.out_serial_no = p_serial AND c.request_hash = p_hash
+       AND c.state = 'pending' AND c.lock_expires_at < now();
+$$;
+
 -- migrations/002's claim, which now also keeps the sealed request
 -- (p_sealed; NULL: nothing to make again).
 DROP FUNCTION card_request_claim_op(text, text, text, text, text, integer, text, text, timestamp,
@@ -64,6 +79,7 @@ BEGIN
             SELECT * INTO k FROM cards WHERE cards.biz_card_no = p_biz_card_no
                                          AND cards.app_id = p_app_id FOR UPDATE;
             IF NOT FOUND THEN
+                PERFORM card_request_close_abandoned(p_app_id, p_serial, p_hash);
                 RETURN QUERY SELECT 'no_card'::text, NULL::integer, NULL::text, 0, NULL::text,
                                     NULL::text;
                 RETURN;
@@ -94,12 +110,14 @@ BEGIN
 
         IF p_biz_card_no IS NOT NULL THEN
             IF k.status = 'deleted' THEN
+                PERFORM card_request_close_abandoned(p_app_id, p_serial, p_hash);
                 RETURN QUERY SELECT 'deleted'::text, NULL::integer, NULL::text, 0, NULL::text,
                                     NULL::text;
                 RETURN;
             END IF;
             IF p_occur_time IS NOT NULL AND k.last_occur_time IS NOT NULL
                AND p_occur_time < k.last_occur_time THEN
+                PERFORM card_request_close_abandoned(p_app_id, p_serial, p_hash);
                 RETURN QUERY SELECT 'stale'::text, NULL::integer, NULL::text, 0, NULL::text,
                                     to_char(k.last_occur_time, 'YYYY-MM-DD HH24:MI:SS');
                 RETURN;
@@ -114,6 +132,7 @@ BEGIN
                    SELECT 1 FROM cards o
                     WHERE o.external_card_no = p_external_card_no AND o.status <> 'deleted'
                       AND o.biz_card_no <> p_biz_card_no) THEN
+                PERFORM card_request_close_abandoned(p_app_id, p_serial, p_hash);
                 RETURN QUERY SELECT 'external_taken'::text, NULL::integer, NULL::text, 0,
                                     NULL::text, NULL::text;
                 RETURN;

@@ -80,17 +80,25 @@ int handler_query_params(struct request *r, struct evkeyvalq *q, const char *con
 {
     const char *query = request_query(r);
     TAILQ_INIT(q);
-    if (query && evhttp_parse_query_str(query, q) < 0) {
+    /* evhttp decodes %00 into a NUL that cuts the value short: refused
+     * whole, like a query it cannot parse. */
+    if (query && (strstr(query, "%00") || evhttp_parse_query_str(query, q) < 0)) {
+        evhttp_clear_headers(q);
         reply_error(r, 400, "INVALID_PARAMETER", "the query string cannot be parsed", NULL, NULL);
         return -1;
     }
     for (struct evkeyval *kv = TAILQ_FIRST(q); kv; kv = TAILQ_NEXT(kv, next)) {
-        int known = 0;
+        int known = 0, twice = 0;
         for (size_t i = 0; allowed[i] && !known; i++)
             known = strcmp(kv->key, allowed[i]) == 0;
-        if (!known) {
+        /* evhttp_find_header would take the first of two: which one the
+         * caller meant is not known. */
+        for (struct evkeyval *o = TAILQ_FIRST(q); o != kv && !twice; o = TAILQ_NEXT(o, next))
+            twice = strcmp(o->key, kv->key) == 0;
+        if (!known || twice) {
             char msg[200];
-            snprintf(msg, sizeof(msg), "unknown query parameter %.100s", kv->key);
+            snprintf(msg, sizeof(msg), "%s query parameter %.100s", twice ? "repeated" : "unknown",
+                     kv->key);
             reply_error(r, 400, "INVALID_PARAMETER", msg, kv->key, NULL);
             evhttp_clear_headers(q);
             return -1;

@@ -88,6 +88,7 @@ static int cmd_health(const struct config *cfg)
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*"); /* a container's http_proxy is not for us */
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK)
@@ -95,8 +96,10 @@ static int cmd_health(const struct config *cfg)
     curl_easy_cleanup(c);
     if (status == 200)
         return 0;
-    fprintf(stderr, "cardgate: health: %s: %s\n", url,
-            rc == CURLE_OK ? "not 200" : curl_easy_strerror(rc));
+    if (rc == CURLE_OK)
+        fprintf(stderr, "cardgate: health: %s: HTTP %ld\n", url, status);
+    else
+        fprintf(stderr, "cardgate: health: %s: %s\n", url, curl_easy_strerror(rc));
     return 1;
 }
 

@@ -9,7 +9,7 @@
 #include "log.h"
 
 #define RETRY_FIRST_MS 200
-#define RETRY_MAX_MS 5000
+#define RETRY_MAX_MS RECORDER_RETRY_MAX_MS
 
 struct record {
     struct worker *w;

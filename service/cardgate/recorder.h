@@ -6,6 +6,10 @@
 #ifndef CARDGATE_RECORDER_H
 #define CARDGATE_RECORDER_H
 
+/* The longest wait between two tries of one write: once the database is
+ * back, every live instance has written what it holds within this. */
+#define RECORDER_RETRY_MAX_MS 5000
+
 #include "server.h"
 #include "store.h"
 

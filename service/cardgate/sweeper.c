@@ -9,6 +9,8 @@
 #include <openssl/crypto.h>
 
 #include "log.h"
+#include "pg.h"
+#include "recorder.h"
 #include "routes.h"
 #include "seal.h"
 #include "server.h"
@@ -17,10 +19,17 @@
 /* Rows made again per look; the rest wait for the next look. */
 #define SWEEP_BATCH 32
 
+/* An expired lock does not prove its holder dead: a live instance may be
+ * writing the outcome again (recorder.h) while the database comes back.
+ * Once the database has answered for this long, every live instance has
+ * written what it held; and only rows overdue by this long are taken. */
+#define SWEEP_GRACE_MS (2 * RECORDER_RETRY_MAX_MS)
+
 struct sweeper {
     struct worker *w;
     struct event *timer;
-    int looking; /* a look's query is in flight: the next tick waits */
+    int looking;           /* a look's query is in flight: the next tick waits */
+    long long db_up_since; /* since when this worker's pool has had a connection (0: down) */
 };
 
 /* One row: opens its seal and makes it again; 0, or -1 when it cannot. */
@@ -61,10 +70,8 @@ static void looked(const struct store_abandoned *rows, size_t n, long total, con
         }
         atomic_fetch_add(&m->redrives_impossible, 1);
         log_write(&w->srv->log, LOG_ERROR,
-                  rows[i].sealed ? "abandoned request cannot be made again: its seal does not "
-                                   "open with this instance's key; reconcile it by hand"
-                                 : "abandoned request cannot be made again: nothing was sealed "
-                                   "of it; it waits for its caller's retry",
+                  "abandoned request cannot be made again: its seal does not open with this "
+                  "instance's key; reconcile it by hand",
                   "out_serial_no", rows[i].serial, NULL);
     }
 }
@@ -76,10 +83,20 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     const struct config *cfg = &w->srv->cfg;
     if (s->looking || w->draining)
         return;
+    long long now = server_now_ms();
+    if (pg_pool_up(w->pg) == 0) {
+        s->db_up_since = 0;
+        return;
+    }
+    if (!s->db_up_since)
+        s->db_up_since = now;
+    if (now - s->db_up_since < SWEEP_GRACE_MS)
+        return;
     /* A row a sweeper took and could not finish waits ten looks. */
     long backoff = cfg->sweep_interval_ms * 10 > 1000 ? cfg->sweep_interval_ms * 10 : 1000;
     s->looking = 1;
-    if (store_abandoned(w->pg, cfg->alipay_app_id, SWEEP_BATCH, backoff, looked, s) < 0)
+    if (store_abandoned(w->pg, cfg->alipay_app_id, SWEEP_BATCH, backoff, SWEEP_GRACE_MS, looked,
+                        s) < 0)
         s->looking = 0;
 }
 

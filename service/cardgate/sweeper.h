@@ -5,13 +5,19 @@
  * dies — kill -9, an OOM kill, a drain that ran out, a database that stayed
  * away longer than the recorder could wait — the row stays pending past its
  * lock. Worker 0 of every instance looks for such rows every
- * CARDGATE_SWEEP_INTERVAL_MS and makes each again through the same route,
+ * CARDGATE_SWEEP_INTERVAL_MS — once its database has answered for a grace
+ * period, and only rows overdue by it, so that a live instance writing an
+ * outcome again as the database returns (recorder.h) is not overtaken —
+ * and makes each again through the same route,
  * handler and ledger as its caller's retry would (routes_redrive): same
  * out_serial_no, so Alipay's dedup and the ledger's checks keep it to one
  * card, and the ledger takes the outcome. Several instances may sweep at
  * once: the claim lets one of them through, and a row a sweeper took waits
- * before another try (store_abandoned). What cannot be made again is counted
- * (metrics) and stays in the stale_requests view. */
+ * before another try (store_abandoned). A request whose claim is now
+ * refused for good (its card deleted, or changed by a newer update) is
+ * closed by that claim (migrations/004). What cannot be made again — no
+ * seal, or a seal under another key — stays in the stale_requests view and
+ * the metrics. */
 #ifndef CARDGATE_SWEEPER_H
 #define CARDGATE_SWEEPER_H
 

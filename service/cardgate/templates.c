@@ -371,6 +371,9 @@ static const struct ledger_op activateurl_op = {
     /* A refusal (the callback's domain not yet allowed in Alipay's console,
      * the template still in review) must not block the template for good. */
     .rejection_not_final = 1,
+    /* Made again, the PUT would first store its settings over any newer
+     * ones; asking for the address again is the caller's to do. */
+    .not_redriven = 1,
     .method = "alipay.marketing.card.activateurl.apply",
     .metric = METRICS_METHOD_ACTIVATEURL_APPLY,
     .template_not_found_404 = 1,

@@ -1027,6 +1027,14 @@ START_TEST(test_list)
     get_v1(&r, "/v1/cards?user_id=2088000000000777&colour=red");
     expect_error(&r, 400, "INVALID_PARAMETER", "colour");
     resp_free(&r);
+    /* A value cut at an encoded NUL, or a parameter given twice, would
+     * look up something else than what was asked: refused whole. */
+    get_v1(&r, "/v1/cards?out_serial_no=list-b%00junk");
+    expect_error(&r, 400, "INVALID_PARAMETER", NULL);
+    resp_free(&r);
+    get_v1(&r, "/v1/cards?out_serial_no=list-b&out_serial_no=list-a");
+    expect_error(&r, 400, "INVALID_PARAMETER", "out_serial_no");
+    resp_free(&r);
 
     ck_assert_int_eq(sim_calls(NULL), total);
     free(a);

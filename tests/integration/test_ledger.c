@@ -218,6 +218,47 @@ END_TEST
 
 /* The newest accepted occur_time wins: older updates are stale, and a late
  * success of an older one moves nothing back. */
+/* An update abandoned pending (its holder died) that can no longer be made —
+ * a newer update went through meanwhile, or the card was deleted — is
+ * closed by the claim that refuses it: failed, its outcome unknown, its
+ * sealed copy gone; not left pending for the sweeper to try for ever. */
+START_TEST(test_abandoned_and_refused_is_closed)
+{
+    add_card("C7", "E7");
+    exec("UPDATE cards SET last_occur_time = '" T2 "' WHERE biz_card_no = 'C7'");
+    const char *v[] = {"app",    "u7", "h7", "pos", "A", "60000",
+                       "update", "C7", T1,   NULL,  "0", "\\x0102"};
+    PGresult *r = PQexecParams(conn,
+                               "SELECT verdict FROM card_request_claim_op($1, $2, $3, $4, $5, "
+                               "$6::integer, $7, $8, $9::timestamp, $10, $11::integer, $12::bytea)",
+                               12, NULL, v, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "stale"); /* refused at once: never pending */
+    PQclear(r);
+    /* Pending with an expired lock and its seal, as a dead holder leaves it. */
+    exec("INSERT INTO card_requests (app_id, out_serial_no, state, request_hash, caller, "
+         "lock_token, locked_at, lock_expires_at, operation, biz_card_no, sealed) VALUES "
+         "('app', 'u7', 'pending', 'h7', 'pos', 'A', now(), now() - interval '1 second', "
+         "'update', 'C7', '\\x0102')");
+    assert_verdict(claim_op("u7", "h7", "B", "60000", "update", "C7", T1, NULL, NULL), "stale");
+    ck_assert_int_eq(ts_pg_long(db, "SELECT count(*) FROM card_requests WHERE out_serial_no = "
+                                    "'u7' AND state = 'failed' AND last_outcome = 'abandoned' AND "
+                                    "sealed IS NULL AND lock_token IS NULL"),
+                     1);
+    /* The same for a deleted card. */
+    exec("INSERT INTO card_requests (app_id, out_serial_no, state, request_hash, caller, "
+         "lock_token, locked_at, lock_expires_at, operation, biz_card_no, sealed) VALUES "
+         "('app', 'd7', 'pending', 'hd', 'pos', 'A', now(), now() - interval '1 second', "
+         "'delete', 'C7', '\\x0102')");
+    exec("UPDATE cards SET status = 'deleted' WHERE biz_card_no = 'C7'");
+    assert_verdict(claim_op("d7", "hd", "C", "60000", "delete", "C7", NULL, NULL, NULL), "deleted");
+    ck_assert_int_eq(ts_pg_long(db, "SELECT count(*) FROM card_requests WHERE out_serial_no = "
+                                    "'d7' AND state = 'failed' AND sealed IS NULL"),
+                     1);
+    ck_assert_int_eq(ts_pg_long(db, "SELECT count(*) FROM stale_requests"), 0);
+}
+END_TEST
+
 START_TEST(test_update_order)
 {
     add_card("C2", "E2");
@@ -284,6 +325,7 @@ int main(void)
     tcase_add_test(tc, test_card_lock);
     tcase_add_test(tc, test_update_order);
     tcase_add_test(tc, test_deleted_card);
+    tcase_add_test(tc, test_abandoned_and_refused_is_closed);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }
