@@ -121,6 +121,11 @@ int sweeper_start(struct worker *w)
     return 0;
 }
 
+int sweeper_busy(const struct worker *w)
+{
+    return w->sweeper && w->sweeper->looking;
+}
+
 void sweeper_free(struct worker *w)
 {
     struct sweeper *s = w->sweeper;

@@ -27,6 +27,9 @@ struct worker;
  * configuration). Returns 0, or -1 when its timer cannot be made. The
  * sweeper is owned by w and freed by sweeper_free. */
 int sweeper_start(struct worker *w);
+/* 1 while a look's query is in flight: a drain waits for it, as for a
+ * request, so that nothing it owns is left with the database pool. */
+int sweeper_busy(const struct worker *w);
 void sweeper_free(struct worker *w);
 
 #endif

@@ -113,7 +113,8 @@ static struct bufferevent *guarded_bev(struct event_base *base, void *arg)
 static void drain_check(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    if ((w->in_flight == 0 && !w->records) || server_now_ms() >= w->drain_deadline_ms)
+    if ((w->in_flight == 0 && !w->records && !sweeper_busy(w)) ||
+        server_now_ms() >= w->drain_deadline_ms)
         event_base_loopexit(w->base, NULL);
 }
 
