@@ -1,5 +1,6 @@
 /* log: structured log lines (see log.h). */
 #include "log.h"
+#include "jsonw.h"
 
 #include <stdatomic.h>
 
@@ -49,40 +50,6 @@ int log_enabled(const struct log *lg, enum log_level lvl)
     return lg && (int)lvl >= atomic_load_explicit(&lg->level, memory_order_relaxed);
 }
 
-/* A growable line buffer; `oom` sticks once an allocation failed so the
- * writers need not check every append. */
-struct line {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void line_put(struct line *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 512;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void line_puts(struct line *b, const char *s)
-{
-    line_put(b, s, strlen(s));
-}
-
 /* Length of the valid UTF-8 sequence at s (1-4), or 0 when the bytes there
  * are not one (overlong forms, surrogates and code points past U+10FFFF
  * included). */
@@ -122,15 +89,15 @@ static const char *utf8_clean(const char *s, char **tmp)
         i += n;
     if (!u[i])
         return s;
-    struct line b = {0};
-    line_put(&b, s, i);
+    struct jsonw b = {0};
+    jsonw_raw(&b, s, i);
     while (u[i]) {
         n = utf8_seq_len(u + i);
         if (n) {
-            line_put(&b, (const char *)u + i, n);
+            jsonw_raw(&b, (const char *)u + i, n);
             i += n;
         } else {
-            line_puts(&b, "\xef\xbf\xbd");
+            jsonw_puts(&b, "\xef\xbf\xbd");
             i++;
         }
     }
@@ -169,41 +136,18 @@ static const char *log_key(const char *key, char *buf, size_t buflen)
     return key;
 }
 
-/* A JSON string of valid UTF-8 s: '"' and '\\' escaped, control
- * characters as \n, \r, \t or \u00XX, everything else as it is (RFC 8259). */
-static void json_put_string(struct line *b, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    const char *run = s;
-    line_put(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p >= 0x20 && *p != '"' && *p != '\\')
-            continue;
-        line_put(b, run, (size_t)((const char *)p - run));
-        run = (const char *)p + 1;
-        char esc[7] = {'\\', (char)*p, 0};
-        if (*p == '\n' || *p == '\r' || *p == '\t')
-            esc[1] = *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't';
-        else if (*p < 0x20)
-            esc[1] = 'u', esc[2] = esc[3] = '0', esc[4] = hex[*p >> 4], esc[5] = hex[*p & 15];
-        line_puts(b, esc);
-    }
-    line_puts(b, run);
-    line_put(b, "\"", 1);
-}
-
 /* "key":"value" after the previous member, both cleaned to UTF-8. */
-static void json_put_member(struct line *b, const char *key, const char *val)
+static void json_put_member(struct jsonw *b, const char *key, const char *val)
 {
     char *tk, *tv;
     const char *ckey = utf8_clean(key, &tk), *cval = utf8_clean(val, &tv);
     if (!ckey || !cval) {
         b->oom = 1;
     } else {
-        line_put(b, ",", 1);
-        json_put_string(b, ckey);
-        line_put(b, ":", 1);
-        json_put_string(b, cval);
+        jsonw_raw(b, ",", 1);
+        jsonw_string(b, ckey);
+        jsonw_raw(b, ":", 1);
+        jsonw_string(b, cval);
     }
     free(tk);
     free(tv);
@@ -212,15 +156,15 @@ static void json_put_member(struct line *b, const char *key, const char *val)
 /* Written member by member, not through json-c's objects: a line per
  * request, so its cost counts (issue 10). A key given twice appears
  * twice; callers do not. */
-static void log_format_json(struct line *b, const char *ts, enum log_level lvl, const char *msg,
+static void log_format_json(struct jsonw *b, const char *ts, enum log_level lvl, const char *msg,
                             va_list ap)
 {
     char kbuf[64];
-    line_puts(b, "{\"ts\":\"");
-    line_puts(b, ts);
-    line_puts(b, "\",\"level\":\"");
-    line_puts(b, log_level_name(lvl));
-    line_put(b, "\"", 1);
+    jsonw_puts(b, "{\"ts\":\"");
+    jsonw_puts(b, ts);
+    jsonw_puts(b, "\",\"level\":\"");
+    jsonw_puts(b, log_level_name(lvl));
+    jsonw_raw(b, "\"", 1);
     json_put_member(b, "msg", msg ? msg : "");
     for (;;) {
         const char *key = va_arg(ap, const char *);
@@ -230,38 +174,38 @@ static void log_format_json(struct line *b, const char *ts, enum log_level lvl, 
         if (val)
             json_put_member(b, log_key(key, kbuf, sizeof kbuf), val);
     }
-    line_put(b, "}", 1);
+    jsonw_raw(b, "}", 1);
 }
 
 /* Text lines: control characters are escaped so one event stays one line;
  * values are quoted (logfmt style) when they hold a space, '=', '"', '\' or
  * a control character, or are empty. */
-static void text_put_escaped(struct line *b, const char *s, int quote)
+static void text_put_escaped(struct jsonw *b, const char *s, int quote)
 {
     char tmp_esc[8];
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
         case '\n':
-            line_puts(b, "\\n");
+            jsonw_puts(b, "\\n");
             break;
         case '\r':
-            line_puts(b, "\\r");
+            jsonw_puts(b, "\\r");
             break;
         case '\t':
-            line_puts(b, "\\t");
+            jsonw_puts(b, "\\t");
             break;
         case '"':
         case '\\':
             if (quote)
-                line_put(b, "\\", 1);
-            line_put(b, (const char *)p, 1);
+                jsonw_raw(b, "\\", 1);
+            jsonw_raw(b, (const char *)p, 1);
             break;
         default:
             if (*p < 0x20 || *p == 0x7f) {
                 snprintf(tmp_esc, sizeof tmp_esc, "\\x%02x", *p);
-                line_puts(b, tmp_esc);
+                jsonw_puts(b, tmp_esc);
             } else {
-                line_put(b, (const char *)p, 1);
+                jsonw_raw(b, (const char *)p, 1);
             }
         }
     }
@@ -277,7 +221,7 @@ static int text_needs_quotes(const char *s)
     return 0;
 }
 
-static void text_put_clean(struct line *b, const char *s, int quote)
+static void text_put_clean(struct jsonw *b, const char *s, int quote)
 {
     char *tmp;
     const char *clean = utf8_clean(s, &tmp);
@@ -286,20 +230,20 @@ static void text_put_clean(struct line *b, const char *s, int quote)
         return;
     }
     if (quote)
-        line_put(b, "\"", 1);
+        jsonw_raw(b, "\"", 1);
     text_put_escaped(b, clean, quote);
     if (quote)
-        line_put(b, "\"", 1);
+        jsonw_raw(b, "\"", 1);
     free(tmp);
 }
 
-static void log_format_text(struct line *b, const char *ts, enum log_level lvl, const char *msg,
+static void log_format_text(struct jsonw *b, const char *ts, enum log_level lvl, const char *msg,
                             va_list ap)
 {
-    line_puts(b, ts);
-    line_put(b, " ", 1);
-    line_puts(b, log_level_name(lvl));
-    line_put(b, " ", 1);
+    jsonw_puts(b, ts);
+    jsonw_raw(b, " ", 1);
+    jsonw_puts(b, log_level_name(lvl));
+    jsonw_raw(b, " ", 1);
     text_put_clean(b, msg ? msg : "", 0);
     for (;;) {
         const char *key = va_arg(ap, const char *);
@@ -308,9 +252,9 @@ static void log_format_text(struct line *b, const char *ts, enum log_level lvl, 
         const char *val = va_arg(ap, const char *);
         if (!val)
             continue;
-        line_put(b, " ", 1);
+        jsonw_raw(b, " ", 1);
         text_put_clean(b, key, 0);
-        line_put(b, "=", 1);
+        jsonw_raw(b, "=", 1);
         text_put_clean(b, val, text_needs_quotes(val));
     }
 }
@@ -320,13 +264,13 @@ void log_vwrite(const struct log *lg, enum log_level lvl, const char *msg, va_li
     if (!log_enabled(lg, lvl))
         return;
     char ts[32];
-    struct line b = {0};
+    struct jsonw b = {0};
     log_timestamp(ts);
     if (lg->json)
         log_format_json(&b, ts, lvl, msg, ap);
     else
         log_format_text(&b, ts, lvl, msg, ap);
-    line_put(&b, "\n", 1);
+    jsonw_raw(&b, "\n", 1);
     if (!b.oom) {
         FILE *out = lg->out ? lg->out : stderr;
         /* One fwrite under the lock, then flush, so a line is whole and

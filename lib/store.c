@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonw.h"
 #include "migrate.h"
 
 #define CARD_COLUMNS                                                                               \
@@ -252,18 +253,28 @@ static void on_cards(PGresult *res, int unavailable, const char *error, void *ar
     static const char *const names[] = {"biz_card_no", "external_card_no", "out_serial_no",
                                         "user_id",     "card_template_id", "status",
                                         "created_at"};
-    json_object *cards = json_object_new_array();
+    /* Written as text straight from the rows (the database's text is
+     * UTF-8): a lookup is answered from here. */
+    struct jsonw w = {0};
+    jsonw_raw(&w, "[", 1);
     for (int row = 0; row < PQntuples(res); row++) {
-        json_object *card = json_object_new_object();
+        jsonw_puts(&w, row ? ",{" : "{");
         for (int col = 0; col < 7; col++) {
-            json_object *v = PQgetisnull(res, row, col)
-                                 ? NULL
-                                 : json_object_new_string(PQgetvalue(res, row, col));
-            json_object_object_add(card, names[col], v);
+            if (col)
+                jsonw_raw(&w, ",", 1);
+            jsonw_string(&w, names[col]);
+            jsonw_raw(&w, ":", 1);
+            jsonw_string(&w, PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col));
         }
-        json_object_array_add(cards, card);
+        jsonw_raw(&w, "}", 1);
     }
-    cb(cards, 0, NULL, uarg);
+    jsonw_raw(&w, "]", 1);
+    char *text = jsonw_take(&w);
+    if (text)
+        cb(text, 0, NULL, uarg);
+    else
+        cb(NULL, 0, "out of memory", uarg);
+    free(text);
 }
 
 int store_cards_list(struct pg_pool *pool, const char *app_id, enum store_card_filter by,

@@ -13,6 +13,7 @@
 #include "alipay_card.h"
 #include "alipay_client.h"
 #include "handler.h"
+#include "jsonw.h"
 #include "jsonx.h"
 #include "log.h"
 #include "store.h"
@@ -440,7 +441,7 @@ static void cards_lookup(struct request *r)
 
 /* --- GET /v1/cards?filter ------------------------------------------------ */
 
-static void cards_listed(json_object *cards, int unavailable, const char *error, void *arg)
+static void cards_listed(const char *cards, int unavailable, const char *error, void *arg)
 {
     struct request *r = arg;
     if (!cards) {
@@ -453,9 +454,17 @@ static void cards_listed(json_object *cards, int unavailable, const char *error,
         reply_error(r, 500, "INTERNAL", "the card list query failed", NULL, NULL);
         return;
     }
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "cards", cards);
-    reply_json(r, 200, o);
+    struct jsonw w = {0};
+    jsonw_puts(&w, "{\"cards\":");
+    jsonw_puts(&w, cards);
+    jsonw_raw(&w, "}", 1);
+    char *text = jsonw_take(&w);
+    if (!text) {
+        reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
+        return;
+    }
+    reply_send(r, 200, JSON_TYPE, text);
+    free(text);
 }
 
 static void cards_list(struct request *r)
