@@ -41,7 +41,12 @@ static int repeats_a_key(const char *text, size_t len)
             while (j < len && text[j] != '"')
                 j += text[j] == '\\' ? 2 : 1;
             if (depth > 0 && stack[depth - 1].is_object && stack[depth - 1].want_key) {
-                char *key = decode_key(text + i, j + 1 - i);
+                /* Without an escape, the key is its bytes (json-c checked
+                 * them): decoding through a tokener of its own per key cost
+                 * more than the whole parse. */
+                char *key = memchr(text + i + 1, '\\', j - i - 1)
+                                ? decode_key(text + i, j + 1 - i)
+                                : strndup(text + i + 1, j - i - 1);
                 dup = !key || json_object_object_get_ex(stack[depth - 1].keys, key, NULL);
                 if (key && !dup)
                     json_object_object_add(stack[depth - 1].keys, key, NULL);
