@@ -32,14 +32,19 @@ void jsonw_puts(struct jsonw *w, const char *s)
 
 void jsonw_string(struct jsonw *w, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
-    if (!s) {
+    if (!s)
         jsonw_raw(w, "null", 4);
-        return;
-    }
+    else
+        jsonw_string_len(w, s, strlen(s));
+}
+
+void jsonw_string_len(struct jsonw *w, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
     const char *run = s;
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
     jsonw_raw(w, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    for (; p < end; p++) {
         if (*p >= 0x20 && *p != '"' && *p != '\\')
             continue;
         jsonw_raw(w, run, (size_t)((const char *)p - run));
@@ -51,7 +56,7 @@ void jsonw_string(struct jsonw *w, const char *s)
             esc[1] = 'u', esc[2] = esc[3] = '0', esc[4] = hex[*p >> 4], esc[5] = hex[*p & 15];
         jsonw_puts(w, esc);
     }
-    jsonw_puts(w, run);
+    jsonw_raw(w, run, (size_t)((const char *)end - run));
     jsonw_raw(w, "\"", 1);
 }
 

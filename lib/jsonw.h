@@ -24,6 +24,9 @@ void jsonw_puts(struct jsonw *w, const char *s);
  * escaped, control characters as \n, \r, \t or \u00XX (RFC 8259); NULL
  * appends null. */
 void jsonw_string(struct jsonw *w, const char *s);
+/* The same for s[0..n), which need not end in a NUL (a NUL inside is
+ * written \u0000). */
+void jsonw_string_len(struct jsonw *w, const char *s, size_t n);
 
 /* The text, malloc'd and NUL-terminated, for the caller to free; NULL when
  * memory ran out (everything is freed then). The buffer is empty after. */

@@ -13,6 +13,7 @@
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 
+#include "jsonw.h"
 #include "jsonx.h"
 #include "log.h"
 
@@ -417,19 +418,24 @@ char *routes_capture(struct request *r, size_t *len)
 {
     size_t body_len = 0;
     const char *body = request_body(r, &body_len), *path = request_path(r);
-    const char *query = request_query(r);
-    json_object *o = json_object_new_object();
-    if (!o)
-        return NULL;
-    json_object_object_add(o, "method", json_object_new_string(method_name(request_method(r))));
-    json_object_object_add(o, "path", json_object_new_string(path ? path : ""));
-    json_object_object_add(o, "query", query ? json_object_new_string(query) : NULL);
-    json_object_object_add(o, "body", json_object_new_string_len(body, (int)body_len));
-    json_object_object_add(o, "caller", json_object_new_string(r->caller ? r->caller : ""));
-    char *text = jsonx_text(o);
-    json_object_put(o);
+    /* The body was read as JSON (valid UTF-8) before the ledger captures
+     * it. */
+    struct jsonw w = {0};
+    jsonw_puts(&w, "{\"method\":");
+    jsonw_string(&w, method_name(request_method(r)));
+    jsonw_puts(&w, ",\"path\":");
+    jsonw_string(&w, path ? path : "");
+    jsonw_puts(&w, ",\"query\":");
+    jsonw_string(&w, request_query(r));
+    jsonw_puts(&w, ",\"body\":");
+    jsonw_string_len(&w, body, body_len); /* the input buffer: no NUL after it */
+    jsonw_puts(&w, ",\"caller\":");
+    jsonw_string(&w, r->caller ? r->caller : "");
+    jsonw_raw(&w, "}", 1);
+    size_t n = w.len;
+    char *text = jsonw_take(&w);
     if (text)
-        *len = strlen(text);
+        *len = n;
     return text;
 }
 

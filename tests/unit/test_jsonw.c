@@ -61,6 +61,17 @@ START_TEST(test_every_ascii_byte_and_growth)
 }
 END_TEST
 
+/* A length-bounded value stops at its length, and writes a NUL inside. */
+START_TEST(test_string_len)
+{
+    struct jsonw w = {0};
+    jsonw_string_len(&w, "ab\0cdXXXX", 5);
+    char *t = jsonw_take(&w);
+    ck_assert_str_eq(t, "\"ab\\u0000cd\"");
+    free(t);
+}
+END_TEST
+
 START_TEST(test_take_empties)
 {
     struct jsonw w = {0};
@@ -84,6 +95,7 @@ int main(void)
     tcase_add_test(tc, test_escapes);
     tcase_add_test(tc, test_every_ascii_byte_and_growth);
     tcase_add_test(tc, test_take_empties);
+    tcase_add_test(tc, test_string_len);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }
