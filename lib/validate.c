@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/params.h>
 
 /* What a field holds. The string kinds share the generic string checks
  * (type, empty, UTF-8, control characters, length) before their format. */
@@ -919,35 +920,68 @@ static json_object *canonical(json_object *v, int skip_tokens, int *failed)
     return r;
 }
 
-int validate_request_hash(json_object *root, const unsigned char *key, size_t keylen, char out[65])
+struct validate_hasher {
+    EVP_MAC_CTX *keyed; /* HMAC-SHA256 initialised with the key, copied per hash */
+};
+
+struct validate_hasher *validate_hasher_new(const unsigned char *key, size_t keylen)
+{
+    struct validate_hasher *h = key && keylen ? calloc(1, sizeof(*h)) : NULL;
+    EVP_MAC *mac = h ? EVP_MAC_fetch(NULL, "HMAC", NULL) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    if (mac)
+        h->keyed = EVP_MAC_CTX_new(mac);
+    EVP_MAC_free(mac); /* the context holds its own reference */
+    if (!h || !h->keyed || EVP_MAC_init(h->keyed, key, keylen, params) != 1) {
+        validate_hasher_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void validate_hasher_free(struct validate_hasher *h)
+{
+    if (!h)
+        return;
+    EVP_MAC_CTX_free(h->keyed);
+    free(h);
+}
+
+int validate_request_hash_with(json_object *root, const struct validate_hasher *h, char out[65])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char mac[EVP_MAX_MD_SIZE];
-    size_t maclen = 0, i;
+    size_t maclen = 0;
     int failed = 0, rc = -1;
-    json_object *canon;
-    const char *text;
-
-    if (!root || !key || keylen == 0 || !out)
+    if (!root || !h || !out)
         return -1;
-    canon = canonical(root, 1, &failed);
+    json_object *canon = canonical(root, 1, &failed);
     if (failed || !canon) {
         json_object_put(canon);
         return -1;
     }
-    text = json_object_to_json_string_ext(canon,
-                                          JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    if (text &&
-        EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, keylen, (const unsigned char *)text,
-                  strlen(text), mac, sizeof(mac), &maclen) != NULL &&
-        maclen == 32) {
-        for (i = 0; i < maclen; i++) {
+    const char *text = json_object_to_json_string_ext(canon, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
+    EVP_MAC_CTX *c = text ? EVP_MAC_CTX_dup(h->keyed) : NULL;
+    if (c && EVP_MAC_update(c, (const unsigned char *)text, strlen(text)) == 1 &&
+        EVP_MAC_final(c, mac, &maclen, sizeof(mac)) == 1 && maclen == 32) {
+        for (size_t i = 0; i < maclen; i++) {
             out[2 * i] = hex[mac[i] >> 4];
             out[2 * i + 1] = hex[mac[i] & 0xF];
         }
         out[64] = '\0';
         rc = 0;
     }
+    EVP_MAC_CTX_free(c);
     json_object_put(canon);
+    return rc;
+}
+
+int validate_request_hash(json_object *root, const unsigned char *key, size_t keylen, char out[65])
+{
+    struct validate_hasher *h = validate_hasher_new(key, keylen);
+    int rc = h ? validate_request_hash_with(root, h, out) : -1;
+    validate_hasher_free(h);
     return rc;
 }

@@ -52,11 +52,10 @@ static void copy_strings(json_object *to, json_object *o, const char *const keys
 static int change_hash(struct request *r, const char *operation, const char *biz_card_no,
                        json_object *what, char out[65])
 {
-    struct server *srv = r->w->srv;
     json_object *o = json_object_new_object();
     json_object_object_add(o, "biz_card_no", json_object_new_string(biz_card_no));
     json_object_object_add(o, operation, json_object_get(what));
-    int rc = validate_request_hash(o, srv->hash_key, sizeof(srv->hash_key), out);
+    int rc = validate_request_hash_with(o, r->w->hasher, out);
     json_object_put(o);
     return rc;
 }
@@ -138,7 +137,6 @@ static const struct ledger_op open_op = {
 
 static void cards_open(struct request *r)
 {
-    struct server *srv = r->w->srv;
     struct validate_error verr;
     struct validate_card_open *req = calloc(1, sizeof(*req));
     if (!req) {
@@ -156,7 +154,7 @@ static void cards_open(struct request *r)
         return;
     }
     char hash[65];
-    if (validate_request_hash(r->body, srv->hash_key, sizeof(srv->hash_key), hash) < 0) {
+    if (validate_request_hash_with(r->body, r->w->hasher, hash) < 0) {
         reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
         return;
     }

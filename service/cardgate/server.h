@@ -54,7 +54,8 @@ struct worker {
     struct alipay_http *ahttp;
     struct alipay_client *alipay;
     struct pg_pool *pg;
-    struct event *drain_ev; /* activated by main on SIGTERM */
+    struct validate_hasher *hasher; /* srv->hash_key, prepared (validate.h) */
+    struct event *drain_ev;         /* activated by main on SIGTERM */
     struct event *drain_tick;
     long in_flight;          /* requests being handled; this thread only */
     char id_prefix[20];      /* request ids: 16 random hex digits and '-' ... */

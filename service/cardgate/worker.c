@@ -24,6 +24,7 @@
 #include "routes.h"
 #include "store.h"
 #include "sweeper.h"
+#include "validate.h"
 
 /* evhttp itself stops bodies beyond this; routes answer 413 in the JSON
  * envelope for anything over the API's 64 KiB below it. */
@@ -186,6 +187,7 @@ static void worker_free(struct worker *w)
     routes_abandon(w);
     recorder_abandon(w);
     sweeper_free(w);
+    validate_hasher_free(w->hasher);
     if (w->drain_tick)
         event_free(w->drain_tick);
     if (w->drain_ev)
@@ -257,6 +259,11 @@ static int worker_setup(struct worker *w, struct server *srv, int id, char *err,
     }
     if (worker_clients(w, err, errlen) < 0)
         return -1;
+    w->hasher = validate_hasher_new(srv->hash_key, sizeof(srv->hash_key));
+    if (!w->hasher) {
+        snprintf(err, errlen, "cannot prepare the request hash key");
+        return -1;
+    }
     /* One sweeper per instance is enough: the ledger keeps several apart. */
     if (id == 0 && sweeper_start(w) < 0) {
         snprintf(err, errlen, "cannot start the sweeper");

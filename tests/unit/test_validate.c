@@ -948,6 +948,25 @@ START_TEST(hash_known_answer)
 }
 END_TEST
 
+/* The prepared key gives the same known answer, hash after hash (each one
+ * from a copy of the prepared state, which is never used up). */
+START_TEST(hash_prepared_key)
+{
+    struct validate_hasher *hk = validate_hasher_new(KEY, KEYLEN);
+    ck_assert_ptr_nonnull(hk);
+    json_object *r = parse("{\"z\":{\"b\":[2,{\"d\":\"\u4e13\",\"c\":null}],\"a\":true},"
+                           "\"m\":\"/\"}");
+    for (int round = 0; round < 3; round++) {
+        char h[65];
+        ck_assert_int_eq(validate_request_hash_with(r, hk, h), 0);
+        ck_assert_str_eq(h, "4dd24c56bad02e6c1b3b0ab6c00447c06f9775dc14555bd12582cdf1c740bf3e");
+    }
+    json_object_put(r);
+    validate_hasher_free(hk);
+    ck_assert_ptr_null(validate_hasher_new(KEY, 0));
+}
+END_TEST
+
 START_TEST(hash_same_meaning_same_hash)
 {
     static const char *const compact =
@@ -1092,6 +1111,7 @@ static Suite *validate_suite(void)
 
     t = tcase_create("hash");
     tcase_add_test(t, hash_known_answer);
+    tcase_add_test(t, hash_prepared_key);
     tcase_add_test(t, hash_same_meaning_same_hash);
     tcase_add_test(t, hash_any_change_changes_it);
     tcase_add_test(t, hash_depends_on_key);
