@@ -12,24 +12,24 @@
 #define NONCE_LEN 12
 #define TAG_LEN 16
 
-unsigned char *seal_encrypt(const unsigned char key[SEAL_KEY_LEN], const char *aad,
-                            const void *plain, size_t len, size_t *outlen)
+/* Encrypts with ctx, which holds the cipher and key already: a fresh
+ * nonce, then the AAD, the text and the tag. The output as seal.h says. */
+static unsigned char *encrypt_with(EVP_CIPHER_CTX *ctx, const char *aad, const void *plain,
+                                   size_t len, size_t *outlen)
 {
     if (len > INT_MAX - SEAL_OVERHEAD)
         return NULL;
     unsigned char *out = malloc(len + SEAL_OVERHEAD);
     if (!out)
         return NULL;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     unsigned char *nonce = out + 1, *body = out + 1 + NONCE_LEN, *tag = body + len;
     int n = 0, fin = 0;
-    int ok = ctx && RAND_bytes(nonce, NONCE_LEN) == 1 &&
-             EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
+    int ok = RAND_bytes(nonce, NONCE_LEN) == 1 &&
+             EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1 &&
              EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)strlen(aad)) == 1 &&
              EVP_EncryptUpdate(ctx, body, &n, plain, (int)len) == 1 &&
              EVP_EncryptFinal_ex(ctx, body + n, &fin) == 1 &&
              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
-    EVP_CIPHER_CTX_free(ctx);
     if (!ok) {
         free(out);
         return NULL;
@@ -37,6 +37,54 @@ unsigned char *seal_encrypt(const unsigned char key[SEAL_KEY_LEN], const char *a
     out[0] = SEAL_VERSION;
     *outlen = len + SEAL_OVERHEAD;
     return out;
+}
+
+/* A context with AES-256-GCM and key set, no nonce yet; NULL on failure. */
+static EVP_CIPHER_CTX *keyed_ctx(const unsigned char key[SEAL_KEY_LEN])
+{
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, NULL) != 1) {
+        EVP_CIPHER_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
+unsigned char *seal_encrypt(const unsigned char key[SEAL_KEY_LEN], const char *aad,
+                            const void *plain, size_t len, size_t *outlen)
+{
+    EVP_CIPHER_CTX *ctx = keyed_ctx(key);
+    unsigned char *out = ctx ? encrypt_with(ctx, aad, plain, len, outlen) : NULL;
+    EVP_CIPHER_CTX_free(ctx);
+    return out;
+}
+
+struct seal_box {
+    EVP_CIPHER_CTX *ctx;
+};
+
+struct seal_box *seal_box_new(const unsigned char key[SEAL_KEY_LEN])
+{
+    struct seal_box *b = calloc(1, sizeof(*b));
+    if (b && !(b->ctx = keyed_ctx(key))) {
+        free(b);
+        b = NULL;
+    }
+    return b;
+}
+
+unsigned char *seal_box_encrypt(struct seal_box *b, const char *aad, const void *plain, size_t len,
+                                size_t *outlen)
+{
+    return encrypt_with(b->ctx, aad, plain, len, outlen);
+}
+
+void seal_box_free(struct seal_box *b)
+{
+    if (!b)
+        return;
+    EVP_CIPHER_CTX_free(b->ctx);
+    free(b);
 }
 
 char *seal_decrypt(const unsigned char key[SEAL_KEY_LEN], const char *aad,

@@ -411,7 +411,7 @@ static unsigned char *seal_request(struct request *r, size_t *len)
     unsigned char *sealed = NULL;
     if (what && aad) {
         snprintf(aad, alen, "%s\n%s", srv->cfg.alipay_app_id, r->ledger.serial);
-        sealed = seal_encrypt(srv->seal_key, aad, what, n, len);
+        sealed = seal_box_encrypt(r->w->sealer, aad, what, n, len);
     }
     if (what)
         OPENSSL_cleanse(what, n);

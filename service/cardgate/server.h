@@ -55,6 +55,7 @@ struct worker {
     struct alipay_client *alipay;
     struct pg_pool *pg;
     struct validate_hasher *hasher; /* srv->hash_key, prepared (validate.h) */
+    struct seal_box *sealer;        /* srv->seal_key, prepared (seal.h) */
     struct event *drain_ev;         /* activated by main on SIGTERM */
     struct event *drain_tick;
     long in_flight;          /* requests being handled; this thread only */

@@ -23,6 +23,7 @@
 #include "recorder.h"
 #include "routes.h"
 #include "store.h"
+#include "seal.h"
 #include "sweeper.h"
 #include "validate.h"
 
@@ -188,6 +189,7 @@ static void worker_free(struct worker *w)
     recorder_abandon(w);
     sweeper_free(w);
     validate_hasher_free(w->hasher);
+    seal_box_free(w->sealer);
     if (w->drain_tick)
         event_free(w->drain_tick);
     if (w->drain_ev)
@@ -260,8 +262,9 @@ static int worker_setup(struct worker *w, struct server *srv, int id, char *err,
     if (worker_clients(w, err, errlen) < 0)
         return -1;
     w->hasher = validate_hasher_new(srv->hash_key, sizeof(srv->hash_key));
-    if (!w->hasher) {
-        snprintf(err, errlen, "cannot prepare the request hash key");
+    w->sealer = seal_box_new(srv->seal_key);
+    if (!w->hasher || !w->sealer) {
+        snprintf(err, errlen, "cannot prepare the request hash and seal keys");
         return -1;
     }
     /* One sweeper per instance is enough: the ledger keeps several apart. */

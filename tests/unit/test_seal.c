@@ -79,6 +79,31 @@ START_TEST(refuses_what_is_not_its_own)
 }
 END_TEST
 
+/* The prepared box seals message after message (a fresh nonce each), and
+ * what it seals opens with the key. */
+START_TEST(prepared_box)
+{
+    struct seal_box *b = seal_box_new(key);
+    ck_assert_ptr_nonnull(b);
+    unsigned char *prev = NULL;
+    for (int round = 0; round < 3; round++) {
+        size_t n, m;
+        unsigned char *s = seal_box_encrypt(b, AAD, plain, strlen(plain), &n);
+        ck_assert_ptr_nonnull(s);
+        char *back = seal_decrypt(key, AAD, s, n, &m);
+        ck_assert_ptr_nonnull(back);
+        ck_assert_str_eq(back, plain);
+        free(back);
+        if (prev)
+            ck_assert(memcmp(prev + 1, s + 1, 12) != 0);
+        free(prev);
+        prev = s;
+    }
+    free(prev);
+    seal_box_free(b);
+}
+END_TEST
+
 START_TEST(empty_text)
 {
     size_t n, m = 99;
@@ -101,6 +126,7 @@ int main(void)
     tcase_add_test(tc, fresh_nonce_each_time);
     tcase_add_test(tc, refuses_what_is_not_its_own);
     tcase_add_test(tc, empty_text);
+    tcase_add_test(tc, prepared_box);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }
