@@ -12,10 +12,22 @@
 #define NONCE_LEN 12
 #define TAG_LEN 16
 
+/* The additional data, "app_id\nout_serial_no", fed to ctx in pieces
+ * (GCM takes it as one stream): 1, or 0 on failure. */
+static int put_row(EVP_CIPHER_CTX *ctx, int enc, const char *app_id, const char *serial)
+{
+    int (*update)(EVP_CIPHER_CTX *, unsigned char *, int *, const unsigned char *, int) =
+        enc ? EVP_EncryptUpdate : EVP_DecryptUpdate;
+    int n = 0;
+    return update(ctx, NULL, &n, (const unsigned char *)app_id, (int)strlen(app_id)) == 1 &&
+           update(ctx, NULL, &n, (const unsigned char *)"\n", 1) == 1 &&
+           update(ctx, NULL, &n, (const unsigned char *)serial, (int)strlen(serial)) == 1;
+}
+
 /* Encrypts with ctx, which holds the cipher and key already: a fresh
- * nonce, then the AAD, the text and the tag. The output as seal.h says. */
-static unsigned char *encrypt_with(EVP_CIPHER_CTX *ctx, const char *aad, const void *plain,
-                                   size_t len, size_t *outlen)
+ * nonce, then the row, the text and the tag. The output as seal.h says. */
+static unsigned char *encrypt_with(EVP_CIPHER_CTX *ctx, const char *app_id, const char *serial,
+                                   const void *plain, size_t len, size_t *outlen)
 {
     if (len > INT_MAX - SEAL_OVERHEAD)
         return NULL;
@@ -26,7 +38,7 @@ static unsigned char *encrypt_with(EVP_CIPHER_CTX *ctx, const char *aad, const v
     int n = 0, fin = 0;
     int ok = RAND_bytes(nonce, NONCE_LEN) == 1 &&
              EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1 &&
-             EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)strlen(aad)) == 1 &&
+             put_row(ctx, 1, app_id, serial) &&
              EVP_EncryptUpdate(ctx, body, &n, plain, (int)len) == 1 &&
              EVP_EncryptFinal_ex(ctx, body + n, &fin) == 1 &&
              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
@@ -50,11 +62,11 @@ static EVP_CIPHER_CTX *keyed_ctx(const unsigned char key[SEAL_KEY_LEN])
     return ctx;
 }
 
-unsigned char *seal_encrypt(const unsigned char key[SEAL_KEY_LEN], const char *aad,
-                            const void *plain, size_t len, size_t *outlen)
+unsigned char *seal_encrypt(const unsigned char key[SEAL_KEY_LEN], const char *app_id,
+                            const char *serial, const void *plain, size_t len, size_t *outlen)
 {
     EVP_CIPHER_CTX *ctx = keyed_ctx(key);
-    unsigned char *out = ctx ? encrypt_with(ctx, aad, plain, len, outlen) : NULL;
+    unsigned char *out = ctx ? encrypt_with(ctx, app_id, serial, plain, len, outlen) : NULL;
     EVP_CIPHER_CTX_free(ctx);
     return out;
 }
@@ -73,10 +85,10 @@ struct seal_box *seal_box_new(const unsigned char key[SEAL_KEY_LEN])
     return b;
 }
 
-unsigned char *seal_box_encrypt(struct seal_box *b, const char *aad, const void *plain, size_t len,
-                                size_t *outlen)
+unsigned char *seal_box_encrypt(struct seal_box *b, const char *app_id, const char *serial,
+                                const void *plain, size_t len, size_t *outlen)
 {
-    return encrypt_with(b->ctx, aad, plain, len, outlen);
+    return encrypt_with(b->ctx, app_id, serial, plain, len, outlen);
 }
 
 void seal_box_free(struct seal_box *b)
@@ -87,7 +99,7 @@ void seal_box_free(struct seal_box *b)
     free(b);
 }
 
-char *seal_decrypt(const unsigned char key[SEAL_KEY_LEN], const char *aad,
+char *seal_decrypt(const unsigned char key[SEAL_KEY_LEN], const char *app_id, const char *serial,
                    const unsigned char *sealed, size_t len, size_t *outlen)
 {
     if (len < SEAL_OVERHEAD || len > INT_MAX || sealed[0] != SEAL_VERSION)
@@ -101,7 +113,7 @@ char *seal_decrypt(const unsigned char key[SEAL_KEY_LEN], const char *aad,
     int n = 0, fin = 0;
     /* The tag is checked by the final step: nothing is returned before. */
     int ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
-             EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)strlen(aad)) == 1 &&
+             put_row(ctx, 0, app_id, serial) &&
              EVP_DecryptUpdate(ctx, (unsigned char *)out, &n, body, (int)plain_len) == 1 &&
              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)tag) == 1 &&
              EVP_DecryptFinal_ex(ctx, (unsigned char *)out + n, &fin) == 1;

@@ -403,20 +403,14 @@ static void claimed(const struct store_claim *cl, const char *error, void *arg)
  * r's ledger row (seal.h), malloc'd; NULL when out of memory or random. */
 static unsigned char *seal_request(struct request *r, size_t *len)
 {
-    struct server *srv = r->w->srv;
     size_t n = 0;
     char *what = routes_capture(r, &n);
-    size_t alen = strlen(srv->cfg.alipay_app_id) + strlen(r->ledger.serial) + 2;
-    char *aad = malloc(alen);
-    unsigned char *sealed = NULL;
-    if (what && aad) {
-        snprintf(aad, alen, "%s\n%s", srv->cfg.alipay_app_id, r->ledger.serial);
-        sealed = seal_box_encrypt(r->w->sealer, aad, what, n, len);
-    }
+    unsigned char *sealed = what ? seal_box_encrypt(r->w->sealer, r->w->srv->cfg.alipay_app_id,
+                                                    r->ledger.serial, what, n, len)
+                                 : NULL;
     if (what)
         OPENSSL_cleanse(what, n);
     free(what);
-    free(aad);
     return sealed;
 }
 

@@ -35,15 +35,10 @@ struct sweeper {
 /* One row: opens its seal and makes it again; 0, or -1 when it cannot. */
 static int redrive(struct worker *w, const struct store_abandoned *row)
 {
-    const char *app_id = w->srv->cfg.alipay_app_id;
-    size_t alen = strlen(app_id) + strlen(row->serial) + 2, n = 0;
-    char *aad = malloc(alen);
-    char *what = NULL;
-    if (aad && row->sealed) {
-        snprintf(aad, alen, "%s\n%s", app_id, row->serial);
-        what = seal_decrypt(w->srv->seal_key, aad, row->sealed, row->sealed_len, &n);
-    }
-    free(aad);
+    size_t n = 0;
+    char *what = row->sealed ? seal_decrypt(w->srv->seal_key, w->srv->cfg.alipay_app_id,
+                                            row->serial, row->sealed, row->sealed_len, &n)
+                             : NULL;
     int rc = what ? routes_redrive(w, what, n, row->serial) : -1;
     if (what)
         OPENSSL_cleanse(what, n);

@@ -9,7 +9,7 @@
 
 static const unsigned char key[SEAL_KEY_LEN] = "0123456789abcdef0123456789abcdef";
 static const char *plain = "{\"member\":{\"name\":\"Zhang San\",\"phone\":\"13800138000\"}}";
-#define AAD "2021000000000001\nS-1"
+#define ROW "2021000000000001", "S-1" /* app_id, out_serial_no */
 
 /* The text is nowhere in the sealed bytes. */
 static int contains(const unsigned char *hay, size_t n, const char *needle)
@@ -24,13 +24,13 @@ static int contains(const unsigned char *hay, size_t n, const char *needle)
 START_TEST(round_trip)
 {
     size_t n = 0, m = 0;
-    unsigned char *s = seal_encrypt(key, AAD, plain, strlen(plain), &n);
+    unsigned char *s = seal_encrypt(key, ROW, plain, strlen(plain), &n);
     ck_assert_ptr_nonnull(s);
     ck_assert_uint_eq(n, strlen(plain) + 29); /* version, 12-byte nonce, 16-byte tag */
     ck_assert_int_eq(s[0], 1);
     ck_assert(!contains(s, n, "13800138000"));
     ck_assert(!contains(s, n, "Zhang"));
-    char *back = seal_decrypt(key, AAD, s, n, &m);
+    char *back = seal_decrypt(key, ROW, s, n, &m);
     ck_assert_ptr_nonnull(back);
     ck_assert_uint_eq(m, strlen(plain));
     ck_assert_str_eq(back, plain);
@@ -42,8 +42,8 @@ END_TEST
 START_TEST(fresh_nonce_each_time)
 {
     size_t n1, n2;
-    unsigned char *a = seal_encrypt(key, AAD, plain, strlen(plain), &n1);
-    unsigned char *b = seal_encrypt(key, AAD, plain, strlen(plain), &n2);
+    unsigned char *a = seal_encrypt(key, ROW, plain, strlen(plain), &n1);
+    unsigned char *b = seal_encrypt(key, ROW, plain, strlen(plain), &n2);
     ck_assert(a && b && n1 == n2);
     ck_assert(memcmp(a + 1, b + 1, 12) != 0);
     ck_assert(memcmp(a, b, n1) != 0);
@@ -55,26 +55,29 @@ END_TEST
 START_TEST(refuses_what_is_not_its_own)
 {
     size_t n, m;
-    unsigned char *s = seal_encrypt(key, AAD, plain, strlen(plain), &n);
+    unsigned char *s = seal_encrypt(key, ROW, plain, strlen(plain), &n);
     ck_assert_ptr_nonnull(s);
     /* another row */
-    ck_assert_ptr_null(seal_decrypt(key, "2021000000000001\nS-2", s, n, &m));
+    ck_assert_ptr_null(seal_decrypt(key, "2021000000000001", "S-2", s, n, &m));
+    ck_assert_ptr_null(seal_decrypt(key, "2021000000000002", "S-1", s, n, &m));
+    /* the split between app and serial counts too */
+    ck_assert_ptr_null(seal_decrypt(key, "2021000000000001\nS", "-1", s, n, &m));
     /* another key */
     unsigned char other[SEAL_KEY_LEN];
     memcpy(other, key, sizeof(other));
     other[31] ^= 1;
-    ck_assert_ptr_null(seal_decrypt(other, AAD, s, n, &m));
+    ck_assert_ptr_null(seal_decrypt(other, ROW, s, n, &m));
     /* any changed byte: version, nonce, text, tag */
     size_t at[] = {0, 1, 20, n - 1};
     for (size_t i = 0; i < sizeof(at) / sizeof(*at); i++) {
         s[at[i]] ^= 0x40;
-        ck_assert_msg(seal_decrypt(key, AAD, s, n, &m) == NULL, "byte %zu changed and opened",
+        ck_assert_msg(seal_decrypt(key, ROW, s, n, &m) == NULL, "byte %zu changed and opened",
                       at[i]);
         s[at[i]] ^= 0x40;
     }
     /* cut short, or nothing at all */
-    ck_assert_ptr_null(seal_decrypt(key, AAD, s, n - 1, &m));
-    ck_assert_ptr_null(seal_decrypt(key, AAD, s, 28, &m));
+    ck_assert_ptr_null(seal_decrypt(key, ROW, s, n - 1, &m));
+    ck_assert_ptr_null(seal_decrypt(key, ROW, s, 28, &m));
     free(s);
 }
 END_TEST
@@ -88,9 +91,9 @@ START_TEST(prepared_box)
     unsigned char *prev = NULL;
     for (int round = 0; round < 3; round++) {
         size_t n, m;
-        unsigned char *s = seal_box_encrypt(b, AAD, plain, strlen(plain), &n);
+        unsigned char *s = seal_box_encrypt(b, ROW, plain, strlen(plain), &n);
         ck_assert_ptr_nonnull(s);
-        char *back = seal_decrypt(key, AAD, s, n, &m);
+        char *back = seal_decrypt(key, ROW, s, n, &m);
         ck_assert_ptr_nonnull(back);
         ck_assert_str_eq(back, plain);
         free(back);
@@ -107,10 +110,10 @@ END_TEST
 START_TEST(empty_text)
 {
     size_t n, m = 99;
-    unsigned char *s = seal_encrypt(key, AAD, "", 0, &n);
+    unsigned char *s = seal_encrypt(key, ROW, "", 0, &n);
     ck_assert_ptr_nonnull(s);
     ck_assert_uint_eq(n, 29);
-    char *back = seal_decrypt(key, AAD, s, n, &m);
+    char *back = seal_decrypt(key, ROW, s, n, &m);
     ck_assert_ptr_nonnull(back);
     ck_assert_uint_eq(m, 0);
     free(back);
