@@ -323,33 +323,6 @@ static void jobs_free(struct job *jobs, int n)
     free(jobs);
 }
 
-/* The simulator's cards, out_serial_no -> how many, and their state. */
-static json_object *sim_cards(const struct ts_sim *sim)
-{
-    char url[160];
-    struct ts_http r;
-    snprintf(url, sizeof url, "%s/cards", sim->control);
-    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    ck_assert_int_eq(r.status, 200);
-    json_object *o = json_tokener_parse(r.body), *list;
-    ts_http_free(&r);
-    ck_assert_ptr_nonnull(o);
-    ck_assert(json_object_object_get_ex(o, "cards", &list));
-    json_object *by_serial = json_object_new_object();
-    for (size_t i = 0; i < json_object_array_length(list); i++) {
-        json_object *c = json_object_array_get_idx(list, i), *s;
-        ck_assert(json_object_object_get_ex(c, "out_serial_no", &s));
-        json_object *seen;
-        if (json_object_object_get_ex(by_serial, json_object_get_string(s), &seen)) {
-            ck_abort_msg("two cards at the simulator for out_serial_no %s",
-                         json_object_get_string(s));
-        }
-        json_object_object_add(by_serial, json_object_get_string(s), json_object_get(c));
-    }
-    json_object_put(o);
-    return by_serial;
-}
-
 static long sql_long(const char *db, const char *sql)
 {
     long v = ts_pg_long(db, sql);
@@ -437,7 +410,7 @@ static void exercise(int kind)
      * sent again with their out_serial_no (and deduplicated there). */
     fprintf(stderr, "crash_load: %d cards opened with %ld gateway calls\n", n,
             ts_sim_calls(&st.sim, NULL));
-    json_object *cards = sim_cards(&st.sim);
+    json_object *cards = ts_sim_cards(&st.sim);
     ck_assert_int_eq(json_object_object_length(cards), n);
     for (int i = 0; i < n; i++) {
         json_object *c, *biz;
@@ -472,7 +445,7 @@ static void exercise(int kind)
 
     fprintf(stderr, "crash_load: %d updates and deletes, %ld gateway calls in all\n", n,
             ts_sim_calls(&st.sim, NULL));
-    cards = sim_cards(&st.sim);
+    cards = ts_sim_cards(&st.sim);
     for (int i = 0; i < n; i++) {
         json_object *c, *v;
         ck_assert(json_object_object_get_ex(cards, opens[i].serial, &c));

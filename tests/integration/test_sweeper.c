@@ -76,27 +76,14 @@ static long wait_sql(const char *db, const char *fmt, const char *serial, long w
     return v;
 }
 
-/* The simulator's card for serial, as JSON (NULL when none; asserts there
- * is at most one). */
+/* The simulator's card for serial (a new reference), or NULL. */
 static json_object *sim_card(const struct ts_sim *sim, const char *serial)
 {
-    char url[160];
-    struct ts_http r;
-    snprintf(url, sizeof url, "%s/cards", sim->control);
-    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    json_object *o = json_tokener_parse(r.body), *list, *found = NULL;
-    ts_http_free(&r);
-    ck_assert(o && json_object_object_get_ex(o, "cards", &list));
-    for (size_t i = 0; i < json_object_array_length(list); i++) {
-        json_object *c = json_object_array_get_idx(list, i), *s;
-        if (json_object_object_get_ex(c, "out_serial_no", &s) &&
-            strcmp(json_object_get_string(s), serial) == 0) {
-            ck_assert_msg(!found, "two cards at the simulator for %s", serial);
-            found = json_object_get(c);
-        }
-    }
-    json_object_put(o);
-    return found;
+    json_object *cards = ts_sim_cards(sim), *card = NULL;
+    if (json_object_object_get_ex(cards, serial, &card))
+        json_object_get(card);
+    json_object_put(cards);
+    return card;
 }
 
 static const char *field(json_object *o, const char *key)

@@ -799,3 +799,29 @@ long ts_metric(const struct ts_cardgate *cg, const char *name)
     ts_http_free(&r);
     return v;
 }
+
+struct json_object *ts_sim_cards(const struct ts_sim *sim)
+{
+    char url[160];
+    struct ts_http r;
+    snprintf(url, sizeof url, "%s/cards", sim->control);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    json_object *o = json_tokener_parse(r.body), *list;
+    ts_http_free(&r);
+    ck_assert_ptr_nonnull(o);
+    ck_assert(json_object_object_get_ex(o, "cards", &list));
+    json_object *by_serial = json_object_new_object();
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        json_object *c = json_object_array_get_idx(list, i), *s;
+        ck_assert(json_object_object_get_ex(c, "out_serial_no", &s));
+        json_object *seen;
+        if (json_object_object_get_ex(by_serial, json_object_get_string(s), &seen)) {
+            ck_abort_msg("two cards at the simulator for out_serial_no %s",
+                         json_object_get_string(s));
+        }
+        json_object_object_add(by_serial, json_object_get_string(s), json_object_get(c));
+    }
+    json_object_put(o);
+    return by_serial;
+}

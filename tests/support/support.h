@@ -77,6 +77,10 @@ void ts_sim_stop(struct ts_sim *sim);
 int ts_sim_fault(const struct ts_sim *sim, const char *json);
 /* Clears the fault rules. */
 int ts_sim_clear_faults(const struct ts_sim *sim);
+/* The simulator's cards (GET /_sim/cards) as a new object keyed by
+ * out_serial_no (the caller puts); asserts that no serial has two cards. */
+struct json_object;
+struct json_object *ts_sim_cards(const struct ts_sim *sim);
 /* How many calls reached the gateway for out_serial_no (NULL: all). */
 long ts_sim_calls(const struct ts_sim *sim, const char *out_serial_no);
 
