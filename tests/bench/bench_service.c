@@ -116,30 +116,36 @@ struct signer {
 
 /* Seconds per alipay_sign_data call (verify: per alipay_sign_verify) over a
  * run of at least min_seconds on this thread; -1 on failure or interrupt. */
-static double sign_batch(const struct signer *s, int verify, double min_seconds)
+/* One signature (verify: one verification of the vector's signature);
+ * 1, or 0 after saying on stderr what failed. */
+static int one_op(const struct signer *s, int verify)
 {
     char err[256];
+    if (verify) {
+        if (alipay_sign_verify(s->pub, ALIPAY_SIGN_RSA2, s->data, s->len, s->sig))
+            return 1;
+        fprintf(stderr, "bench: the vector's signature does not verify\n");
+        return 0;
+    }
+    char *sig = alipay_sign_data(s->key, ALIPAY_SIGN_RSA2, s->data, s->len, err, sizeof(err));
+    if (!sig) {
+        fprintf(stderr, "bench: sign: %s\n", err);
+        return 0;
+    }
+    free(sig);
+    return 1;
+}
+
+static double sign_batch(const struct signer *s, int verify, double min_seconds)
+{
     long n = 0;
     double start = now_s(), elapsed = 0;
     while (elapsed < min_seconds) {
         if (interrupted)
             return -1;
-        for (int i = 0; i < 20; i++) {
-            if (verify) {
-                if (!alipay_sign_verify(s->pub, ALIPAY_SIGN_RSA2, s->data, s->len, s->sig)) {
-                    fprintf(stderr, "bench: the vector's signature does not verify\n");
-                    return -1;
-                }
-                continue;
-            }
-            char *sig =
-                alipay_sign_data(s->key, ALIPAY_SIGN_RSA2, s->data, s->len, err, sizeof(err));
-            if (!sig) {
-                fprintf(stderr, "bench: sign: %s\n", err);
+        for (int i = 0; i < 20; i++)
+            if (!one_op(s, verify))
                 return -1;
-            }
-            free(sig);
-        }
         n += 20;
         elapsed = now_s() - start;
     }
@@ -184,17 +190,8 @@ static void *loaded_run(void *arg)
     struct loaded *l = arg;
     double cpu0 = thread_cpu_s(), wall0 = now_s();
     long n = 0;
-    char err[256];
-    while (now_s() - wall0 < l->min_seconds && !interrupted) {
-        if (l->verify) {
-            n += alipay_sign_verify(l->s->pub, ALIPAY_SIGN_RSA2, l->s->data, l->s->len, l->s->sig);
-            continue;
-        }
-        char *sig =
-            alipay_sign_data(l->s->key, ALIPAY_SIGN_RSA2, l->s->data, l->s->len, err, sizeof(err));
-        n += sig != NULL;
-        free(sig);
-    }
+    while (now_s() - wall0 < l->min_seconds && !interrupted)
+        n += one_op(l->s, l->verify);
     l->per_op = n ? (thread_cpu_s() - cpu0) / (double)n : -1;
     return NULL;
 }
@@ -587,18 +584,10 @@ static void slot_finish(struct slot *s, CURLcode rc)
         l->latency[s->index] = now_s() - s->started;
 }
 
-/* The peak resident memory of l->watch_rss so far, from /proc. */
+/* The peak resident memory of l->watch_rss so far. */
 static void sample_rss(struct load *l)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)l->watch_rss);
-    FILE *f = fopen(path, "r");
-    long kib = 0;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
+    long kib = ts_rss_kib(l->watch_rss);
     if (kib > l->peak_rss_kib)
         l->peak_rss_kib = kib;
 }

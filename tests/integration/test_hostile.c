@@ -25,18 +25,10 @@
 
 static const char *const post_headers[] = {TS_AUTH, TS_JSON, NULL};
 
-/* Resident memory of pid in KiB. */
+/* Resident memory of pid in KiB (asserts it can be read). */
 static long rss_kib(pid_t pid)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    ck_assert_ptr_nonnull(f);
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
+    long kib = ts_rss_kib(pid);
     ck_assert_int_gt(kib, 0);
     return kib;
 }

@@ -128,6 +128,8 @@ int ts_cardgate_start_port(struct ts_cardgate *cg, int port, const char *db,
                            const struct ts_sim *sim, const char *const extra_env[]);
 /* SIGTERM and wait; returns the exit status as waitpid gives it. */
 int ts_cardgate_stop(struct ts_cardgate *cg);
+/* Resident memory of process pid in KiB, from /proc; -1 when unreadable. */
+long ts_rss_kib(pid_t pid);
 /* One unlabelled series of cg's /metrics ("cardgate_stale_requests"), -1
  * when absent. */
 long ts_metric(const struct ts_cardgate *cg, const char *name);
