@@ -62,15 +62,6 @@ static EVP_CIPHER_CTX *keyed_ctx(const unsigned char key[SEAL_KEY_LEN])
     return ctx;
 }
 
-unsigned char *seal_encrypt(const unsigned char key[SEAL_KEY_LEN], const char *app_id,
-                            const char *serial, const void *plain, size_t len, size_t *outlen)
-{
-    EVP_CIPHER_CTX *ctx = keyed_ctx(key);
-    unsigned char *out = ctx ? encrypt_with(ctx, app_id, serial, plain, len, outlen) : NULL;
-    EVP_CIPHER_CTX_free(ctx);
-    return out;
-}
-
 struct seal_box {
     EVP_CIPHER_CTX *ctx;
 };

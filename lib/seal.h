@@ -14,23 +14,21 @@
 #define SEAL_KEY_LEN 32
 #define SEAL_OVERHEAD (1 + 12 + 16)
 
-/* Encrypts plain[0..len) under key, bound to the row of app_id and
- * out_serial_no serial (the additional data "app_id\nserial"). Returns the
- * sealed bytes, malloc'd (the caller frees), with their length in *outlen;
- * NULL when the RNG or the cipher fails or memory runs out. */
-unsigned char *seal_encrypt(const unsigned char key[SEAL_KEY_LEN], const char *app_id,
-                            const char *serial, const void *plain, size_t len, size_t *outlen);
-
-/* The same with the key set up once (the cipher's fetch and key schedule):
- * only the nonce changes per message. One per worker: not for two threads
- * at once. NULL from _new when OpenSSL fails. */
+/* A sealer: AES-256-GCM with key set up once (the cipher's fetch and key
+ * schedule); only the nonce changes per message. One per worker: not for
+ * two threads at once. NULL from _new when OpenSSL fails. */
 struct seal_box;
 struct seal_box *seal_box_new(const unsigned char key[SEAL_KEY_LEN]);
-unsigned char *seal_box_encrypt(struct seal_box *b, const char *app_id, const char *serial,
-                                const void *plain, size_t len, size_t *outlen);
 void seal_box_free(struct seal_box *b);
 
-/* Opens what seal_encrypt made with the same key for the same row. Returns the plain
+/* Encrypts plain[0..len), bound to the row of app_id and out_serial_no
+ * serial (the additional data "app_id\nserial"). Returns the sealed bytes,
+ * malloc'd (the caller frees), with their length in *outlen; NULL when the
+ * RNG or the cipher fails or memory runs out. */
+unsigned char *seal_box_encrypt(struct seal_box *b, const char *app_id, const char *serial,
+                                const void *plain, size_t len, size_t *outlen);
+
+/* Opens what a box of the same key sealed for the same row. Returns the plain
  * text, malloc'd with a NUL after it (the caller frees), its length in
  * *outlen; NULL when the text was changed, is bound to another row, was
  * sealed under another key, or is not a sealed text at all. */

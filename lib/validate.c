@@ -948,7 +948,7 @@ void validate_hasher_free(struct validate_hasher *h)
     free(h);
 }
 
-int validate_request_hash_with(json_object *root, const struct validate_hasher *h, char out[65])
+int validate_request_hash(json_object *root, const struct validate_hasher *h, char out[65])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char mac[EVP_MAX_MD_SIZE];
@@ -975,13 +975,5 @@ int validate_request_hash_with(json_object *root, const struct validate_hasher *
     }
     EVP_MAC_CTX_free(c);
     json_object_put(canon);
-    return rc;
-}
-
-int validate_request_hash(json_object *root, const unsigned char *key, size_t keylen, char out[65])
-{
-    struct validate_hasher *h = validate_hasher_new(key, keylen);
-    int rc = h ? validate_request_hash_with(root, h, out) : -1;
-    validate_hasher_free(h);
     return rc;
 }

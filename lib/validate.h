@@ -103,23 +103,22 @@ int validate_text(const char *s, size_t max_chars);
  * memory or req is NULL. */
 char *validate_card_open_biz(const struct validate_card_open *req);
 
-/* The idempotency hash of a request body: HMAC-SHA256 with key over a
+/* The key of the request hashes, prepared once (HMAC-SHA256 initialised
+ * with it; each hash copies the prepared state, which saves the algorithm's
+ * fetch and the key's setup per request). One per worker: not for two
+ * threads at once. NULL from _new when key is empty or OpenSSL fails. */
+struct validate_hasher;
+struct validate_hasher *validate_hasher_new(const unsigned char *key, size_t keylen);
+void validate_hasher_free(struct validate_hasher *h);
+
+/* The idempotency hash of a request body: HMAC-SHA256 with h's key over a
  * canonical form of root without its top-level auth_token and
  * app_auth_token (objects' keys sorted by byte order at every level, compact,
  * arrays in order), so key order and whitespace do not matter but every
  * value does. The key keeps stored hashes of low-entropy member data (phone
  * numbers) from being brute-forced. Writes 64 lowercase hex digits and a NUL
- * to out. Returns 0, or -1 (root NULL, key empty, OpenSSL failure). */
-int validate_request_hash(json_object *root, const unsigned char *key, size_t keylen, char out[65]);
-
-/* The same with the key prepared once (HMAC initialised with it) and the
- * prepared state copied for each hash, which saves the algorithm's fetch
- * and the key's setup per request. One per worker: not for two threads at
- * once. NULL from _new when key is empty or OpenSSL fails. */
-struct validate_hasher;
-struct validate_hasher *validate_hasher_new(const unsigned char *key, size_t keylen);
-void validate_hasher_free(struct validate_hasher *h);
-int validate_request_hash_with(json_object *root, const struct validate_hasher *h, char out[65]);
+ * to out. Returns 0, or -1 (root or h NULL, OpenSSL failure). */
+int validate_request_hash(json_object *root, const struct validate_hasher *h, char out[65]);
 
 /* "yyyy-MM-dd HH:mm:ss" (with_time 1) or "yyyy-MM-dd" (0) naming a real
  * calendar date and time. Returns 0, or -1 (also for NULL). */

@@ -55,7 +55,7 @@ static int change_hash(struct request *r, const char *operation, const char *biz
     json_object *o = json_object_new_object();
     json_object_object_add(o, "biz_card_no", json_object_new_string(biz_card_no));
     json_object_object_add(o, operation, json_object_get(what));
-    int rc = validate_request_hash_with(o, r->w->hasher, out);
+    int rc = validate_request_hash(o, r->w->hasher, out);
     json_object_put(o);
     return rc;
 }
@@ -154,7 +154,7 @@ static void cards_open(struct request *r)
         return;
     }
     char hash[65];
-    if (validate_request_hash_with(r->body, r->w->hasher, hash) < 0) {
+    if (validate_request_hash(r->body, r->w->hasher, hash) < 0) {
         reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
         return;
     }

@@ -408,7 +408,7 @@ static void settings_read(const char *const *row, int unavailable, const char *e
     json_object_object_add(what, "template_id", json_object_new_string(s->cb.template_id));
     json_object_object_add(what, "request_id", json_object_new_string(s->cb.request_id));
     int rc = activation_serial(s->cb.app_id, s->cb.template_id, s->cb.request_id, serial) < 0 ||
-             validate_request_hash_with(what, r->w->hasher, hash) < 0;
+             validate_request_hash(what, r->w->hasher, hash) < 0;
     json_object_put(what);
     if (rc) {
         send_page(r, 500, "INTERNAL");

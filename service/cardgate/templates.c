@@ -155,7 +155,7 @@ static const struct ledger_op create_op = {
 /* The request hash of body for the template op, over what is sent. */
 static int body_hash(struct request *r, json_object *what, char out[65])
 {
-    return validate_request_hash_with(what, r->w->hasher, out);
+    return validate_request_hash(what, r->w->hasher, out);
 }
 
 /* The ledger key of a template request: its own out_serial_no namespace

@@ -34,7 +34,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(biz);
         char hash[65];
         static const unsigned char key[] = "fuzz";
-        if (validate_request_hash(root, key, 4, hash) != 0 || strlen(hash) != 64)
+        struct validate_hasher *h = validate_hasher_new(key, 4);
+        int rc = validate_request_hash(root, h, hash);
+        validate_hasher_free(h);
+        if (rc != 0 || strlen(hash) != 64)
             abort();
     } else if (!err.message[0]) {
         abort(); /* a refusal always says why */

@@ -11,6 +11,19 @@ static const unsigned char key[SEAL_KEY_LEN] = "0123456789abcdef0123456789abcdef
 static const char *plain = "{\"member\":{\"name\":\"Zhang San\",\"phone\":\"13800138000\"}}";
 #define ROW "2021000000000001", "S-1" /* app_id, out_serial_no */
 
+static struct seal_box *box;
+
+static void box_up(void)
+{
+    box = seal_box_new(key);
+    ck_assert_ptr_nonnull(box);
+}
+
+static void box_down(void)
+{
+    seal_box_free(box);
+}
+
 /* The text is nowhere in the sealed bytes. */
 static int contains(const unsigned char *hay, size_t n, const char *needle)
 {
@@ -24,7 +37,7 @@ static int contains(const unsigned char *hay, size_t n, const char *needle)
 START_TEST(round_trip)
 {
     size_t n = 0, m = 0;
-    unsigned char *s = seal_encrypt(key, ROW, plain, strlen(plain), &n);
+    unsigned char *s = seal_box_encrypt(box, ROW, plain, strlen(plain), &n);
     ck_assert_ptr_nonnull(s);
     ck_assert_uint_eq(n, strlen(plain) + 29); /* version, 12-byte nonce, 16-byte tag */
     ck_assert_int_eq(s[0], 1);
@@ -42,8 +55,8 @@ END_TEST
 START_TEST(fresh_nonce_each_time)
 {
     size_t n1, n2;
-    unsigned char *a = seal_encrypt(key, ROW, plain, strlen(plain), &n1);
-    unsigned char *b = seal_encrypt(key, ROW, plain, strlen(plain), &n2);
+    unsigned char *a = seal_box_encrypt(box, ROW, plain, strlen(plain), &n1);
+    unsigned char *b = seal_box_encrypt(box, ROW, plain, strlen(plain), &n2);
     ck_assert(a && b && n1 == n2);
     ck_assert(memcmp(a + 1, b + 1, 12) != 0);
     ck_assert(memcmp(a, b, n1) != 0);
@@ -55,7 +68,7 @@ END_TEST
 START_TEST(refuses_what_is_not_its_own)
 {
     size_t n, m;
-    unsigned char *s = seal_encrypt(key, ROW, plain, strlen(plain), &n);
+    unsigned char *s = seal_box_encrypt(box, ROW, plain, strlen(plain), &n);
     ck_assert_ptr_nonnull(s);
     /* another row */
     ck_assert_ptr_null(seal_decrypt(key, "2021000000000001", "S-2", s, n, &m));
@@ -82,16 +95,14 @@ START_TEST(refuses_what_is_not_its_own)
 }
 END_TEST
 
-/* The prepared box seals message after message (a fresh nonce each), and
+/* One box seals message after message (a fresh nonce each), and
  * what it seals opens with the key. */
 START_TEST(prepared_box)
 {
-    struct seal_box *b = seal_box_new(key);
-    ck_assert_ptr_nonnull(b);
     unsigned char *prev = NULL;
     for (int round = 0; round < 3; round++) {
         size_t n, m;
-        unsigned char *s = seal_box_encrypt(b, ROW, plain, strlen(plain), &n);
+        unsigned char *s = seal_box_encrypt(box, ROW, plain, strlen(plain), &n);
         ck_assert_ptr_nonnull(s);
         char *back = seal_decrypt(key, ROW, s, n, &m);
         ck_assert_ptr_nonnull(back);
@@ -103,14 +114,13 @@ START_TEST(prepared_box)
         prev = s;
     }
     free(prev);
-    seal_box_free(b);
 }
 END_TEST
 
 START_TEST(empty_text)
 {
     size_t n, m = 99;
-    unsigned char *s = seal_encrypt(key, ROW, "", 0, &n);
+    unsigned char *s = seal_box_encrypt(box, ROW, "", 0, &n);
     ck_assert_ptr_nonnull(s);
     ck_assert_uint_eq(n, 29);
     char *back = seal_decrypt(key, ROW, s, n, &m);
@@ -125,6 +135,7 @@ int main(void)
 {
     Suite *s = suite_create("seal");
     TCase *tc = tcase_create("seal");
+    tcase_add_checked_fixture(tc, box_up, box_down);
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, fresh_nonce_each_time);
     tcase_add_test(tc, refuses_what_is_not_its_own);

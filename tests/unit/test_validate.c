@@ -926,11 +926,20 @@ END_TEST
 static const unsigned char KEY[] = "k3y";
 #define KEYLEN (sizeof(KEY) - 1)
 
+/* validate_request_hash with a hasher of KEY made for the one hash. */
+static int hash_with_key(json_object *r, char out[65])
+{
+    struct validate_hasher *h = validate_hasher_new(KEY, KEYLEN);
+    int rc = validate_request_hash(r, h, out);
+    validate_hasher_free(h);
+    return rc;
+}
+
 static void hash_of(const char *text, char out[65])
 {
     json_object *r = parse(text);
 
-    ck_assert_int_eq(validate_request_hash(r, KEY, KEYLEN, out), 0);
+    ck_assert_int_eq(hash_with_key(r, out), 0);
     ck_assert_uint_eq(strlen(out), 64);
     json_object_put(r);
 }
@@ -958,7 +967,7 @@ START_TEST(hash_prepared_key)
                            "\"m\":\"/\"}");
     for (int round = 0; round < 3; round++) {
         char h[65];
-        ck_assert_int_eq(validate_request_hash_with(r, hk, h), 0);
+        ck_assert_int_eq(validate_request_hash(r, hk, h), 0);
         ck_assert_str_eq(h, "4dd24c56bad02e6c1b3b0ab6c00447c06f9775dc14555bd12582cdf1c740bf3e");
     }
     json_object_put(r);
@@ -993,7 +1002,7 @@ START_TEST(hash_same_meaning_same_hash)
     /* without the tokens at all */
     set_at(r, "auth_token", DELETE);
     set_at(r, "app_auth_token", DELETE);
-    ck_assert_int_eq(validate_request_hash(r, KEY, KEYLEN, c), 0);
+    ck_assert_int_eq(hash_with_key(r, c), 0);
     ck_assert_str_eq(a, c);
     json_object_put(r);
 }
@@ -1025,7 +1034,7 @@ START_TEST(hash_any_change_changes_it)
         json_object *r = parse(EXAMPLE);
 
         set_json(r, changes[i].path, changes[i].json);
-        ck_assert_int_eq(validate_request_hash(r, KEY, KEYLEN, h), 0);
+        ck_assert_int_eq(hash_with_key(r, h), 0);
         ck_assert_msg(strcmp(h, base) != 0, "hash unchanged by %s", changes[i].path);
         json_object_put(r);
     }
@@ -1034,7 +1043,7 @@ START_TEST(hash_any_change_changes_it)
         json_object *r = parse(EXAMPLE);
 
         set_at(r, "member.cell", DELETE);
-        ck_assert_int_eq(validate_request_hash(r, KEY, KEYLEN, h), 0);
+        ck_assert_int_eq(hash_with_key(r, h), 0);
         ck_assert_str_ne(h, base);
         json_object_put(r);
         hash_of("{\"l\":[1,2]}", base);
@@ -1053,12 +1062,16 @@ START_TEST(hash_depends_on_key)
     json_object *r = parse(EXAMPLE);
     char a[65], b[65];
 
-    ck_assert_int_eq(validate_request_hash(r, KEY, KEYLEN, a), 0);
-    ck_assert_int_eq(validate_request_hash(r, (const unsigned char *)"k3z", 3, b), 0);
+    ck_assert_int_eq(hash_with_key(r, a), 0);
+    struct validate_hasher *other = validate_hasher_new((const unsigned char *)"k3z", 3);
+    ck_assert_int_eq(validate_request_hash(r, other, b), 0);
+    validate_hasher_free(other);
     ck_assert_str_ne(a, b);
-    ck_assert_int_eq(validate_request_hash(r, KEY, 0, b), -1);
-    ck_assert_int_eq(validate_request_hash(r, NULL, 3, b), -1);
-    ck_assert_int_eq(validate_request_hash(NULL, KEY, KEYLEN, b), -1);
+    /* no key, no hasher; no hasher, no hash */
+    ck_assert_ptr_null(validate_hasher_new(KEY, 0));
+    ck_assert_ptr_null(validate_hasher_new(NULL, 3));
+    ck_assert_int_eq(validate_request_hash(r, NULL, b), -1);
+    ck_assert_int_eq(hash_with_key(NULL, b), -1);
     json_object_put(r);
 }
 END_TEST
