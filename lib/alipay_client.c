@@ -5,7 +5,6 @@
 
 #include <stdatomic.h>
 
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,23 +88,39 @@ void alipay_request_free(struct alipay_request *r)
     r->url = r->body = NULL;
 }
 
-/* Appends "key=<urlencoded value>" with a separator to a malloc'd string. */
+size_t alipay_client_escape(const char *s, size_t n, char *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *o = out;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            *o++ = (char)ch;
+        } else {
+            *o++ = '%';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
+        }
+    }
+    *o = '\0';
+    return (size_t)(o - out);
+}
+
+/* Appends "<sep>key=<urlencoded value>" to a malloc'd string. */
 static int append_encoded(char **buf, size_t *len, const char *sep, const char *key,
                           const char *value)
 {
-    char *enc = curl_easy_escape(NULL, value, 0);
-    if (!enc)
+    size_t sep_len = strlen(sep), key_len = strlen(key), value_len = strlen(value);
+    char *p = realloc(*buf, *len + sep_len + key_len + 1 + 3 * value_len + 1);
+    if (!p)
         return -1;
-    size_t add = strlen(sep) + strlen(key) + 1 + strlen(enc);
-    char *p = realloc(*buf, *len + add + 1);
-    if (!p) {
-        curl_free(enc);
-        return -1;
-    }
-    sprintf(p + *len, "%s%s=%s", sep, key, enc);
-    *len += add;
+    memcpy(p + *len, sep, sep_len);
+    memcpy(p + *len + sep_len, key, key_len);
+    p[*len + sep_len + key_len] = '=';
+    *len += sep_len + key_len + 1;
+    *len += alipay_client_escape(value, value_len, p + *len);
     *buf = p;
-    curl_free(enc);
     return 0;
 }
 

@@ -58,6 +58,13 @@ int alipay_client_build(const struct alipay_client *c, const char *method, const
                         const char *auth_token, const char *app_auth_token, time_t now,
                         struct alipay_request *out, char *err, size_t errlen);
 
+/* Writes the n bytes at s percent-encoded to out, exactly as
+ * curl_easy_escape does (every byte but ALPHA, DIGIT and "-._~" becomes
+ * %XX, upper case), NUL-terminated; out has room for 3 * n + 1 bytes.
+ * Returns the length written. (curl's own adds one byte at a time, and
+ * formats each %XX with its printf: a measurable part of every call.) */
+size_t alipay_client_escape(const char *s, size_t n, char *out);
+
 /* A call's own parameters. Every one may be NULL (left out). grant_type and
  * code are alipay.system.oauth.token's public parameters (it has no
  * biz_content). */

@@ -21,6 +21,9 @@
 #define HTTP_DEFAULT_HOST_CONNS 64L
 #define HTTP_KEEPIDLE_S 60L
 #define HTTP_KEEPINTVL_S 20L
+/* Easy handles kept for the next calls: making one and freeing it cost
+ * more than a call's own work in curl (issue 10's profile). */
+#define HTTP_IDLE_EASY 64
 
 /* One socket curl asked us to watch; curl holds it as the socketp. */
 struct http_sock {
@@ -52,9 +55,11 @@ struct alipay_http {
     long connect_timeout_ms;
     struct http_call *calls; /* in flight */
     size_t n_calls;
-    struct http_sock *socks; /* watched sockets, so free can drop them */
-    int dispatching;         /* inside http_dispatch_done */
-    int free_pending;        /* alipay_http_free was called from a callback */
+    struct http_sock *socks;    /* watched sockets, so free can drop them */
+    CURL *idle[HTTP_IDLE_EASY]; /* finished easy handles, their common options set */
+    size_t n_idle;
+    int dispatching;  /* inside http_dispatch_done */
+    int free_pending; /* alipay_http_free was called from a callback */
 };
 
 static void http_seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -195,13 +200,17 @@ static size_t http_on_body(char *data, size_t size, size_t nmemb, void *arg)
     return len;
 }
 
-/* Frees a call and its easy handle; the caller has removed it from the
+/* Frees a call; its easy handle goes back to h's idle ones (or is freed
+ * when they are enough, or h is going). The caller has removed it from the
  * multi handle and from h->calls. */
 static void http_call_free(struct http_call *c)
 {
+    struct alipay_http *h = c->h;
     if (c->deadline)
         event_free(c->deadline);
-    if (c->easy)
+    if (c->easy && !h->free_pending && h->n_idle < HTTP_IDLE_EASY)
+        h->idle[h->n_idle++] = c->easy;
+    else if (c->easy)
         curl_easy_cleanup(c->easy);
     free(c->req_body);
     free(c->body);
@@ -345,21 +354,15 @@ static void http_dispatch_done(struct alipay_http *h)
         }                                                                                          \
     } while (0)
 
-/* Configures c->easy for one POST of c->req_body (len bytes) to url. */
-static int http_call_setup(struct alipay_http *h, struct http_call *c, const char *url, size_t len,
-                           long timeout_ms, char *err, size_t errlen)
+/* Sets the options every call of h shares on a new easy handle e. They
+ * stay set while e is kept idle for the next call. */
+static int http_easy_setup(struct alipay_http *h, CURL *e, char *err, size_t errlen)
 {
-    CURL *e = c->easy;
-
-    HTTP_SET(e, CURLOPT_URL, url);
     HTTP_SET(e, CURLOPT_PROTOCOLS_STR, "http,https");
     HTTP_SET(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     HTTP_SET(e, CURLOPT_POST, 1L);
-    HTTP_SET(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    HTTP_SET(e, CURLOPT_POSTFIELDS, c->req_body);
     HTTP_SET(e, CURLOPT_HTTPHEADER, h->headers);
     HTTP_SET(e, CURLOPT_USERAGENT, "cardgate/" CARDGATE_VERSION);
-    HTTP_SET(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     HTTP_SET(e, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
     /* signals and threads do not mix; timeouts come from the multi timer */
     HTTP_SET(e, CURLOPT_NOSIGNAL, 1L);
@@ -375,6 +378,40 @@ static int http_call_setup(struct alipay_http *h, struct http_call *c, const cha
     /* Content-Length lets curl refuse a large body before reading it */
     HTTP_SET(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)ALIPAY_HTTP_MAX_BODY);
     HTTP_SET(e, CURLOPT_WRITEFUNCTION, http_on_body);
+    return 0;
+}
+
+/* Takes an idle easy handle of h, or makes one: c->easy, or -1 with err. */
+static int http_call_easy(struct alipay_http *h, struct http_call *c, char *err, size_t errlen)
+{
+    if (h->n_idle > 0) {
+        c->easy = h->idle[--h->n_idle];
+        return 0;
+    }
+    c->easy = curl_easy_init();
+    if (!c->easy) {
+        http_seterr(err, errlen, "alipay_http_post: curl_easy_init failed");
+        return -1;
+    }
+    if (http_easy_setup(h, c->easy, err, errlen) != 0) {
+        /* never kept idle half set */
+        curl_easy_cleanup(c->easy);
+        c->easy = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Points c->easy at this call: one POST of c->req_body (len bytes) to url. */
+static int http_call_setup(struct http_call *c, const char *url, size_t len, long timeout_ms,
+                           char *err, size_t errlen)
+{
+    CURL *e = c->easy;
+
+    HTTP_SET(e, CURLOPT_URL, url);
+    HTTP_SET(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    HTTP_SET(e, CURLOPT_POSTFIELDS, c->req_body);
+    HTTP_SET(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     HTTP_SET(e, CURLOPT_WRITEDATA, c);
     HTTP_SET(e, CURLOPT_ERRORBUFFER, c->errbuf);
     HTTP_SET(e, CURLOPT_PRIVATE, c);
@@ -433,13 +470,8 @@ int alipay_http_post(struct alipay_http *h, const char *url, const char *body, s
         return -1;
     }
 
-    c->easy = curl_easy_init();
-    if (!c->easy) {
-        http_seterr(err, errlen, "alipay_http_post: curl_easy_init failed");
-        http_call_free(c);
-        return -1;
-    }
-    if (http_call_setup(h, c, url, len, timeout_ms, err, errlen) != 0) {
+    if (http_call_easy(h, c, err, errlen) != 0 ||
+        http_call_setup(c, url, len, timeout_ms, err, errlen) != 0) {
         http_call_free(c);
         return -1;
     }
@@ -570,6 +602,8 @@ static void http_destroy(struct alipay_http *h)
     }
     while (h->socks)
         http_sock_free(h, h->socks);
+    while (h->n_idle > 0)
+        curl_easy_cleanup(h->idle[--h->n_idle]);
     if (h->multi)
         curl_multi_cleanup(h->multi);
     if (h->timer)

@@ -2,6 +2,7 @@
  * for the same parameters, public parameters travel in the URL query and
  * biz_content alone in the form body. */
 #include <check.h>
+#include <curl/curl.h>
 #include <event2/http.h>
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
@@ -94,6 +95,30 @@ START_TEST(test_request_matches_sdk_vector)
 }
 END_TEST
 
+/* The form encoding of every parameter is curl_easy_escape's, byte for
+ * byte: each of the 256 byte values alone, and a card's biz_content. */
+START_TEST(test_escape_is_curls)
+{
+    char in[2] = {0, 0}, out[3 * 4096 + 1];
+    for (int b = 0; b < 256; b++) {
+        in[0] = (char)b;
+        char *want = curl_easy_escape(NULL, in, 1);
+        ck_assert_ptr_nonnull(want);
+        ck_assert_uint_eq(alipay_client_escape(in, 1, out), strlen(want));
+        ck_assert_msg(strcmp(out, want) == 0, "byte %d: %s, curl %s", b, out, want);
+        curl_free(want);
+    }
+    const char *text = "{\"out_serial_no\":\"a b+c/d?e=f&g\",\"member_ext_info\":{\"name\":"
+                       "\"\xe5\xbc\xa0\xe4\xb8\x89\xe4\xb8\xb0\",\"level\":\"VIP1~*'()!\"}}";
+    char *want = curl_easy_escape(NULL, text, 0);
+    ck_assert_uint_eq(alipay_client_escape(text, strlen(text), out), strlen(want));
+    ck_assert_str_eq(out, want);
+    curl_free(want);
+    ck_assert_uint_eq(alipay_client_escape("", 0, out), 0);
+    ck_assert_str_eq(out, "");
+}
+END_TEST
+
 START_TEST(test_empty_tokens_left_out_and_rsa)
 {
     struct alipay_client *c = make_client("http://127.0.0.1:1/gateway.do", ALIPAY_SIGN_RSA);
@@ -141,6 +166,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_request_matches_sdk_vector);
     tcase_add_test(tc, test_empty_tokens_left_out_and_rsa);
+    tcase_add_test(tc, test_escape_is_curls);
     suite_add_tcase(s, tc);
     return ts_run_suite(s);
 }

@@ -702,6 +702,49 @@ START_TEST(test_body_cap)
 }
 END_TEST
 
+/* Easy handles are kept for the next calls (alipay_http.c): nothing of a
+ * call that timed out, failed on its size or sent a large body is left in
+ * the call that takes its handle next (body, length, timeout, error). */
+START_TEST(test_next_call_keeps_nothing_of_the_last)
+{
+    static const char want[] = ECHO_PREFIX "b=2";
+    struct fx f;
+    struct rec slow = {0}, over = {0}, echo = {0}, slow2 = {0};
+    size_t n = 2 * MIB;
+    char *big = malloc(n);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 'x', n);
+
+    fx_start(&f, NULL);
+    fx_post(&f, "/slow", "a=1", 3, SHORT_TIMEOUT_MS, &slow);
+    ck_assert_int_eq(fx_run_until(&f, &f.completed, 1, WAIT_MS), 1);
+    ck_assert_int_eq(slow.status, ALIPAY_HTTP_TIMEOUT);
+    fx_post(&f, "/big_over", big, n, CALL_TIMEOUT_MS, &over);
+    ck_assert_int_eq(fx_run_until(&f, &f.completed, 2, WAIT_MS), 2);
+    ck_assert_int_eq(over.status, ALIPAY_HTTP_FAILED);
+
+    fx_post(&f, "/echo", "b=2", 3, CALL_TIMEOUT_MS, &echo);
+    ck_assert_int_eq(fx_run_until(&f, &f.completed, 3, WAIT_MS), 3);
+    ck_assert_msg(echo.status == ALIPAY_HTTP_DONE, "status %d: %s", echo.status, echo.error);
+    ck_assert_int_eq(echo.code, 200);
+    ck_assert_uint_eq(echo.len, sizeof(want) - 1);
+    ck_assert(memcmp(echo.body, want, sizeof(want) - 1) == 0);
+    ck_assert_str_eq(echo.error, "");
+
+    /* the long timeout of the call before is not this one's */
+    fx_post(&f, "/slow", "a=1", 3, SHORT_TIMEOUT_MS, &slow2);
+    ck_assert_int_eq(fx_run_until(&f, &f.completed, 4, WAIT_MS), 4);
+    ck_assert_int_eq(slow2.status, ALIPAY_HTTP_TIMEOUT);
+    ck_assert_msg(slow2.total_ms < CALL_TIMEOUT_MS, "timed out after %.1f ms", slow2.total_ms);
+    rec_free(&slow);
+    rec_free(&over);
+    rec_free(&echo);
+    rec_free(&slow2);
+    free(big);
+    fx_stop(&f);
+}
+END_TEST
+
 START_TEST(test_keepalive_reuses_one_connection)
 {
     struct fx f;
@@ -981,6 +1024,7 @@ static Suite *alipay_http_suite(void)
     tcase_add_test(tc, test_tls_handshake_failure_connect_failed);
     tcase_add_test(tc, test_body_cap);
     tcase_add_test(tc, test_keepalive_reuses_one_connection);
+    tcase_add_test(tc, test_next_call_keeps_nothing_of_the_last);
     tcase_add_test(tc, test_1000_concurrent);
     tcase_add_test(tc, test_max_host_connections_option);
     tcase_add_test(tc, test_queued_call_times_out);
