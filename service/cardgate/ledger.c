@@ -430,11 +430,7 @@ void ledger_run(struct request *r, const struct ledger_op *op, const struct ledg
         refuse(r, 500, "INTERNAL", "out of memory", NULL);
         return;
     }
-    /* A lock token must not be guessable: no token, no claim. */
-    if (handler_random_token(c->token) < 0) {
-        refuse(r, 500, "INTERNAL", "no random token for the lock", NULL);
-        return;
-    }
+    handler_attempt_token(r->w, c->token);
     size_t sealed_len = 0;
     unsigned char *sealed = op->not_redriven ? NULL : seal_request(r, &sealed_len);
     if (!op->not_redriven && !sealed) {

@@ -766,6 +766,11 @@ START_TEST(test_open_gateway_failures)
                          serial),
                      2);
     ck_assert_int_eq(sql("SELECT count(*) FROM cards WHERE out_serial_no = '%s'", serial), 1);
+    /* each attempt's call is on the dashboards, told apart by its token */
+    ck_assert_int_eq(sql("SELECT count(DISTINCT attempt) FROM gateway_calls WHERE "
+                         "out_serial_no = '%s' AND method = '" OPEN_METHOD "'",
+                         serial),
+                     2);
 }
 END_TEST
 
