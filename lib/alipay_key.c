@@ -142,8 +142,7 @@ EVP_PKEY *alipay_key_parse_public(const char *text, size_t len, const char *name
     return pkey;
 }
 
-/* Reads a small file whole. Returns malloc'd text or NULL with err. */
-static char *read_key_file(const char *path, size_t *len, char *err, size_t errlen)
+char *alipay_key_read_file(const char *path, size_t *len, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -156,7 +155,7 @@ static char *read_key_file(const char *path, size_t *len, char *err, size_t errl
     fclose(f);
     if (failed || n > KEY_FILE_MAX || n == 0) {
         snprintf(err, errlen, "%s: %s", path,
-                 n > KEY_FILE_MAX ? "too large for a key file"
+                 n > KEY_FILE_MAX ? "too large for a key or certificate file"
                  : n == 0         ? "is empty"
                                   : "cannot read");
         free(buf);
@@ -170,7 +169,7 @@ static char *read_key_file(const char *path, size_t *len, char *err, size_t errl
 EVP_PKEY *alipay_key_load_private(const char *path, char *err, size_t errlen)
 {
     size_t len;
-    char *text = read_key_file(path, &len, err, errlen);
+    char *text = alipay_key_read_file(path, &len, err, errlen);
     if (!text)
         return NULL;
     EVP_PKEY *pkey = alipay_key_parse_private(text, len, path, err, errlen);
@@ -182,7 +181,7 @@ EVP_PKEY *alipay_key_load_private(const char *path, char *err, size_t errlen)
 EVP_PKEY *alipay_key_load_public(const char *path, char *err, size_t errlen)
 {
     size_t len;
-    char *text = read_key_file(path, &len, err, errlen);
+    char *text = alipay_key_read_file(path, &len, err, errlen);
     if (!text)
         return NULL;
     EVP_PKEY *pkey = alipay_key_parse_public(text, len, path, err, errlen);

@@ -22,6 +22,11 @@ EVP_PKEY *alipay_key_parse_private(const char *text, size_t len, const char *nam
 EVP_PKEY *alipay_key_parse_public(const char *text, size_t len, const char *name, char *err,
                                   size_t errlen);
 
+/* Reads a key or certificate file (at most 64 KiB) whole: malloc'd and
+ * NUL-terminated text the caller frees, its length in *len; NULL with a
+ * one-line reason naming the file in err. */
+char *alipay_key_read_file(const char *path, size_t *len, char *err, size_t errlen);
+
 /* Reads `path` and parses it as above; the message names the file. */
 EVP_PKEY *alipay_key_load_private(const char *path, char *err, size_t errlen);
 EVP_PKEY *alipay_key_load_public(const char *path, char *err, size_t errlen);
