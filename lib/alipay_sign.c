@@ -1,6 +1,7 @@
 /* alipay_sign: see alipay_sign.h. */
 #include "alipay_sign.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,10 +133,9 @@ static char *sign_with(EVP_MD_CTX *ctx, const char *data, size_t len, char *err,
     sig = malloc(siglen);
     if (!sig || EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)data, len) != 1)
         goto fail;
-    b64 = malloc(4 * ((siglen + 2) / 3) + 1);
+    b64 = alipay_b64_encode(sig, siglen);
     if (!b64)
         goto fail;
-    EVP_EncodeBlock((unsigned char *)b64, sig, (int)siglen); /* one line, NUL-terminated */
     free(sig);
     EVP_MD_CTX_free(ctx);
     return b64;
@@ -198,17 +198,36 @@ void alipay_signer_free(struct alipay_signer *s)
     free(s);
 }
 
+char *alipay_b64_encode(const unsigned char *data, size_t n)
+{
+    char *b64 = malloc(4 * ((n + 2) / 3) + 1);
+    if (b64)
+        EVP_EncodeBlock((unsigned char *)b64, data, (int)n); /* one line, NUL-terminated */
+    return b64;
+}
+
+long alipay_b64_decode(const char *b64, size_t len, unsigned char *out)
+{
+    if (len == 0 || len % 4 != 0 || len > INT_MAX)
+        return len == 0 ? 0 : -1;
+    int got = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)len);
+    if (got < 0)
+        return -1;
+    /* EVP_DecodeBlock counts the padding as zero bytes: take them off */
+    return (long)got - (b64[len - 1] == '=') - (b64[len - 2] == '=');
+}
+
 int alipay_sign_verify(EVP_PKEY *pub, enum alipay_sign_type type, const char *data, size_t len,
                        const char *sig_b64)
 {
     size_t b64len = strlen(sig_b64);
-    if (b64len == 0 || b64len % 4 != 0 || b64len > 4096)
+    if (b64len == 0 || b64len > 4096)
         return 0;
     unsigned char sig[3072];
-    int got = EVP_DecodeBlock(sig, (const unsigned char *)sig_b64, (int)b64len);
-    if (got < 0)
+    long got = alipay_b64_decode(sig_b64, b64len, sig);
+    if (got <= 0)
         return 0;
-    size_t siglen = (size_t)got - (sig_b64[b64len - 1] == '=') - (sig_b64[b64len - 2] == '=');
+    size_t siglen = (size_t)got;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     int ok = ctx && EVP_DigestVerifyInit(ctx, NULL, sign_md(type), NULL, pub) == 1 &&
              EVP_DigestVerify(ctx, sig, siglen, (const unsigned char *)data, len) == 1;

@@ -67,6 +67,15 @@ void alipay_signer_free(struct alipay_signer *s);
 int alipay_sign_verify(EVP_PKEY *pub, enum alipay_sign_type type, const char *data, size_t len,
                        const char *sig_b64);
 
+/* Standard base64 on one line of the n bytes at data: malloc'd and
+ * NUL-terminated, which the caller frees; NULL when out of memory. */
+char *alipay_b64_encode(const unsigned char *data, size_t n);
+
+/* Decodes standard base64 (no whitespace, padded to a multiple of 4) into
+ * out, which has room for len / 4 * 3 bytes. Returns the decoded length,
+ * or -1 when the text is not base64. */
+long alipay_b64_decode(const char *b64, size_t len, unsigned char *out);
+
 /* Writes t as Beijing time (UTC+8), "yyyy-MM-dd HH:mm:ss", whatever TZ is. */
 void alipay_sign_timestamp(time_t t, char out[20]);
 
