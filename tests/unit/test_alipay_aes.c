@@ -83,6 +83,13 @@ START_TEST(test_answers)
     alipay_aes_free(b);
     json_object_put(other);
 
+    /* padding that checks over bytes that are not text (what another key
+     * gives one time in 256): refused too */
+    char *bin = alipay_aes_encrypt(a, "\xff\xfe{\0}", 5, err, sizeof(err));
+    ck_assert_ptr_nonnull(bin);
+    ck_assert_ptr_null(alipay_aes_decrypt(a, bin, strlen(bin), &n, err, sizeof(err)));
+    ck_assert_msg(strstr(err, "not UTF-8 text"), "%s", err);
+    free(bin);
     ck_assert_ptr_null(alipay_aes_decrypt(a, "not base64!", 11, &n, err, sizeof(err)));
     ck_assert_str_eq(err, "the ciphertext is not base64");
     ck_assert_ptr_null(alipay_aes_decrypt(a, "AAAA", 4, &n, err, sizeof(err)));
