@@ -1,8 +1,11 @@
 /* alipay_response: see alipay_response.h. */
 #include "alipay_response.h"
 
+#include "alipay_aes.h"
+
 #include "jsonx.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,13 +248,53 @@ static void bad(struct alipay_reply *out, const char *why)
     snprintf(out->detail, sizeof(out->detail), "%s", why);
 }
 
+int alipay_response_cert_sn(const char *body, size_t len, char out[33])
+{
+    const char *raw;
+    size_t n;
+    if (alipay_response_find(body, len, "alipay_cert_sn", &raw, &n) < 0 || n != 32 ||
+        raw[-1] != '"')
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!isxdigit((unsigned char)raw[i]))
+            return -1;
+        out[i] = (char)tolower((unsigned char)raw[i]);
+    }
+    out[n] = '\0';
+    return 0;
+}
+
 void alipay_response_judge(const char *body, size_t len, const char *method, EVP_PKEY *alipay_pub,
                            enum alipay_sign_type type, struct alipay_reply *out)
+{
+    alipay_response_judge_aes(body, len, method, alipay_pub, type, NULL, out);
+}
+
+/* The plaintext node of an encrypted answer whose quoted text was
+ * verified: the JSON string decoded (escapes such as \/ undone), then
+ * decrypted. NULL with a reason in out. */
+static char *decrypt_node(const char *raw, size_t len, const struct alipay_aes *aes, size_t *pt_len,
+                          struct alipay_reply *out)
+{
+    char err[160];
+    char *b64 = decode_json_string(raw, len);
+    char *pt = b64 ? alipay_aes_decrypt(aes, b64, strlen(b64), pt_len, err, sizeof(err)) : NULL;
+    if (!pt)
+        snprintf(out->detail, sizeof(out->detail), "gateway answer's encrypted node: %s",
+                 b64 ? err : "not a JSON string");
+    free(b64);
+    return pt;
+}
+
+void alipay_response_judge_aes(const char *body, size_t len, const char *method,
+                               EVP_PKEY *alipay_pub, enum alipay_sign_type type,
+                               const struct alipay_aes *aes, struct alipay_reply *out)
 {
     char name[160];
     const char *node_raw = NULL, *sign_raw = NULL;
     size_t node_len = 0, sign_len = 0;
     int is_error = 0;
+    char *plain = NULL; /* the decrypted node of an encrypted answer */
 
     out->verified = 0;
     out->node = NULL;
@@ -274,21 +317,49 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
         }
         is_error = 1;
     }
+    char *sign = NULL;
+    if (alipay_response_find(body, len, "sign", &sign_raw, &sign_len) == 0)
+        sign = decode_json_string(sign_raw, sign_len);
+    if (node_raw[-1] == '"') {
+        /* An encrypted node: the signature covers the string with its
+         * quotes, and only a verified one is decrypted. */
+        size_t pt_len = 0;
+        int ok = aes && sign && *sign &&
+                 alipay_sign_verify(alipay_pub, type, node_raw - 1, node_len + 2, sign);
+        free(sign);
+        if (!ok) {
+            bad(out, !aes ? "gateway answer is encrypted, and no AES key is configured"
+                          : "gateway answer's signature does not verify");
+            return;
+        }
+        if (!(plain = decrypt_node(node_raw, node_len, aes, &pt_len, out))) {
+            out->outcome = ALIPAY_BAD_SIGNATURE;
+            return;
+        }
+        node_raw = plain;
+        node_len = pt_len;
+        sign = strdup("verified");
+        if (!sign) {
+            free(plain);
+            bad(out, "out of memory");
+            return;
+        }
+    }
     /* Parse the very bytes that are verified, so what is trusted is what was
      * signed even if the body repeats a key. */
     json_object *node = jsonx_parse(node_raw, node_len);
     if (!node || !json_object_is_type(node, json_type_object)) {
         json_object_put(node);
+        free(sign);
+        free(plain);
         bad(out, "gateway response node is not a JSON object");
         return;
     }
-    char *sign = NULL;
-    if (alipay_response_find(body, len, "sign", &sign_raw, &sign_len) == 0)
-        sign = decode_json_string(sign_raw, sign_len);
 
     if (sign && *sign) {
-        int ok = alipay_sign_verify(alipay_pub, type, node_raw, node_len, sign);
+        int ok = plain || alipay_sign_verify(alipay_pub, type, node_raw, node_len, sign);
         free(sign);
+        free(plain);
         if (!ok) {
             json_object_put(node);
             bad(out, "gateway answer's signature does not verify");
@@ -324,23 +395,50 @@ void alipay_response_judge(const char *body, size_t len, const char *method, EVP
 char *alipay_response_build(const char *node_name, const char *node_text, EVP_PKEY *key,
                             enum alipay_sign_type type, int sign_first)
 {
+    return alipay_response_build_ex(node_name, node_text, key, type, sign_first, NULL, NULL);
+}
+
+char *alipay_response_build_ex(const char *node_name, const char *node_text, EVP_PKEY *key,
+                               enum alipay_sign_type type, int sign_first, const char *cert_sn,
+                               const struct alipay_aes *aes)
+{
     char err[256];
-    char *sign = NULL;
+    char *sign = NULL, *quoted = NULL;
+    if (aes) {
+        /* base64 needs no JSON escaping: quoting it makes the string */
+        char *ct = alipay_aes_encrypt(aes, node_text, strlen(node_text), err, sizeof(err));
+        size_t n = ct ? strlen(ct) : 0;
+        quoted = ct ? malloc(n + 3) : NULL;
+        if (quoted)
+            snprintf(quoted, n + 3, "\"%s\"", ct);
+        free(ct);
+        if (!quoted)
+            return NULL;
+        node_text = quoted;
+    }
     if (key) {
         sign = alipay_sign_data(key, type, node_text, strlen(node_text), err, sizeof(err));
-        if (!sign)
+        if (!sign) {
+            free(quoted);
             return NULL;
+        }
     }
-    size_t cap = strlen(node_name) + strlen(node_text) + (sign ? strlen(sign) : 0) + 32;
+    char sn_part[64] = "";
+    if (cert_sn)
+        snprintf(sn_part, sizeof(sn_part), ",\"alipay_cert_sn\":\"%.32s\"", cert_sn);
+    size_t cap = strlen(node_name) + strlen(node_text) + (sign ? strlen(sign) : 0) + 96;
     char *out = malloc(cap);
     if (out) {
         if (!sign)
-            snprintf(out, cap, "{\"%s\":%s}", node_name, node_text);
+            snprintf(out, cap, "{\"%s\":%s%s}", node_name, node_text, sn_part);
         else if (sign_first)
-            snprintf(out, cap, "{\"sign\":\"%s\",\"%s\":%s}", sign, node_name, node_text);
+            snprintf(out, cap, "{\"sign\":\"%s\",\"%s\":%s%s}", sign, node_name, node_text,
+                     sn_part);
         else
-            snprintf(out, cap, "{\"%s\":%s,\"sign\":\"%s\"}", node_name, node_text, sign);
+            snprintf(out, cap, "{\"%s\":%s%s,\"sign\":\"%s\"}", node_name, node_text, sn_part,
+                     sign);
     }
     free(sign);
+    free(quoted);
     return out;
 }

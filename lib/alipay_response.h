@@ -65,12 +65,38 @@ int alipay_response_find(const char *body, size_t len, const char *name, const c
 void alipay_response_judge(const char *body, size_t len, const char *method, EVP_PKEY *alipay_pub,
                            enum alipay_sign_type type, struct alipay_reply *out);
 
+struct alipay_aes;
+
+/* As alipay_response_judge, for an app with content encryption (aes not
+ * NULL): a response node that is a JSON string is the ciphertext; `sign`
+ * covers that string with its quotes, as received; it is verified first,
+ * then decrypted, then judged like any node. A string node without aes, or
+ * one that does not decrypt with it: ALIPAY_BAD_SIGNATURE. Object nodes
+ * (Alipay's gateway errors are never encrypted) are judged as usual. */
+void alipay_response_judge_aes(const char *body, size_t len, const char *method,
+                               EVP_PKEY *alipay_pub, enum alipay_sign_type type,
+                               const struct alipay_aes *aes, struct alipay_reply *out);
+
+/* Copies the answer's top-level "alipay_cert_sn" (certificate mode: which
+ * of Alipay's certificates signed it) into out. Returns 0, or -1 when the
+ * answer has none or it is not an SN (32 hex digits). */
+int alipay_response_cert_sn(const char *body, size_t len, char out[33]);
+
 /* Builds a gateway answer `{"<node_name>":<node_text>,"sign":"..."}` with the
  * signature over node_text made by key (the simulator's and the tests' side).
  * key NULL leaves `sign` out; sign_first puts it before the node. Returns a
  * malloc'd string the caller frees, or NULL. */
 char *alipay_response_build(const char *node_name, const char *node_text, EVP_PKEY *key,
                             enum alipay_sign_type type, int sign_first);
+
+/* As alipay_response_build, in Alipay's other modes: with cert_sn (not
+ * NULL) the answer carries `"alipay_cert_sn":"<cert_sn>"` after the node
+ * (certificate mode); with aes (not NULL) node_text is encrypted and the
+ * node is the base64 ciphertext as a JSON string, the signature over that
+ * string with its quotes. Returns a malloc'd string or NULL. */
+char *alipay_response_build_ex(const char *node_name, const char *node_text, EVP_PKEY *key,
+                               enum alipay_sign_type type, int sign_first, const char *cert_sn,
+                               const struct alipay_aes *aes);
 
 /* "alipay.marketing.card.open" -> "alipay_marketing_card_open_response" into
  * out; returns -1 when it does not fit. */
