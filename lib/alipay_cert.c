@@ -1,6 +1,7 @@
 /* alipay_cert: see alipay_cert.h. */
 #include "alipay_cert.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,4 +286,109 @@ EVP_PKEY *alipay_cert_public_key(STACK_OF(X509) * chain, const char *name, char 
         return NULL;
     }
     return pk;
+}
+
+/* ---- the store ---------------------------------------------------------- */
+
+struct cert_entry {
+    char sn[ALIPAY_CERT_SN_LEN + 1];
+    EVP_PKEY *key;
+};
+
+struct alipay_cert_store {
+    pthread_mutex_t lock;
+    STACK_OF(X509) * roots;
+    struct cert_entry *v; /* few: one per certificate Alipay has signed with */
+    size_t n, cap;
+};
+
+struct alipay_cert_store *alipay_cert_store_new(STACK_OF(X509) * roots)
+{
+    struct alipay_cert_store *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    pthread_mutex_init(&s->lock, NULL);
+    s->roots = roots;
+    return s;
+}
+
+void alipay_cert_store_free(struct alipay_cert_store *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        EVP_PKEY_free(s->v[i].key);
+    free(s->v);
+    sk_X509_pop_free(s->roots, X509_free);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+/* Keeps key under sn unless the store has it; takes the reference. */
+static int store_put(struct alipay_cert_store *s, const char *sn, EVP_PKEY *key)
+{
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n; i++) {
+        if (strcmp(s->v[i].sn, sn) == 0) {
+            pthread_mutex_unlock(&s->lock);
+            EVP_PKEY_free(key);
+            return 0;
+        }
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 4;
+        struct cert_entry *v = realloc(s->v, cap * sizeof(*v));
+        if (!v) {
+            pthread_mutex_unlock(&s->lock);
+            EVP_PKEY_free(key);
+            return -1;
+        }
+        s->v = v;
+        s->cap = cap;
+    }
+    snprintf(s->v[s->n].sn, sizeof(s->v[s->n].sn), "%s", sn);
+    s->v[s->n++].key = key;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int alipay_cert_store_admit(struct alipay_cert_store *s, const char *pem, size_t len,
+                            const char *want_sn, char sn_out[ALIPAY_CERT_SN_LEN + 1], char *err,
+                            size_t errlen)
+{
+    char sn[ALIPAY_CERT_SN_LEN + 1];
+    EVP_PKEY *key = NULL;
+    STACK_OF(X509) *chain = alipay_cert_parse(pem, len, "Alipay's certificate", err, errlen);
+    int rc = -1;
+    if (!chain || alipay_cert_sn(sk_X509_value(chain, 0), sn, err, errlen) < 0)
+        goto done;
+    if (want_sn && strcmp(sn, want_sn) != 0) {
+        snprintf(err, errlen, "Alipay's certificate has SN %s, not %s", sn, want_sn);
+        goto done;
+    }
+    if (alipay_cert_verify(chain, s->roots, 0, err, errlen) < 0 ||
+        !(key = alipay_cert_public_key(chain, "Alipay's certificate", err, errlen)))
+        goto done;
+    if (store_put(s, sn, key) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (sn_out)
+        memcpy(sn_out, sn, sizeof(sn));
+    rc = 0;
+done:
+    sk_X509_pop_free(chain, X509_free);
+    return rc;
+}
+
+EVP_PKEY *alipay_cert_store_get(struct alipay_cert_store *s, const char *sn)
+{
+    EVP_PKEY *key = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n && !key; i++) {
+        if (strcmp(s->v[i].sn, sn) == 0 && EVP_PKEY_up_ref(s->v[i].key) == 1)
+            key = s->v[i].key;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return key;
 }

@@ -58,4 +58,27 @@ int alipay_cert_verify(STACK_OF(X509) * chain, STACK_OF(X509) * roots, time_t at
 EVP_PKEY *alipay_cert_public_key(STACK_OF(X509) * chain, const char *name, char *err,
                                  size_t errlen);
 
+/* Alipay's certificates by SN, for certificate mode: the one configured
+ * at start and those fetched since (Alipay rotating its certificate), with
+ * the root bundle they must chain to. Shared by every worker: its
+ * functions lock. */
+struct alipay_cert_store;
+
+/* Takes roots (freed with the store). Returns NULL when out of memory. */
+struct alipay_cert_store *alipay_cert_store_new(STACK_OF(X509) * roots);
+void alipay_cert_store_free(struct alipay_cert_store *s);
+
+/* Checks the certificate of PEM text (its first one, the rest its
+ * intermediates) as a certificate of Alipay: it chains to the store's
+ * roots, is valid now, has an RSA key, and its SN is want_sn (NULL: any).
+ * Then keeps its key under its SN (written to sn_out when not NULL).
+ * Returns 0, or -1 with a one-line reason in err (nothing kept). */
+int alipay_cert_store_admit(struct alipay_cert_store *s, const char *pem, size_t len,
+                            const char *want_sn, char sn_out[ALIPAY_CERT_SN_LEN + 1], char *err,
+                            size_t errlen);
+
+/* The key of the certificate with SN `sn`, with a reference the caller
+ * frees with EVP_PKEY_free; NULL when the store has none. */
+EVP_PKEY *alipay_cert_store_get(struct alipay_cert_store *s, const char *sn);
+
 #endif

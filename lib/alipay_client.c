@@ -1,6 +1,8 @@
 /* alipay_client: see alipay_client.h. */
 #include "alipay_client.h"
 
+#include "jsonx.h"
+
 #include <time.h>
 
 #include <stdatomic.h>
@@ -18,6 +20,12 @@ struct alipay_client {
     _Atomic(struct alipay_trust *) *trust;
     enum alipay_sign_type sign_type;
     long timeout_ms;
+    char *app_cert_sn, *root_cert_sn; /* certificate mode; NULL otherwise */
+    char alipay_cert_sn[ALIPAY_CERT_SN_LEN + 1];
+    struct alipay_cert_store *certs;
+    void (*resolve)(void *ctx, const char *sn, void (*done)(void *arg), void *arg);
+    void *resolve_ctx;
+    const struct alipay_aes *aes;
     struct alipay_http *http;
     struct call *calls; /* in flight: freed by alipay_client_free if never answered */
 };
@@ -30,6 +38,14 @@ struct call {
     long timeout_ms;
     alipay_client_cb cb;
     void *arg;
+    /* a certificate fetch (alipay_client_fetch_cert): the SN asked for */
+    char fetch_sn[ALIPAY_CERT_SN_LEN + 1];
+    alipay_fetch_cb fetch_cb;
+    /* an answer waiting for its certificate (certificate mode) */
+    char *body;
+    size_t body_len;
+    long http_code;
+    double latency_ms;
 };
 
 struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
@@ -51,6 +67,20 @@ struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
     c->trust = cfg->trust;
     c->sign_type = cfg->sign_type;
     c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 15000;
+    if (cfg->certs) {
+        if (!cfg->app_cert_sn || !cfg->root_cert_sn || !cfg->alipay_cert_sn ||
+            !(c->app_cert_sn = strdup(cfg->app_cert_sn)) ||
+            !(c->root_cert_sn = strdup(cfg->root_cert_sn))) {
+            alipay_client_free(c);
+            snprintf(err, errlen, "certificate mode needs the app's and the roots' SNs");
+            return NULL;
+        }
+        snprintf(c->alipay_cert_sn, sizeof(c->alipay_cert_sn), "%s", cfg->alipay_cert_sn);
+        c->certs = cfg->certs;
+        c->resolve = cfg->resolve;
+        c->resolve_ctx = cfg->resolve_ctx;
+    }
+    c->aes = cfg->aes;
     c->http = http;
     return c;
 }
@@ -73,9 +103,12 @@ void alipay_client_free(struct alipay_client *c)
     while (c->calls) {
         struct call *call = c->calls;
         call_unlink(call);
+        free(call->body);
         free(call);
     }
     alipay_signer_free(c->signer);
+    free(c->app_cert_sn);
+    free(c->root_cert_sn);
     free(c->gateway_url);
     free(c->app_id);
     free(c);
@@ -124,9 +157,22 @@ static int append_encoded(char **buf, size_t *len, const char *sep, const char *
     return 0;
 }
 
-static const char *const public_order[] = {"app_id",         "method",     "format",  "charset",
-                                           "sign_type",      "timestamp",  "version", "auth_token",
-                                           "app_auth_token", "grant_type", "code",    "sign"};
+/* In the URL, in this order (the Java SDK's; encrypt_type with them). */
+static const char *const public_order[] = {"app_id",
+                                           "method",
+                                           "format",
+                                           "charset",
+                                           "sign_type",
+                                           "timestamp",
+                                           "version",
+                                           "auth_token",
+                                           "app_auth_token",
+                                           "app_cert_sn",
+                                           "alipay_root_cert_sn",
+                                           "encrypt_type",
+                                           "grant_type",
+                                           "code",
+                                           "sign"};
 
 int alipay_client_build(const struct alipay_client *c, const char *method, const char *biz_content,
                         const char *auth_token, const char *app_auth_token, time_t now,
@@ -145,9 +191,16 @@ int alipay_client_build_params(const struct alipay_client *c, const char *method
     struct alipay_params p;
     char ts[20];
     int rc = -1;
-    char *content = NULL, *sign = NULL;
+    char *content = NULL, *sign = NULL, *encrypted = NULL;
     memset(out, 0, sizeof(*out));
     alipay_params_init(&p);
+    /* Content encryption: the ciphertext is what is signed and sent. */
+    if (c->aes && biz_content && *biz_content) {
+        encrypted = alipay_aes_encrypt(c->aes, biz_content, strlen(biz_content), err, errlen);
+        if (!encrypted)
+            goto done;
+        biz_content = encrypted;
+    }
     alipay_sign_timestamp(now, ts);
     if (alipay_params_set(&p, "app_id", c->app_id) || alipay_params_set(&p, "method", method) ||
         alipay_params_set(&p, "format", "JSON") || alipay_params_set(&p, "charset", "utf-8") ||
@@ -157,6 +210,9 @@ int alipay_client_build_params(const struct alipay_client *c, const char *method
         alipay_params_set(&p, "app_auth_token", cp->app_auth_token) ||
         alipay_params_set(&p, "grant_type", cp->grant_type) ||
         alipay_params_set(&p, "code", cp->code) ||
+        alipay_params_set(&p, "app_cert_sn", c->app_cert_sn) ||
+        alipay_params_set(&p, "alipay_root_cert_sn", c->root_cert_sn) ||
+        alipay_params_set(&p, "encrypt_type", encrypted ? "AES" : NULL) ||
         alipay_params_set(&p, "biz_content", biz_content)) {
         snprintf(err, errlen, "out of memory");
         goto done;
@@ -196,6 +252,7 @@ oom:
 done:
     free(content);
     free(sign);
+    free(encrypted);
     alipay_params_free(&p);
     return rc;
 }
@@ -208,15 +265,31 @@ static long long mono_ms(void)
 }
 
 /* Judges with the key in force; after a rotation, an answer the new key
- * does not verify is tried with the previous key while its grace lasts. */
-static void judge_with_trust(const struct alipay_client *c, const struct alipay_http_response *res,
-                             const char *method, struct alipay_reply *reply)
+ * does not verify is tried with the previous key while its grace lasts.
+ * In certificate mode the key is the certificate's the answer names. */
+static void judge_answer(const struct alipay_client *c, const char *body, size_t len,
+                         const char *method, struct alipay_reply *reply)
 {
-    struct alipay_trust *t = c->trust ? atomic_load(c->trust) : NULL;
-    EVP_PKEY *key = t ? t->current : c->alipay_key;
     double latency = reply->latency_ms;
     long status = reply->http_status;
-    alipay_response_judge(res->body, res->body_len, method, key, c->sign_type, reply);
+    if (c->certs) {
+        char sn[ALIPAY_CERT_SN_LEN + 1];
+        const char *want = alipay_response_cert_sn(body, len, sn) == 0 ? sn : c->alipay_cert_sn;
+        EVP_PKEY *key = alipay_cert_store_get(c->certs, want);
+        if (!key) {
+            /* nobody could find it: the answer cannot be trusted */
+            reply->outcome = ALIPAY_BAD_SIGNATURE;
+            snprintf(reply->detail, sizeof(reply->detail),
+                     "answer signed by Alipay certificate %s, which cannot be fetched", want);
+            return;
+        }
+        alipay_response_judge_aes(body, len, method, key, c->sign_type, c->aes, reply);
+        EVP_PKEY_free(key);
+        return;
+    }
+    struct alipay_trust *t = c->trust ? atomic_load(c->trust) : NULL;
+    EVP_PKEY *key = t ? t->current : c->alipay_key;
+    alipay_response_judge_aes(body, len, method, key, c->sign_type, c->aes, reply);
     if (reply->outcome != ALIPAY_BAD_SIGNATURE || !t || !t->previous ||
         mono_ms() >= t->previous_until_ms)
         return;
@@ -224,7 +297,110 @@ static void judge_with_trust(const struct alipay_client *c, const struct alipay_
     memset(reply, 0, sizeof(*reply));
     reply->latency_ms = latency;
     reply->http_status = status;
-    alipay_response_judge(res->body, res->body_len, method, t->previous, c->sign_type, reply);
+    alipay_response_judge_aes(body, len, method, t->previous, c->sign_type, c->aes, reply);
+}
+
+/* The certificate an answer is signed with, when the store lacks it:
+ * written to sn (certificate mode only). Returns 1 when it must be found. */
+static int cert_missing(const struct alipay_client *c, const char *body, size_t len, char *sn)
+{
+    EVP_PKEY *key;
+    if (!c->certs || alipay_response_cert_sn(body, len, sn) < 0)
+        return 0;
+    if ((key = alipay_cert_store_get(c->certs, sn)) != NULL) {
+        EVP_PKEY_free(key);
+        return 0;
+    }
+    return 1;
+}
+
+/* Runs the caller's callback with reply, then frees the call. */
+static void call_finish(struct call *call, struct alipay_reply *reply)
+{
+    call_unlink(call);
+    call->cb(reply, call->arg);
+    alipay_reply_free(reply);
+    free(call->body);
+    free(call);
+}
+
+/* Judges a 200 answer and finishes the call. */
+static void call_judge(struct call *call, const char *body, size_t len, long http_code,
+                       double latency_ms)
+{
+    struct alipay_reply reply;
+    memset(&reply, 0, sizeof(reply));
+    reply.latency_ms = latency_ms;
+    reply.http_status = http_code;
+    judge_answer(call->client, body, len, call->method, &reply);
+    call_finish(call, &reply);
+}
+
+/* The certificate an answer waited for was looked for: judge it now. */
+static void on_cert_resolved(void *arg)
+{
+    struct call *call = arg;
+    call_judge(call, call->body, call->body_len, call->http_code, call->latency_ms);
+}
+
+static void fetch_on_reply(struct alipay_reply *reply, void *arg);
+
+/* An answer waits for the certificate that signed it: the service's
+ * resolver (database, then download), or a download of our own. Returns 0
+ * when it is being looked for (the call then finishes later). */
+static int call_await_cert(struct call *call, const struct alipay_http_response *res,
+                           const char *sn)
+{
+    struct alipay_client *c = call->client;
+    char err[128];
+    if (!(call->body = malloc(res->body_len + 1)))
+        return -1;
+    memcpy(call->body, res->body, res->body_len);
+    call->body[res->body_len] = '\0';
+    call->body_len = res->body_len;
+    call->http_code = res->http_code;
+    call->latency_ms = res->total_ms;
+    if (c->resolve) {
+        c->resolve(c->resolve_ctx, sn, on_cert_resolved, call);
+        return 0;
+    }
+    if (alipay_client_fetch_cert(c, sn, NULL, call, err, sizeof(err)) == 0)
+        return 0;
+    free(call->body);
+    call->body = NULL;
+    return -1;
+}
+
+/* A download's answer may be signed by the very certificate it carries
+ * (Alipay rotating to it): that certificate is admitted first, on the
+ * strength of its chain to the roots, then the answer is judged with it. */
+static void fetch_admit_unverified(struct alipay_client *c, const struct call *call,
+                                   const struct alipay_http_response *res)
+{
+    char sn[ALIPAY_CERT_SN_LEN + 1], name[128], err[256];
+    const char *raw;
+    size_t n;
+    if (!cert_missing(c, res->body, res->body_len, sn) || strcmp(sn, call->fetch_sn) != 0 ||
+        alipay_response_node_name(ALIPAY_CERT_DOWNLOAD, name, sizeof(name)) < 0 ||
+        alipay_response_find(res->body, res->body_len, name, &raw, &n) < 0)
+        return;
+    struct alipay_reply peek;
+    memset(&peek, 0, sizeof(peek));
+    /* no key: the node is parsed, not trusted; only the certificate's chain is */
+    json_object *node = raw[-1] == '{' ? jsonx_parse(raw, n) : NULL;
+    json_object *content = NULL;
+    if (node && json_object_object_get_ex(node, "alipay_cert_content", &content) &&
+        json_object_is_type(content, json_type_string)) {
+        const char *b64 = json_object_get_string(content);
+        size_t blen = strlen(b64);
+        unsigned char *pem = malloc(blen / 4 * 3 + 1);
+        long got = pem ? alipay_b64_decode(b64, blen, pem) : -1;
+        if (got > 0)
+            alipay_cert_store_admit(c->certs, (const char *)pem, (size_t)got, call->fetch_sn, NULL,
+                                    err, sizeof(err));
+        free(pem);
+    }
+    json_object_put(node);
 }
 
 static void on_http_done(const struct alipay_http_response *res, void *arg)
@@ -232,18 +408,23 @@ static void on_http_done(const struct alipay_http_response *res, void *arg)
     struct call *call = arg;
     struct alipay_client *c = call->client;
     struct alipay_reply reply;
+    char sn[ALIPAY_CERT_SN_LEN + 1];
     memset(&reply, 0, sizeof(reply));
     reply.latency_ms = res->total_ms;
     switch (res->status) {
     case ALIPAY_HTTP_DONE:
         reply.http_status = res->http_code;
         if (res->http_code == 200) {
-            judge_with_trust(c, res, call->method, &reply);
-        } else {
-            reply.outcome = ALIPAY_UNAVAILABLE;
-            snprintf(reply.detail, sizeof(reply.detail), "gateway answered HTTP %ld",
-                     res->http_code);
+            if (call->fetch_sn[0])
+                fetch_admit_unverified(c, call, res);
+            else if (cert_missing(c, res->body, res->body_len, sn) &&
+                     call_await_cert(call, res, sn) == 0)
+                return;
+            call_judge(call, res->body, res->body_len, res->http_code, res->total_ms);
+            return;
         }
+        reply.outcome = ALIPAY_UNAVAILABLE;
+        snprintf(reply.detail, sizeof(reply.detail), "gateway answered HTTP %ld", res->http_code);
         break;
     case ALIPAY_HTTP_TIMEOUT:
         reply.outcome = ALIPAY_TIMEOUT;
@@ -261,10 +442,7 @@ static void on_http_done(const struct alipay_http_response *res, void *arg)
                  res->error);
         break;
     }
-    call_unlink(call);
-    call->cb(&reply, call->arg);
-    alipay_reply_free(&reply);
-    free(call);
+    call_finish(call, &reply);
 }
 
 int alipay_client_call(struct alipay_client *c, const char *method, const char *biz_content,
@@ -276,9 +454,11 @@ int alipay_client_call(struct alipay_client *c, const char *method, const char *
     return alipay_client_call_params(c, method, &p, cb, arg, err, errlen);
 }
 
-int alipay_client_call_params(struct alipay_client *c, const char *method,
-                              const struct alipay_call_params *p, alipay_client_cb cb, void *arg,
-                              char *err, size_t errlen)
+/* Builds, sends and lists one call; fetch_sn (or NULL) marks a
+ * certificate download. Returns 0, or -1 with err (cb never runs). */
+static int start_call(struct alipay_client *c, const char *method,
+                      const struct alipay_call_params *p, alipay_client_cb cb, void *arg,
+                      const char *fetch_sn, char *err, size_t errlen)
 {
     struct alipay_request req;
     struct call *call = calloc(1, sizeof(*call));
@@ -293,6 +473,8 @@ int alipay_client_call_params(struct alipay_client *c, const char *method,
     }
     call->client = c;
     strcpy(call->method, method);
+    if (fetch_sn)
+        snprintf(call->fetch_sn, sizeof(call->fetch_sn), "%s", fetch_sn);
     call->cb = cb;
     call->arg = arg;
     call->timeout_ms =
@@ -308,5 +490,79 @@ int alipay_client_call_params(struct alipay_client *c, const char *method,
     if (c->calls)
         c->calls->prev = call;
     c->calls = call;
+    return 0;
+}
+
+int alipay_client_call_params(struct alipay_client *c, const char *method,
+                              const struct alipay_call_params *p, alipay_client_cb cb, void *arg,
+                              char *err, size_t errlen)
+{
+    return start_call(c, method, p, cb, arg, NULL, err, errlen);
+}
+
+/* One certificate fetch: who hears of it. */
+struct fetch {
+    struct alipay_client *client;
+    char sn[ALIPAY_CERT_SN_LEN + 1];
+    alipay_fetch_cb done; /* the caller's, or NULL ... */
+    void *arg;            /* ... then arg is the call waiting for it */
+};
+
+static void fetch_on_reply(struct alipay_reply *reply, void *arg)
+{
+    struct fetch *f = arg;
+    char why[256] = "";
+    json_object *content = NULL;
+    unsigned char *pem = NULL;
+    long got = -1;
+    if (reply->outcome != ALIPAY_OK) {
+        snprintf(why, sizeof(why), "the download was answered: %.200s", reply->detail);
+    } else if (!json_object_object_get_ex(reply->node, "alipay_cert_content", &content) ||
+               !json_object_is_type(content, json_type_string)) {
+        snprintf(why, sizeof(why), "the download's answer has no alipay_cert_content");
+    } else {
+        const char *b64 = json_object_get_string(content);
+        size_t blen = strlen(b64);
+        pem = malloc(blen / 4 * 3 + 1);
+        got = pem ? alipay_b64_decode(b64, blen, pem) : -1;
+        if (got <= 0)
+            snprintf(why, sizeof(why), "alipay_cert_content is not base64");
+    }
+    int ok = 0;
+    if (got > 0) {
+        pem[got] = '\0';
+        /* trusted for its chain to the roots, whoever signed the answer */
+        ok = alipay_cert_store_admit(f->client->certs, (const char *)pem, (size_t)got, f->sn, NULL,
+                                     why, sizeof(why)) == 0;
+    }
+    if (f->done) {
+        f->done(ok, ok ? (const char *)pem : NULL, ok ? (size_t)got : 0, why, f->arg);
+    } else {
+        on_cert_resolved(f->arg);
+    }
+    free(pem);
+    free(f);
+}
+
+int alipay_client_fetch_cert(struct alipay_client *c, const char *sn, alipay_fetch_cb done,
+                             void *arg, char *err, size_t errlen)
+{
+    char biz[96];
+    struct fetch *f = calloc(1, sizeof(*f));
+    if (!c->certs || !f || strlen(sn) != ALIPAY_CERT_SN_LEN) {
+        free(f);
+        snprintf(err, errlen, "%s", !c->certs ? "not in certificate mode" : "bad SN");
+        return -1;
+    }
+    snprintf(f->sn, sizeof(f->sn), "%s", sn);
+    f->client = c;
+    f->done = done;
+    f->arg = arg;
+    snprintf(biz, sizeof(biz), "{\"alipay_cert_sn\":\"%s\"}", sn);
+    struct alipay_call_params p = {.biz_content = biz};
+    if (start_call(c, ALIPAY_CERT_DOWNLOAD, &p, fetch_on_reply, f, sn, err, errlen) < 0) {
+        free(f);
+        return -1;
+    }
     return 0;
 }

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <openssl/evp.h>
 
+#include "alipay_aes.h"
+#include "alipay_cert.h"
 #include "alipay_http.h"
 #include "alipay_response.h"
 #include "alipay_sign.h"
@@ -34,7 +36,24 @@ struct alipay_client_config {
     /* Optional, borrowed: where the keys in force are published (SIGHUP
      * rotates them); when set it is used instead of alipay_key. */
     _Atomic(struct alipay_trust *) *trust;
+    /* Certificate mode (all NULL in public-key mode): the SNs every request
+     * carries (copied), Alipay's certificates by SN (borrowed: an answer is
+     * verified with the key of the certificate its alipay_cert_sn names),
+     * and the SN of the configured one, for answers that name none. */
+    const char *app_cert_sn, *root_cert_sn, *alipay_cert_sn;
+    struct alipay_cert_store *certs;
+    /* Certificate mode: finds a certificate the store lacks (the service's
+     * database, else alipay_client_fetch_cert) and calls done(arg) once,
+     * whatever happened; the answer is then judged again. NULL: the client
+     * fetches it itself. */
+    void (*resolve)(void *ctx, const char *sn, void (*done)(void *arg), void *arg);
+    void *resolve_ctx;
+    /* Content encryption (borrowed; NULL: off): biz_content is sent
+     * encrypted with encrypt_type=AES, and answers are decrypted. */
+    const struct alipay_aes *aes;
 };
+
+#define ALIPAY_CERT_DOWNLOAD "alipay.open.app.alipaycert.download"
 
 struct alipay_client;
 
@@ -94,5 +113,16 @@ int alipay_client_call(struct alipay_client *c, const char *method, const char *
 int alipay_client_call_params(struct alipay_client *c, const char *method,
                               const struct alipay_call_params *p, alipay_client_cb cb, void *arg,
                               char *err, size_t errlen);
+
+/* Certificate mode: fetches Alipay's certificate `sn` with
+ * alipay.open.app.alipaycert.download, admits it to the store (it must
+ * chain to the roots, be valid and have that SN) and calls
+ * done(ok, pem, pem_len, arg) once from the event loop: pem is the
+ * certificate's PEM text (valid during the call) when ok is 1. Returns 0,
+ * or -1 with err (then done never runs). */
+typedef void (*alipay_fetch_cb)(int ok, const char *pem, size_t pem_len, const char *why,
+                                void *arg);
+int alipay_client_fetch_cert(struct alipay_client *c, const char *sn, alipay_fetch_cb done,
+                             void *arg, char *err, size_t errlen);
 
 #endif

@@ -246,8 +246,12 @@ static int bench_client(const struct ts_sim *sim, EVP_PKEY *app_key, EVP_PKEY *a
     struct event_base *base = event_base_new();
     struct alipay_http_options hopt = {NULL, 0, opt->window};
     struct alipay_http *http = base ? alipay_http_new(base, &hopt, err, sizeof(err)) : NULL;
-    struct alipay_client_config cfg = {sim->url,         APP_ID, app_key, alipay_pub,
-                                       ALIPAY_SIGN_RSA2, 120000, NULL};
+    struct alipay_client_config cfg = {.gateway_url = sim->url,
+                                       .app_id = APP_ID,
+                                       .app_key = app_key,
+                                       .alipay_key = alipay_pub,
+                                       .sign_type = ALIPAY_SIGN_RSA2,
+                                       .timeout_ms = 120000};
     struct alipay_client *c = http ? alipay_client_new(&cfg, http, err, sizeof(err)) : NULL;
     if (!c) {
         fprintf(stderr, "bench: client: %s\n", base ? err : "no event base");

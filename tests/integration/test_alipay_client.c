@@ -106,7 +106,12 @@ static struct alipay_client *client_at(const char *gateway, EVP_PKEY *key,
                                        enum alipay_sign_type type, long timeout_ms)
 {
     char err[256];
-    struct alipay_client_config cfg = {gateway, APP_ID, key, alipay_pub, type, timeout_ms, NULL};
+    struct alipay_client_config cfg = {.gateway_url = gateway,
+                                       .app_id = APP_ID,
+                                       .app_key = key,
+                                       .alipay_key = alipay_pub,
+                                       .sign_type = type,
+                                       .timeout_ms = timeout_ms};
     struct alipay_client *c = alipay_client_new(&cfg, http, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
     return c;

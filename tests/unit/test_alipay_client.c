@@ -44,8 +44,12 @@ static const char *v1_param(const char *key)
 static struct alipay_client *make_client(const char *gateway, enum alipay_sign_type t)
 {
     char err[256];
-    struct alipay_client_config cfg = {gateway, "2014072300007148", app_key, app_pub, t, 1000,
-                                       NULL};
+    struct alipay_client_config cfg = {.gateway_url = gateway,
+                                       .app_id = "2014072300007148",
+                                       .app_key = app_key,
+                                       .alipay_key = app_pub,
+                                       .sign_type = t,
+                                       .timeout_ms = 1000};
     struct alipay_client *c = alipay_client_new(&cfg, NULL, err, sizeof(err));
     ck_assert_ptr_nonnull(c);
     return c;
