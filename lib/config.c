@@ -1,6 +1,8 @@
 /* config: defaults, INI file, CARDGATE_* environment (see config.h). */
 #include "config.h"
 
+#include "alipay_aes.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -133,6 +135,21 @@ static int set_secret(struct config *c, const struct setting *s, const char *v, 
         snprintf(err, errlen, "%s: must be at least 16 characters", s->env);
         return -1;
     }
+    return replace_string(c, s, v, err, errlen);
+}
+
+/* Alipay's AES key: checked as one (base64 of 16, 24 or 32 bytes) and
+ * never quoted back. */
+static int set_encrypt_key(struct config *c, const struct setting *s, const char *v, int cont,
+                           char *err, size_t errlen)
+{
+    char why[160];
+    struct alipay_aes *a = alipay_aes_new(v, why, sizeof(why));
+    if (!a) {
+        snprintf(err, errlen, "%s: %s", s->env, why);
+        return -1;
+    }
+    alipay_aes_free(a);
     return replace_string(c, s, v, err, errlen);
 }
 
@@ -414,6 +431,13 @@ static const struct setting settings[] = {
      FIELD(alipay_private_key_file), 0, 0},
     {"CARDGATE_ALIPAY_PUBLIC_KEY_FILE", "alipay", "public_key_file", set_path,
      FIELD(alipay_public_key_file), 0, 0},
+    {"CARDGATE_ALIPAY_APP_CERT_FILE", "alipay", "app_cert_file", set_path,
+     FIELD(alipay_app_cert_file), 0, 0},
+    {"CARDGATE_ALIPAY_CERT_FILE", "alipay", "cert_file", set_path, FIELD(alipay_cert_file), 0, 0},
+    {"CARDGATE_ALIPAY_ROOT_CERT_FILE", "alipay", "root_cert_file", set_path,
+     FIELD(alipay_root_cert_file), 0, 0},
+    {"CARDGATE_ALIPAY_ENCRYPT_KEY", "alipay", "encrypt_key", set_encrypt_key,
+     FIELD(alipay_encrypt_key), 0, 0},
     {"CARDGATE_ALIPAY_SIGN_TYPE", "alipay", "sign_type", set_sign_type, 0, 0, 0},
     {"CARDGATE_ALIPAY_TIMEOUT_MS", "alipay", "timeout_ms", set_long, FIELD(alipay_timeout_ms), 10,
      600000},
@@ -644,6 +668,52 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
     return 0;
 }
 
+int config_cert_mode(const struct config *c)
+{
+    return c->alipay_app_cert_file || c->alipay_cert_file || c->alipay_root_cert_file;
+}
+
+/* Public-key mode (Alipay's public key) or certificate mode (the three
+ * certificate files): one of them, whole. */
+static int config_check_alipay_mode(const struct config *c, char *err, size_t errlen)
+{
+    if (!config_cert_mode(c)) {
+        if (!c->alipay_public_key_file) {
+            snprintf(err, errlen,
+                     "CARDGATE_ALIPAY_PUBLIC_KEY_FILE ([alipay] public_key_file) is not set: "
+                     "Alipay's RSA public key (or, in certificate mode, set "
+                     "CARDGATE_ALIPAY_APP_CERT_FILE, CARDGATE_ALIPAY_CERT_FILE and "
+                     "CARDGATE_ALIPAY_ROOT_CERT_FILE instead)");
+            return -1;
+        }
+        return 0;
+    }
+    if (c->alipay_public_key_file) {
+        snprintf(err, errlen,
+                 "CARDGATE_ALIPAY_PUBLIC_KEY_FILE and the certificate files (CARDGATE_ALIPAY_*_CERT"
+                 "_FILE) are both set: certificate mode replaces Alipay's public key; keep one");
+        return -1;
+    }
+    static const struct {
+        size_t off;
+        const char *name;
+    } certs[] = {
+        {FIELD(alipay_app_cert_file),
+         "CARDGATE_ALIPAY_APP_CERT_FILE (appCertPublicKey_<app id>.crt)"},
+        {FIELD(alipay_cert_file), "CARDGATE_ALIPAY_CERT_FILE (alipayCertPublicKey_RSA2.crt)"},
+        {FIELD(alipay_root_cert_file), "CARDGATE_ALIPAY_ROOT_CERT_FILE (alipayRootCert.crt)"},
+    };
+    for (size_t i = 0; i < sizeof certs / sizeof certs[0]; i++) {
+        if (!*(char *const *)(const void *)((const char *)c + certs[i].off)) {
+            snprintf(err, errlen,
+                     "%s is not set: certificate mode needs all three certificate files",
+                     certs[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int config_check_serve(const struct config *c, char *err, size_t errlen)
 {
     static const struct {
@@ -657,8 +727,6 @@ int config_check_serve(const struct config *c, char *err, size_t errlen)
         {FIELD(alipay_private_key_file), "CARDGATE_ALIPAY_PRIVATE_KEY_FILE ([alipay] "
                                          "private_key_file) is not set: the app's RSA "
                                          "private key"},
-        {FIELD(alipay_public_key_file), "CARDGATE_ALIPAY_PUBLIC_KEY_FILE ([alipay] "
-                                        "public_key_file) is not set: Alipay's RSA public key"},
     };
     for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
         const char *v = *(char *const *)(const void *)((const char *)c + needed[i].off);
@@ -667,6 +735,8 @@ int config_check_serve(const struct config *c, char *err, size_t errlen)
             return -1;
         }
     }
+    if (config_check_alipay_mode(c, err, errlen) < 0)
+        return -1;
     if (c->ops_port && c->ops_port == c->listen_port && strcmp(c->ops_host, c->listen_host) == 0) {
         snprintf(err, errlen, "CARDGATE_OPS_LISTEN: must be another address than CARDGATE_LISTEN");
         return -1;
@@ -690,6 +760,12 @@ void config_free(struct config *c)
     free(c->alipay_app_id);
     free(c->alipay_private_key_file);
     free(c->alipay_public_key_file);
+    free(c->alipay_app_cert_file);
+    free(c->alipay_cert_file);
+    free(c->alipay_root_cert_file);
+    if (c->alipay_encrypt_key)
+        OPENSSL_cleanse(c->alipay_encrypt_key, strlen(c->alipay_encrypt_key));
+    free(c->alipay_encrypt_key);
     free(c->alipay_ca_file);
     free(c->public_url);
     free(c->request_hash_secret);

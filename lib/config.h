@@ -19,7 +19,11 @@
  *   CARDGATE_ALIPAY_GATEWAY           [alipay] gateway        https://openapi.alipay.com/gateway.do
  *   CARDGATE_ALIPAY_APP_ID            [alipay] app_id         (none; serve needs it)
  *   CARDGATE_ALIPAY_PRIVATE_KEY_FILE  [alipay] private_key_file  (none; serve needs it)
- *   CARDGATE_ALIPAY_PUBLIC_KEY_FILE   [alipay] public_key_file   (none; serve needs it)
+ *   CARDGATE_ALIPAY_PUBLIC_KEY_FILE   [alipay] public_key_file   (none; serve needs it, or:)
+ *   CARDGATE_ALIPAY_APP_CERT_FILE     [alipay] app_cert_file     (certificate mode: all
+ *   CARDGATE_ALIPAY_CERT_FILE         [alipay] cert_file          three instead of the
+ *   CARDGATE_ALIPAY_ROOT_CERT_FILE    [alipay] root_cert_file     public key file)
+ *   CARDGATE_ALIPAY_ENCRYPT_KEY       [alipay] encrypt_key    (none: no content encryption)
  *   CARDGATE_ALIPAY_SIGN_TYPE         [alipay] sign_type      RSA2
  *   CARDGATE_ALIPAY_TIMEOUT_MS        [alipay] timeout_ms     15000
  *   CARDGATE_ALIPAY_CA_FILE           [alipay] ca_file        (system bundle)
@@ -72,6 +76,9 @@ struct config {
     size_t n_api_keys;
     char *alipay_gateway;
     char *alipay_app_id, *alipay_private_key_file, *alipay_public_key_file;
+    /* certificate mode: all three, or none (then alipay_public_key_file) */
+    char *alipay_app_cert_file, *alipay_cert_file, *alipay_root_cert_file;
+    char *alipay_encrypt_key;  /* base64 AES key; NULL: no content encryption */
     char *alipay_ca_file;      /* NULL: the system bundle */
     char *public_url;          /* NULL: members' sign-up is off; no trailing '/' */
     char *request_hash_secret; /* NULL: derived from the app's private key */
@@ -98,10 +105,14 @@ struct config {
  * config_free. On -1 c holds nothing (config_free on it is harmless). */
 int config_load(struct config *c, const char *path, char *err, size_t errlen);
 
-/* What `serve` needs beyond the defaults: the database URL, the app id and
- * both key files. Returns 0, or -1 with one line naming the first missing
+/* What `serve` needs beyond the defaults: the database URL, the app id, the
+ * private key file and either Alipay's public key file or the three
+ * certificate files (not both). Returns 0, or -1 with one line naming the first missing
  * setting. (Whether the key files can be read is alipay_key's check.) */
 int config_check_serve(const struct config *c, char *err, size_t errlen);
+
+/* 1 when any certificate file is set (certificate mode), else 0. */
+int config_cert_mode(const struct config *c);
 
 /* Frees what c owns and zeroes it; safe on a zeroed or already freed c. */
 void config_free(struct config *c);

@@ -42,6 +42,10 @@ static const char *const all_vars[] = {
     "CARDGATE_OPS_LISTEN",
     "CARDGATE_ALIPAY_KEY_GRACE_S",
     "CARDGATE_REQUEST_DEADLINE_MS",
+    "CARDGATE_ALIPAY_APP_CERT_FILE",
+    "CARDGATE_ALIPAY_CERT_FILE",
+    "CARDGATE_ALIPAY_ROOT_CERT_FILE",
+    "CARDGATE_ALIPAY_ENCRYPT_KEY",
 };
 
 static void clear_env(void)
@@ -569,6 +573,61 @@ START_TEST(test_check_serve)
 }
 END_TEST
 
+/* Public-key mode or certificate mode, each whole, never both; the AES
+ * key is checked as one and never quoted back. */
+START_TEST(test_check_serve_modes)
+{
+    struct config c;
+    char err[512] = "";
+    clear_env();
+    setenv("CARDGATE_DATABASE_URL", "host=/tmp dbname=cg", 1);
+    setenv("CARDGATE_ALIPAY_APP_ID", "2021000000000001", 1);
+    setenv("CARDGATE_ALIPAY_PRIVATE_KEY_FILE", "/keys/app.pem", 1);
+    static const char *const certs[] = {"CARDGATE_ALIPAY_APP_CERT_FILE",
+                                        "CARDGATE_ALIPAY_CERT_FILE",
+                                        "CARDGATE_ALIPAY_ROOT_CERT_FILE"};
+    /* one or two of the three: the first missing one is named */
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(config_load(&c, NULL, err, sizeof err), 0);
+        ck_assert_int_eq(config_check_serve(&c, err, sizeof err), -1);
+        ck_assert_msg(strstr(err, i == 0 ? "CARDGATE_ALIPAY_PUBLIC_KEY_FILE" : certs[i]), "%d: %s",
+                      i, err);
+        ck_assert_ptr_null(strchr(err, '\n'));
+        config_free(&c);
+        setenv(certs[i], "/certs/x.crt", 1);
+    }
+    ck_assert_int_eq(config_load(&c, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(config_cert_mode(&c), 1);
+    ck_assert_msg(config_check_serve(&c, err, sizeof err) == 0, "%s", err);
+    config_free(&c);
+    /* both modes at once */
+    setenv("CARDGATE_ALIPAY_PUBLIC_KEY_FILE", "/keys/alipay.pem", 1);
+    ck_assert_int_eq(config_load(&c, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(config_check_serve(&c, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "CARDGATE_ALIPAY_PUBLIC_KEY_FILE and the certificate files") &&
+                      strstr(err, "keep one"),
+                  "%s", err);
+    config_free(&c);
+    for (int i = 0; i < 3; i++)
+        unsetenv(certs[i]);
+    ck_assert_int_eq(config_load(&c, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(config_cert_mode(&c), 0);
+    ck_assert_int_eq(config_check_serve(&c, err, sizeof err), 0);
+    ck_assert_ptr_null(c.alipay_encrypt_key);
+    config_free(&c);
+
+    setenv("CARDGATE_ALIPAY_ENCRYPT_KEY", "EREREREREREREREREREREQ==", 1);
+    ck_assert_int_eq(config_load(&c, NULL, err, sizeof err), 0);
+    ck_assert_str_eq(c.alipay_encrypt_key, "EREREREREREREREREREREQ==");
+    config_free(&c);
+    setenv("CARDGATE_ALIPAY_ENCRYPT_KEY", "secretButNotAnAESkey", 1);
+    ck_assert_int_eq(config_load(&c, NULL, err, sizeof err), -1);
+    ck_assert_msg(strncmp(err, "CARDGATE_ALIPAY_ENCRYPT_KEY: not an AES key", 43) == 0, "%s", err);
+    ck_assert_ptr_null(strstr(err, "secretButNotAnAESkey"));
+    unsetenv("CARDGATE_ALIPAY_ENCRYPT_KEY");
+}
+END_TEST
+
 /* config/cardgate.ini loads as it is, and with every commented "; key =
  * value" line uncommented it still loads and gives the defaults: the
  * example names only real keys and their real defaults. */
@@ -603,7 +662,7 @@ START_TEST(test_example_ini)
         out[n++] = '\n';
     }
     out[n] = '\0';
-    ck_assert_uint_eq(keys, 24); /* one per setting in config.h */
+    ck_assert_uint_eq(keys, 28); /* one per setting in config.h */
     char *path = write_ini(out);
     ck_assert_msg(config_load(&c, path, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(config_load(&d, NULL, err, sizeof err), 0);
@@ -650,6 +709,7 @@ static Suite *config_suite(void)
     tcase_add_loop_test(tc, test_api_keys_malformed, 0,
                         (int)(sizeof bad_keys / sizeof bad_keys[0]));
     tcase_add_test(tc, test_check_serve);
+    tcase_add_test(tc, test_check_serve_modes);
     tcase_add_test(tc, test_example_ini);
     suite_add_tcase(s, tc);
     return s;
