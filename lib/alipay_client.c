@@ -103,6 +103,8 @@ void alipay_client_free(struct alipay_client *c)
     while (c->calls) {
         struct call *call = c->calls;
         call_unlink(call);
+        if (call->fetch_sn[0])
+            free(call->arg); /* its struct fetch */
         free(call->body);
         free(call);
     }

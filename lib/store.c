@@ -60,6 +60,17 @@ const struct pg_statement store_statements[] = {
      " LEFT JOIN swept s ON true",
      4},
     {"schema_check", "SELECT 1 FROM schema_migrations WHERE version = $1", 1},
+    /* Alipay's certificates (certs.h): read one, claim its fetch (a row
+     * inserted, or one whose fetch was claimed $3 ms ago and never
+     * finished), store it, or give the claim back. */
+    {"cert_get", "SELECT pem FROM alipay_certs WHERE sn = $1 AND pem IS NOT NULL", 1},
+    {"cert_claim",
+     "INSERT INTO alipay_certs AS a (sn, app_id) VALUES ($1, $2) ON CONFLICT (sn) DO UPDATE SET "
+     "claimed_at = now() WHERE a.pem IS NULL AND a.claimed_at < now() - make_interval(secs => "
+     "$3::integer / 1000.0) RETURNING a.sn",
+     3},
+    {"cert_put", "UPDATE alipay_certs SET pem = $2, fetched_at = now() WHERE sn = $1", 2},
+    {"cert_release", "DELETE FROM alipay_certs WHERE sn = $1 AND pem IS NULL", 1},
     {"template_configure",
      "SELECT apply_card_url FROM card_template_configure($1, $2, $3, $4::jsonb, $5)", 5},
     {"template_activation",

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "alipay_key.h"
+#include "certs.h"
 #include "cards.h"
 #include "migrate.h"
 #include "ops.h"
@@ -125,6 +126,79 @@ static int derive_key(struct server *srv, const char *label, unsigned char out[3
     return ok ? 0 : -1;
 }
 
+/* The app's certificate: its SN, and its key must be the app key's half. */
+static int derive_keys(struct server *srv, char *err, size_t errlen)
+{
+    if (derive_key(srv, "cardgate request hash v1", srv->hash_key) < 0 ||
+        derive_key(srv, "cardgate sealed request v1", srv->seal_key) < 0) {
+        snprintf(err, errlen, "cannot derive the request hash and seal keys");
+        return -1;
+    }
+    return 0;
+}
+
+static int load_app_cert(struct server *srv, char *err, size_t errlen)
+{
+    const struct config *cfg = &srv->cfg;
+    char why[400];
+    STACK_OF(X509) *app = alipay_cert_load(cfg->alipay_app_cert_file, why, sizeof(why));
+    EVP_PKEY *pub =
+        app ? alipay_cert_public_key(app, cfg->alipay_app_cert_file, why, sizeof(why)) : NULL;
+    int rc = -1;
+    if (!pub)
+        snprintf(err, errlen, "CARDGATE_ALIPAY_APP_CERT_FILE: %s", why);
+    else if (!alipay_key_is_pair(srv->app_key, pub))
+        snprintf(err, errlen,
+                 "CARDGATE_ALIPAY_APP_CERT_FILE: %s is not the certificate of the app's private "
+                 "key (CARDGATE_ALIPAY_PRIVATE_KEY_FILE); use the appCertPublicKey_<app id>.crt "
+                 "Alipay issued for that key",
+                 cfg->alipay_app_cert_file);
+    else if (alipay_cert_sn(sk_X509_value(app, 0), srv->app_cert_sn, why, sizeof(why)) < 0)
+        snprintf(err, errlen, "CARDGATE_ALIPAY_APP_CERT_FILE: %s", why);
+    else
+        rc = 0;
+    EVP_PKEY_free(pub);
+    sk_X509_pop_free(app, X509_free);
+    return rc;
+}
+
+/* Certificate mode: the roots, Alipay's certificate (it must chain to
+ * them), and the app's. srv->alipay_key becomes the Alipay certificate's. */
+static int load_certs(struct server *srv, char *err, size_t errlen)
+{
+    const struct config *cfg = &srv->cfg;
+    char why[400];
+    size_t len = 0;
+    STACK_OF(X509) *roots = alipay_cert_load(cfg->alipay_root_cert_file, why, sizeof(why));
+    if (!roots || !(srv->root_cert_sn = alipay_cert_root_sn(roots, why, sizeof(why)))) {
+        snprintf(err, errlen, "CARDGATE_ALIPAY_ROOT_CERT_FILE: %s", why);
+        sk_X509_pop_free(roots, X509_free);
+        return -1;
+    }
+    if (!(srv->certs = alipay_cert_store_new(roots))) {
+        sk_X509_pop_free(roots, X509_free);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char *pem = alipay_key_read_file(cfg->alipay_cert_file, &len, why, sizeof(why));
+    int ok = pem && alipay_cert_store_admit(srv->certs, pem, len, NULL, srv->alipay_cert_sn, why,
+                                            sizeof(why)) == 0;
+    free(pem);
+    if (!ok) {
+        snprintf(err, errlen, "CARDGATE_ALIPAY_CERT_FILE: %s", why);
+        return -1;
+    }
+    srv->alipay_key = alipay_cert_store_get(srv->certs, srv->alipay_cert_sn);
+    if (alipay_key_is_pair(srv->app_key, srv->alipay_key)) {
+        snprintf(err, errlen,
+                 "CARDGATE_ALIPAY_CERT_FILE: %s is the app's own certificate (it matches "
+                 "CARDGATE_ALIPAY_PRIVATE_KEY_FILE); set Alipay's, alipayCertPublicKey_RSA2.crt",
+                 cfg->alipay_cert_file);
+        return -1;
+    }
+    return load_app_cert(srv, err, errlen);
+}
+
 static int load_keys(struct server *srv, char *err, size_t errlen)
 {
     const struct config *cfg = &srv->cfg;
@@ -133,6 +207,16 @@ static int load_keys(struct server *srv, char *err, size_t errlen)
     if (!srv->app_key) {
         snprintf(err, errlen, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE: %s", why);
         return -1;
+    }
+    if (cfg->alipay_encrypt_key &&
+        !(srv->aes = alipay_aes_new(cfg->alipay_encrypt_key, why, sizeof(why)))) {
+        snprintf(err, errlen, "CARDGATE_ALIPAY_ENCRYPT_KEY: %s", why);
+        return -1;
+    }
+    if (config_cert_mode(cfg)) {
+        if (load_certs(srv, err, errlen) < 0)
+            return -1;
+        return derive_keys(srv, err, errlen);
     }
     srv->alipay_key = alipay_key_load_public(cfg->alipay_public_key_file, why, sizeof(why));
     if (!srv->alipay_key) {
@@ -147,12 +231,7 @@ static int load_keys(struct server *srv, char *err, size_t errlen)
                  cfg->alipay_public_key_file);
         return -1;
     }
-    if (derive_key(srv, "cardgate request hash v1", srv->hash_key) < 0 ||
-        derive_key(srv, "cardgate sealed request v1", srv->seal_key) < 0) {
-        snprintf(err, errlen, "cannot derive the request hash and seal keys");
-        return -1;
-    }
-    return 0;
+    return derive_keys(srv, err, errlen);
 }
 
 /* Refuses to serve on a schema that is behind. A database that cannot be
@@ -172,6 +251,14 @@ static int check_schema(struct server *srv, char *err, size_t errlen)
         return 0;
     }
     int rc = migrate_check(conn, err, errlen);
+    if (rc == 0 && srv->certs) {
+        /* the certificates other instances (or this one) fetched before */
+        char n[16];
+        snprintf(n, sizeof(n), "%d", certs_load_stored(srv, conn));
+        log_write(&srv->log, LOG_INFO, "certificate mode", "app_cert_sn", srv->app_cert_sn,
+                  "alipay_cert_sn", srv->alipay_cert_sn, "alipay_root_cert_sn", srv->root_cert_sn,
+                  "stored_alipay_certs", n, NULL);
+    }
     PQfinish(conn);
     if (rc == 1) {
         size_t n = strlen(err);
@@ -224,8 +311,15 @@ static void reload(struct server *srv, const char *config_path)
         free(next);
         return;
     }
-    EVP_PKEY *key = alipay_key_load_public(next->cfg.alipay_public_key_file, why, sizeof(why));
-    if (!key || alipay_key_is_pair(srv->app_key, key)) {
+    EVP_PKEY *key;
+    if (srv->certs) {
+        /* certificate mode: Alipay's certificates rotate by download, not here */
+        key = cur->trust.current;
+        EVP_PKEY_up_ref(key);
+    } else {
+        key = alipay_key_load_public(next->cfg.alipay_public_key_file, why, sizeof(why));
+    }
+    if (!key || (!srv->certs && alipay_key_is_pair(srv->app_key, key))) {
         log_write(&srv->log, LOG_ERROR, "reload refused; the settings in force stay", "error",
                   key ? "CARDGATE_ALIPAY_PUBLIC_KEY_FILE is the app's own public key" : why, NULL);
         EVP_PKEY_free(key);
@@ -371,6 +465,9 @@ int main(int argc, char **argv)
     free(srv.workers);
     EVP_PKEY_free(srv.app_key);
     EVP_PKEY_free(srv.alipay_key);
+    alipay_cert_store_free(srv.certs);
+    free(srv.root_cert_sn);
+    alipay_aes_free(srv.aes);
     reload_free(atomic_load(&srv.live));
     config_free(&srv.cfg);
     return rc;

@@ -31,8 +31,15 @@ struct reload {
 struct server {
     struct config cfg;
     struct log log;
-    EVP_PKEY *app_key;                    /* parsed once at start */
-    EVP_PKEY *alipay_key;                 /* Alipay's public key at start */
+    EVP_PKEY *app_key;    /* parsed once at start */
+    EVP_PKEY *alipay_key; /* Alipay's public key at start */
+    /* Certificate mode (NULL/empty in public-key mode): Alipay's
+     * certificates by SN (the configured one, those fetched since), the
+     * SNs every request carries, and the configured certificate's. */
+    struct alipay_cert_store *certs;
+    char app_cert_sn[ALIPAY_CERT_SN_LEN + 1], alipay_cert_sn[ALIPAY_CERT_SN_LEN + 1];
+    char *root_cert_sn;
+    struct alipay_aes *aes;               /* content encryption; NULL: off */
     _Atomic(struct reload *) live;        /* API keys and Alipay's keys in force */
     _Atomic(struct alipay_trust *) trust; /* &live->trust, for the Alipay clients */
     unsigned char hash_key[32];           /* keys the request hashes: derived from the app key */
@@ -64,6 +71,7 @@ struct worker {
     struct request *live;    /* those requests, to free them if the drain times out */
     struct record *records;  /* final outcomes being written again (recorder.h) */
     struct sweeper *sweeper; /* worker 0 only (sweeper.h) */
+    struct certs *certs;     /* certificate mode: unknown certificates looked for (certs.h) */
     long long drain_deadline_ms;
     int draining; /* answers then close their connection */
 };

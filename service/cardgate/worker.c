@@ -20,6 +20,7 @@
 #include "alipay_client.h"
 #include "alipay_http.h"
 #include "pg.h"
+#include "certs.h"
 #include "recorder.h"
 #include "routes.h"
 #include "store.h"
@@ -154,6 +155,10 @@ static int worker_clients(struct worker *w, char *err, size_t errlen)
     w->ahttp = alipay_http_new(w->base, &hopt, err, errlen);
     if (!w->ahttp)
         return -1;
+    if (w->srv->certs && certs_start(w) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     struct alipay_client_config acfg = {
         .gateway_url = cfg->alipay_gateway,
         .app_id = cfg->alipay_app_id,
@@ -162,7 +167,16 @@ static int worker_clients(struct worker *w, char *err, size_t errlen)
         .trust = &w->srv->trust,
         .sign_type = cfg->alipay_sign_type,
         .timeout_ms = cfg->alipay_timeout_ms,
+        .aes = w->srv->aes,
     };
+    if (w->srv->certs) {
+        acfg.certs = w->srv->certs;
+        acfg.app_cert_sn = w->srv->app_cert_sn;
+        acfg.root_cert_sn = w->srv->root_cert_sn;
+        acfg.alipay_cert_sn = w->srv->alipay_cert_sn;
+        acfg.resolve = certs_resolve;
+        acfg.resolve_ctx = w->certs;
+    }
     w->alipay = alipay_client_new(&acfg, w->ahttp, err, errlen);
     if (!w->alipay)
         return -1;
@@ -185,6 +199,7 @@ static void worker_free(struct worker *w)
     pg_pool_free(w->pg);
     alipay_http_free(w->ahttp);
     alipay_client_free(w->alipay);
+    certs_free(w->certs);
     routes_abandon(w);
     recorder_abandon(w);
     sweeper_free(w);
