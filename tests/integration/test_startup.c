@@ -83,12 +83,39 @@ static const char **serve_env(const char *db, const char *drop, const char *over
     return env;
 }
 
-static void assert_refused(const char *db, const char *drop, const char *over, const char *names,
-                           const char *also)
+/* Certificate mode's environment (the vectors' test PKI, tests/vectors/cert)
+ * with each "K=V" of over replacing or adding one setting ("K=" unsets). */
+static const char **cert_env(const char *db, const char *const over[])
+{
+    static const char *env[24];
+    const char **base = serve_env(db, NULL, NULL);
+    size_t n = 0;
+    for (; base[n]; n++)
+        env[n] = base[n];
+    const char *const cert[] = {
+        "CARDGATE_ALIPAY_PUBLIC_KEY_FILE=",
+        "CARDGATE_ALIPAY_APP_ID=2021000000000001",
+        env_kv("CARDGATE_ALIPAY_PRIVATE_KEY_FILE",
+               ts_vector("cert/appCertPrivateKey_2021000000000001.pem")),
+        env_kv("CARDGATE_ALIPAY_APP_CERT_FILE",
+               ts_vector("cert/appCertPublicKey_2021000000000001.crt")),
+        env_kv("CARDGATE_ALIPAY_CERT_FILE", ts_vector("cert/alipayCertPublicKey_RSA2.crt")),
+        env_kv("CARDGATE_ALIPAY_ROOT_CERT_FILE", ts_vector("cert/alipayRootCert.crt")),
+        NULL};
+    for (size_t i = 0; cert[i]; i++)
+        env[n++] = cert[i];
+    for (size_t i = 0; over && over[i]; i++)
+        env[n++] = over[i];
+    env[n] = NULL;
+    return env;
+}
+
+/* serve with env exits 1 with one line naming `names` (and `also`). */
+static void assert_refused_env(const char **env, const char *names, const char *also)
 {
     char *out = NULL;
     const char *args[] = {"serve", NULL};
-    int code = run_cardgate(args, serve_env(db, drop, over), &out, 20000);
+    int code = run_cardgate(args, env, &out, 20000);
     ck_assert_msg(code == 1, "exit %d, output: %s", code, out);
     ck_assert_msg(strstr(out, names) != NULL, "output does not name %s: %s", names, out);
     if (also)
@@ -97,6 +124,12 @@ static void assert_refused(const char *db, const char *drop, const char *over, c
     char *nl = strchr(out, '\n');
     ck_assert_msg(nl && nl[1] == '\0', "more than one line: %s", out);
     free(out);
+}
+
+static void assert_refused(const char *db, const char *drop, const char *over, const char *names,
+                           const char *also)
+{
+    assert_refused_env(serve_env(db, drop, over), names, also);
 }
 
 static char *migrated_db(void)
@@ -155,6 +188,71 @@ START_TEST(test_bad_settings_named)
     assert_refused(db, NULL, over, "CARDGATE_ALIPAY_PRIVATE_KEY_FILE", "response_cases.json");
     over = env_kv("CARDGATE_ALIPAY_PUBLIC_KEY_FILE", ts_vector("keys/app_public.pem"));
     assert_refused(db, NULL, over, "CARDGATE_ALIPAY_PUBLIC_KEY_FILE", "own public key");
+    free(db);
+}
+END_TEST
+
+/* Certificate mode starts with the three files, and each way to get them
+ * wrong is one line naming the setting; the AES key likewise. */
+START_TEST(test_cert_mode_refusals)
+{
+    char *db = migrated_db();
+    char *out = NULL;
+    const char *args[] = {"serve", NULL};
+    /* the right files: it starts (and is stopped by the timeout) */
+    int code = run_cardgate(args, cert_env(db, NULL), &out, 3000);
+    ck_assert_msg(code == -1, "exit %d: %s", code, out);
+    ck_assert_msg(strstr(out, "\"app_cert_sn\":\"0fa88bf29337fdfe54f5511c4cb6a96c\""), "%s", out);
+    ck_assert_msg(strstr(out, "\"alipay_root_cert_sn\":\"02eb7b94e17272a95fd383f67fe8ada0_"
+                              "8dcabef931a14c4de1675387b8ef6921\""),
+                  "%s", out);
+    free(out);
+
+    const char *both[] = {
+        env_kv("CARDGATE_ALIPAY_PUBLIC_KEY_FILE", ts_vector("keys/alipay_public_sim.pem")), NULL};
+    assert_refused_env(cert_env(db, both), "CARDGATE_ALIPAY_PUBLIC_KEY_FILE and the certificate",
+                       "keep one");
+    const char *two[] = {"CARDGATE_ALIPAY_ROOT_CERT_FILE=", NULL};
+    assert_refused_env(cert_env(db, two), "CARDGATE_ALIPAY_ROOT_CERT_FILE", "all three");
+    const char *unreadable[] = {"CARDGATE_ALIPAY_APP_CERT_FILE=/nonexistent/app.crt", NULL};
+    assert_refused_env(cert_env(db, unreadable), "CARDGATE_ALIPAY_APP_CERT_FILE",
+                       "/nonexistent/app.crt: cannot read");
+    const char *not_cert[] = {
+        env_kv("CARDGATE_ALIPAY_CERT_FILE", ts_vector("keys/alipay_public_sim.pem")), NULL};
+    assert_refused_env(cert_env(db, not_cert), "CARDGATE_ALIPAY_CERT_FILE",
+                       "no PEM certificate in it");
+    /* the app certificate of another key (Alipay's in its place) */
+    const char *not_pair[] = {
+        env_kv("CARDGATE_ALIPAY_APP_CERT_FILE", ts_vector("cert/alipayCertPublicKey_RSA2.crt")),
+        NULL};
+    assert_refused_env(cert_env(db, not_pair), "CARDGATE_ALIPAY_APP_CERT_FILE",
+                       "is not the certificate of the app's private key");
+    /* Alipay's certificate: under an impostor CA of the same name, expired,
+     * or the app's own */
+    const char *impostor[] = {env_kv("CARDGATE_ALIPAY_CERT_FILE",
+                                     ts_vector("cert/alipayCertPublicKey_RSA2_unknown_ca.crt")),
+                              NULL};
+    assert_refused_env(cert_env(db, impostor), "CARDGATE_ALIPAY_CERT_FILE",
+                       "does not chain to the root bundle");
+    const char *expired[] = {
+        env_kv("CARDGATE_ALIPAY_CERT_FILE", ts_vector("cert/alipayCertPublicKey_RSA2_expired.crt")),
+        NULL};
+    assert_refused_env(cert_env(db, expired), "CARDGATE_ALIPAY_CERT_FILE", "expired");
+    const char *own[] = {env_kv("CARDGATE_ALIPAY_CERT_FILE",
+                                ts_vector("cert/appCertPublicKey_2021000000000001.crt")),
+                         NULL};
+    assert_refused_env(cert_env(db, own), "CARDGATE_ALIPAY_CERT_FILE", "the app's own certificate");
+    /* a bundle without an RSA-signed root */
+    const char *ec_roots[] = {
+        env_kv("CARDGATE_ALIPAY_ROOT_CERT_FILE", ts_vector("cert/ca/root_e1.crt")), NULL};
+    assert_refused_env(cert_env(db, ec_roots), "CARDGATE_ALIPAY_ROOT_CERT_FILE",
+                       "no RSA-signed root");
+    /* the AES key, never echoed */
+    const char *aes[] = {"CARDGATE_ALIPAY_ENCRYPT_KEY=c2VjcmV0LXZhbHVl", NULL};
+    assert_refused_env(cert_env(db, aes), "CARDGATE_ALIPAY_ENCRYPT_KEY", "not an AES key");
+    code = run_cardgate(args, cert_env(db, aes), &out, 20000);
+    ck_assert_ptr_null(strstr(out, "c2VjcmV0LXZhbHVl"));
+    free(out);
     free(db);
 }
 END_TEST
@@ -346,6 +444,7 @@ int main(void)
     tcase_add_test(tc, test_help_and_version);
     tcase_add_test(tc, test_missing_settings_named);
     tcase_add_test(tc, test_bad_settings_named);
+    tcase_add_test(tc, test_cert_mode_refusals);
     tcase_add_test(tc, test_schema_behind_refused);
     tcase_add_test(tc, test_concurrent_migrate);
     tcase_add_test(tc, test_config_file_and_env_precedence);
