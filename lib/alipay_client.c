@@ -386,10 +386,18 @@ static void fetch_admit_unverified(struct alipay_client *c, const struct call *c
         alipay_response_node_name(ALIPAY_CERT_DOWNLOAD, name, sizeof(name)) < 0 ||
         alipay_response_find(res->body, res->body_len, name, &raw, &n) < 0)
         return;
-    struct alipay_reply peek;
-    memset(&peek, 0, sizeof(peek));
-    /* no key: the node is parsed, not trusted; only the certificate's chain is */
-    json_object *node = raw[-1] == '{' ? jsonx_parse(raw, n) : NULL;
+    /* no key: the node is read, not trusted; only the certificate's chain is */
+    json_object *node = NULL;
+    if (raw[0] == '{') {
+        node = jsonx_parse(raw, n);
+    } else if (raw[-1] == '"' && c->aes) {
+        size_t pt_len = 0;
+        char *b64 = strndup(raw, n); /* base64: no escapes to undo */
+        char *pt = b64 ? alipay_aes_decrypt(c->aes, b64, n, &pt_len, err, sizeof(err)) : NULL;
+        node = pt ? jsonx_parse(pt, pt_len) : NULL;
+        free(pt);
+        free(b64);
+    }
     json_object *content = NULL;
     if (node && json_object_object_get_ex(node, "alipay_cert_content", &content) &&
         json_object_is_type(content, json_type_string)) {
