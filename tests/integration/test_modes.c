@@ -16,6 +16,8 @@
 #define DOWNLOAD "alipay.open.app.alipaycert.download"
 #define SN_ROTATED "04ac1e4d72a3fde9877efee9fe6af827"
 #define SN_UNKNOWN_CA "785c697737951ea07c32cc46612867d6"
+#define PUBLIC_URL "https://cards.example.test"
+#define SUCCESS_URL "https://shop.example.test/welcome"
 
 enum mode { CERT = 1, AES = 2 };
 
@@ -66,6 +68,7 @@ static void mode_args(int modes, const char *sim_aes, const char *sim_args[16], 
         sim_args[a++] = sim_aes ? sim_aes : AES_KEY;
         env[e++] = "CARDGATE_ALIPAY_ENCRYPT_KEY=" AES_KEY;
     }
+    env[e++] = "CARDGATE_PUBLIC_URL=" PUBLIC_URL;
     sim_args[a] = NULL;
     env[e] = NULL;
 }
@@ -138,6 +141,46 @@ static void sim_rotate(const struct ts_sim *sim, const char *cert, const char *k
     ts_http_free(&r);
 }
 
+/* The sign-up of a member (template.query, formtemplate.set,
+ * activateurl.apply; then, from the callback, oauth.token,
+ * activateform.query and card.open): the callback redirects to the card. */
+static void member_signs_up(const struct ts_stack *st, const char *tpl)
+{
+    struct ts_http r;
+    char path[160], url[2048], body[256];
+    snprintf(path, sizeof(path), "/v1/templates/%s/form", tpl);
+    call(&st->cg, "PUT", path,
+         "{\"required\":[\"OPEN_FORM_FIELD_MOBILE\",\"OPEN_FORM_FIELD_NAME\"],"
+         "\"optional\":[\"OPEN_FORM_FIELD_GENDER\"]}",
+         &r);
+    ck_assert_msg(r.status == 200, "form: %ld %s", r.status, r.body);
+    ts_http_free(&r);
+    snprintf(path, sizeof(path), "/v1/templates/%s/activation", tpl);
+    call(&st->cg, "PUT", path,
+         "{\"valid_date\":\"2030-12-31 23:59:59\",\"level\":\"VIP1\",\"point\":\"0\","
+         "\"balance\":\"0.00\",\"external_card_no_prefix\":\"M\",\"success_url\":\"" SUCCESS_URL
+         "\"}",
+         &r);
+    ck_assert_msg(r.status == 200, "activation: %ld %s", r.status, r.body);
+    ts_http_free(&r);
+    snprintf(url, sizeof(url), "%s/members", st->sim.control);
+    snprintf(body, sizeof(body), "{\"template_id\":\"%s\"}", tpl);
+    ck_assert_int_eq(ts_http_call("POST", url, NULL, body, &r), 0);
+    ck_assert_msg(r.status == 201, "member: %ld %s", r.status, r.body);
+    char *cb = ts_json_at(&r, "callback_url");
+    ts_http_free(&r);
+    ck_assert_msg(cb && strncmp(cb, PUBLIC_URL, strlen(PUBLIC_URL)) == 0, "%s", cb ? cb : "-");
+    snprintf(url, sizeof(url), "%s%s", st->cg.url, cb + strlen(PUBLIC_URL));
+    free(cb);
+    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
+    ck_assert_msg(r.status == 302, "callback: %ld %s", r.status, r.body);
+    char *loc = ts_http_header(&r, "Location");
+    ck_assert_msg(loc && strncmp(loc, SUCCESS_URL "?biz_card_no=", strlen(SUCCESS_URL) + 13) == 0,
+                  "Location %s", loc ? loc : "-");
+    free(loc);
+    ts_http_free(&r);
+}
+
 #define TEMPLATE_BODY                                                                              \
     "{\"request_id\":\"%s\",\"template\":{\"card_type\":\"OUT_MEMBER_CARD\","                      \
     "\"biz_no_suffix_len\":\"10\",\"write_off_type\":\"qrcode\",\"template_style_info\":{"         \
@@ -160,7 +203,11 @@ START_TEST(test_round_trips)
     snprintf(body, sizeof(body), TEMPLATE_BODY, "modes-tpl");
     call(&st.cg, "POST", "/v1/templates", body, &r);
     ck_assert_msg(r.status == 201, "template: %ld %s", r.status, r.body);
+    char *tpl = ts_json_at(&r, "template_id");
     ts_http_free(&r);
+    ck_assert_ptr_nonnull(tpl);
+    member_signs_up(&st, tpl);
+    free(tpl);
 
     snprintf(serial, sizeof(serial), "modes-%d", modes[_i]);
     open_card(&st.cg, serial, biz);
@@ -189,7 +236,14 @@ START_TEST(test_round_trips)
     ck_assert_msg(r.status == 200, "delete: %ld %s", r.status, r.body);
     ts_http_free(&r);
     ck_assert_int_eq(sim_calls_of(&st.sim, DOWNLOAD), 0);
+    char cg_log[256];
+    snprintf(cg_log, sizeof(cg_log), "%s", st.cg.log);
     down(&st);
+    /* the AES key is never in a log line */
+    char *log = ts_read_file(cg_log, NULL);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_ptr_null(strstr(log, AES_KEY));
+    free(log);
 }
 END_TEST
 
