@@ -2,6 +2,7 @@
 #include "control.h"
 
 #include "alipay_key.h"
+#include "cert.h"
 #include "jsonx.h"
 #include "member.h"
 #include "program.h"
@@ -231,7 +232,24 @@ static void route_faults(struct sim *s, struct evhttp_request *req, const char *
         send_status_ok(req, 200);
 }
 
-/* GET /_sim/calls[?out_serial_no=X] */
+/* {"<key>":value,"count":n} for GET /_sim/calls?<key>=value, or NULL when
+ * the query names neither an out_serial_no nor a method. */
+static json_object *calls_for(struct sim *s, struct evkeyvalq *kv)
+{
+    const char *serial = evhttp_find_header(kv, "out_serial_no");
+    const char *method = evhttp_find_header(kv, "method");
+    if (!serial && !method)
+        return NULL;
+    json_object *o = json_object_new_object();
+    const char *key = serial ? "out_serial_no" : "method";
+    json_object_object_add(o, key, json_object_new_string(serial ? serial : method));
+    json_object_object_add(o, "count",
+                           json_object_new_int64(serial ? sim_calls_for_serial(s, serial)
+                                                        : sim_calls_for_method(s, method)));
+    return o;
+}
+
+/* GET /_sim/calls[?out_serial_no=X | ?method=M] */
 static void route_calls(struct sim *s, struct evhttp_request *req)
 {
     if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
@@ -245,19 +263,12 @@ static void route_calls(struct sim *s, struct evhttp_request *req)
             send_error(req, 400, "malformed query");
             return;
         }
-        const char *serial = evhttp_find_header(&kv, "out_serial_no");
-        json_object *o = json_object_new_object();
-        if (serial) {
-            json_object_object_add(o, "out_serial_no", json_object_new_string(serial));
-            json_object_object_add(o, "count",
-                                   json_object_new_int64(sim_calls_for_serial(s, serial)));
-        }
+        json_object *o = calls_for(s, &kv);
         evhttp_clear_headers(&kv);
-        if (serial) {
+        if (o) {
             send_json(req, 200, o);
             return;
         }
-        json_object_put(o);
     }
     json_object *o = json_object_new_object();
     json_object_object_add(o, "total", json_object_new_int64(s->calls_total));
@@ -431,6 +442,56 @@ static void route_signing_key(struct sim *s, struct evhttp_request *req)
     json_object_put(o);
 }
 
+/* The certificate and key of PUT /_sim/alipay-cert's body: the answers'
+ * certificate then is the file's. Answers 200 with what it is and whether
+ * it chains, or 400. */
+static void alipay_cert_put(struct sim *s, struct evhttp_request *req, json_object *o)
+{
+    static const char *const keys[] = {"cert", "key", NULL};
+    const char *cert, *key_file;
+    char err[256], chain_err[256];
+    EVP_PKEY *key = NULL;
+    if (!only_known(o, keys) || opt_string(o, "cert", &cert) < 0 || !cert ||
+        opt_string(o, "key", &key_file) < 0 || !key_file) {
+        send_error(req, 400,
+                   "the body is {\"cert\": \"<certificate file>\", \"key\": \"<its private key "
+                   "file>\"}");
+        return;
+    }
+    if (!(key = alipay_key_load_private(key_file, err, sizeof(err))) ||
+        cert_alipay_use(s, cert, key, chain_err, sizeof(chain_err), err, sizeof(err)) < 0) {
+        EVP_PKEY_free(key);
+        send_error(req, 400, err);
+        return;
+    }
+    json_object *r = cert_json(s);
+    json_object_object_add(r, "chains", json_object_new_boolean(!chain_err[0]));
+    json_object_object_add(r, "chain_error",
+                           chain_err[0] ? json_object_new_string(chain_err) : NULL);
+    send_json(req, 200, r);
+}
+
+/* GET and PUT /_sim/alipay-cert: which of Alipay's certificates signs the
+ * answers, and Alipay rotating it (certificate mode only). */
+static void route_alipay_cert(struct sim *s, struct evhttp_request *req)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_PUT) {
+        send_error(req, 405, "use GET or PUT");
+    } else if (cmd == EVHTTP_REQ_GET) {
+        send_json(req, 200, cert_json(s));
+    } else if (!cert_alipay_sn(s)) {
+        send_error(req, 409,
+                   "not in certificate mode (start with --app-cert, --root-cert and "
+                   "--alipay-cert)");
+    } else {
+        json_object *o = body_object(req);
+        if (o)
+            alipay_cert_put(s, req, o);
+        json_object_put(o);
+    }
+}
+
 void control_handle(struct sim *s, struct evhttp_request *req, const char *path)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -457,6 +518,8 @@ void control_handle(struct sim *s, struct evhttp_request *req, const char *path)
         route_members(s, req);
     } else if (strcmp(path, "/_sim/signing-key") == 0) {
         route_signing_key(s, req);
+    } else if (strcmp(path, "/_sim/alipay-cert") == 0) {
+        route_alipay_cert(s, req);
     } else {
         send_error(req, 404, "no such route");
     }

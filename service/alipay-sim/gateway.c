@@ -248,7 +248,7 @@ void gateway_handle(struct sim *s, struct evhttp_request *req)
     clock_gettime(CLOCK_MONOTONIC, &start);
     alipay_params_init(&p);
     int bad = read_params(req, &p);
-    sim_call_info_get(&p, &ci);
+    sim_call_info_get(s, &p, &ci);
     sim_count_call(s, &ci); /* on arrival, whatever happens next */
     sim_in_flight_enter(s, &ci);
     if (bad < 0) {

@@ -17,7 +17,9 @@
 #include <openssl/ssl.h>
 
 #include "alipay_key.h"
+#include "cert.h"
 #include "control.h"
+#include "encrypt.h"
 #include "gateway.h"
 #include "sim.h"
 
@@ -31,7 +33,9 @@ struct options {
     const char *app_id;
     const char *templates;
     const char *sign_type_default;
-    const char *tls_listen, *tls_cert, *tls_key; /* a second listener, HTTPS */
+    const char *tls_listen, *tls_cert, *tls_key;    /* a second listener, HTTPS */
+    const char *app_cert, *root_cert, *alipay_cert; /* certificate mode: all or none */
+    const char *aes_key;                            /* content encryption */
 };
 
 static void usage(FILE *out)
@@ -40,6 +44,7 @@ static void usage(FILE *out)
         out,
         "usage: alipay-sim --listen HOST:PORT --app-public-key FILE --alipay-private-key FILE\n"
         "                  [--app-id ID] [--templates ID,ID,...] [--sign-type-default RSA2|RSA]\n"
+        "                  [--app-cert FILE --root-cert FILE --alipay-cert FILE] [--aes-key KEY]\n"
         "\n"
         "A local stand-in for the Alipay OpenAPI gateway (POST /gateway.do) with a\n"
         "control interface under /_sim. See service/alipay-sim/README.md.\n"
@@ -52,6 +57,13 @@ static void usage(FILE *out)
         "  --sign-type-default TYPE    sign type of calls that give no sign_type (RSA2)\n"
         "  --tls-listen HOST:PORT      also serve HTTPS there, with --tls-cert FILE and\n"
         "                              --tls-key FILE (PEM): a gateway behind TLS\n"
+        "  --app-cert FILE             certificate mode: the app's public-key certificate\n"
+        "                              (instead of --app-public-key); requests must carry its\n"
+        "                              app_cert_sn, and alipay_root_cert_sn of:\n"
+        "  --root-cert FILE            Alipay's root bundle (alipayRootCert.crt)\n"
+        "  --alipay-cert FILE          Alipay's certificate: answers carry its SN; it must\n"
+        "                              be --alipay-private-key's\n"
+        "  --aes-key KEY               content encryption with this AES key (base64)\n"
         "  --help                      this text\n",
         SIM_DEFAULT_TEMPLATES);
 }
@@ -69,6 +81,10 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"tls-listen", required_argument, NULL, 'T'},
         {"tls-cert", required_argument, NULL, 'C'},
         {"tls-key", required_argument, NULL, 'K'},
+        {"app-cert", required_argument, NULL, 'c'},
+        {"root-cert", required_argument, NULL, 'r'},
+        {"alipay-cert", required_argument, NULL, 'A'},
+        {"aes-key", required_argument, NULL, 'e'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -104,6 +120,18 @@ static int parse_args(int argc, char **argv, struct options *o)
         case 'K':
             o->tls_key = optarg;
             break;
+        case 'c':
+            o->app_cert = optarg;
+            break;
+        case 'r':
+            o->root_cert = optarg;
+            break;
+        case 'A':
+            o->alipay_cert = optarg;
+            break;
+        case 'e':
+            o->aes_key = optarg;
+            break;
         case 'h':
             return 1;
         default:
@@ -115,12 +143,17 @@ static int parse_args(int argc, char **argv, struct options *o)
         fprintf(stderr, "alipay-sim: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
-    const char *missing = !o->listen               ? "--listen"
-                          : !o->app_public_key     ? "--app-public-key"
-                          : !o->alipay_private_key ? "--alipay-private-key"
-                                                   : NULL;
+    const char *missing = !o->listen                           ? "--listen"
+                          : !o->app_public_key && !o->app_cert ? "--app-public-key"
+                          : !o->alipay_private_key             ? "--alipay-private-key"
+                                                               : NULL;
     if (missing) {
         fprintf(stderr, "alipay-sim: %s is required (see --help)\n", missing);
+        return -1;
+    }
+    /* Alipay's certificate mode is the app's: requests and answers alike. */
+    if (!o->app_cert != !o->root_cert || !o->app_cert != !o->alipay_cert) {
+        fprintf(stderr, "alipay-sim: --app-cert, --root-cert and --alipay-cert go together\n");
         return -1;
     }
     if (o->tls_listen && (!o->tls_cert || !o->tls_key)) {
@@ -154,6 +187,35 @@ static int split_listen(const char *listen, char *host, size_t hostlen, unsigned
     return 0;
 }
 
+/* Certificate mode and content encryption, on an s that is set up.
+ * Returns 0, or -1 after reporting. */
+static int load_modes(struct sim *s, const struct options *o)
+{
+    char err[256], chain_err[256];
+    if (o->app_cert) {
+        if (o->app_public_key)
+            fprintf(stderr, "alipay-sim: --app-cert given: --app-public-key is not used\n");
+        if (cert_app_use(s, o->app_cert, o->root_cert, err, sizeof(err)) < 0 ||
+            cert_alipay_use(s, o->alipay_cert, NULL, chain_err, sizeof(chain_err), err,
+                            sizeof(err)) < 0) {
+            fprintf(stderr, "alipay-sim: certificate mode: %s\n", err);
+            return -1;
+        }
+        /* Allowed, to show clients refusing it; said, in case it was not meant. */
+        if (chain_err[0])
+            fprintf(stderr,
+                    "alipay-sim: warning: --alipay-cert does not chain to --root-cert: %s\n",
+                    chain_err);
+        fprintf(stderr, "alipay-sim: certificate mode: app_cert_sn=%s alipay_cert_sn=%s\n",
+                s->app_cert_sn, cert_alipay_sn(s));
+    }
+    if (o->aes_key && encrypt_use(s, o->aes_key, err, sizeof(err)) < 0) {
+        fprintf(stderr, "alipay-sim: --aes-key: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* Loads both keys and sets up s. Returns 0, or -1 after reporting. */
 static int load(struct sim *s, const struct options *o)
 {
@@ -163,8 +225,10 @@ static int load(struct sim *s, const struct options *o)
         fprintf(stderr, "alipay-sim: --sign-type-default must be RSA2 or RSA\n");
         return -1;
     }
-    EVP_PKEY *pub = alipay_key_load_public(o->app_public_key, err, sizeof(err));
-    if (!pub) {
+    /* In certificate mode the app's key comes from its certificate. */
+    EVP_PKEY *pub =
+        o->app_cert ? NULL : alipay_key_load_public(o->app_public_key, err, sizeof(err));
+    if (!pub && !o->app_cert) {
         fprintf(stderr, "alipay-sim: --app-public-key: %s\n", err);
         return -1;
     }
@@ -178,6 +242,10 @@ static int load(struct sim *s, const struct options *o)
         fprintf(stderr, "alipay-sim: %s\n", err);
         EVP_PKEY_free(pub);
         EVP_PKEY_free(priv);
+        return -1;
+    }
+    if (load_modes(s, o) < 0) {
+        sim_free(s);
         return -1;
     }
     return 0;

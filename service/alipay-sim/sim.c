@@ -14,6 +14,8 @@
 #include <openssl/rand.h>
 
 #include "alipay_response.h"
+#include "cert.h"
+#include "encrypt.h"
 #include "jsonx.h"
 #include "member.h"
 #include "method.h"
@@ -31,6 +33,7 @@
 #define METHOD_ACTIVATEURL_APPLY "alipay.marketing.card.activateurl.apply"
 #define METHOD_OAUTH_TOKEN "alipay.system.oauth.token"
 #define METHOD_ACTIVATEFORM_QUERY "alipay.marketing.card.activateform.query"
+#define METHOD_CERT_DOWNLOAD "alipay.open.app.alipaycert.download"
 
 /* Seconds east of UTC of the time Alipay's timestamps are written in. */
 #define BEIJING_OFFSET (8 * 3600)
@@ -277,6 +280,8 @@ void sim_free(struct sim *s)
     json_object_put(s->calls_serials);
     json_object_put(s->in_flight);
     json_object_put(s->in_flight_max);
+    cert_free(s);
+    encrypt_free(s);
     EVP_PKEY_free(s->app_public);
     EVP_PKEY_free(s->alipay_private);
     free(s->app_id);
@@ -375,14 +380,17 @@ int sim_fault_take(struct sim *s, const char *method, const char *out_serial_no,
 
 /* ------------------------------------------------------------------- calls */
 
-void sim_call_info_get(const struct alipay_params *p, struct sim_call_info *out)
+void sim_call_info_get(const struct sim *s, const struct alipay_params *p,
+                       struct sim_call_info *out)
 {
     memset(out, 0, sizeof(*out));
     const char *method = alipay_params_get(p, "method");
     if (method)
         out->method = strdup(method);
-    const char *biz = alipay_params_get(p, "biz_content");
+    char *biz = NULL;
+    encrypt_biz(s, p, &biz);
     json_object *o = biz ? jsonx_parse(biz, strlen(biz)) : NULL, *v;
+    free(biz);
     if (!o || !json_object_is_type(o, json_type_object)) {
         json_object_put(o);
         return;
@@ -427,12 +435,22 @@ void sim_count_call(struct sim *s, const struct sim_call_info *ci)
         count_key(s->calls_serials, ci->out_serial_no);
 }
 
-long sim_calls_for_serial(const struct sim *s, const char *out_serial_no)
+static long count_of(json_object *map, const char *key)
 {
     json_object *v;
-    if (json_object_object_get_ex(s->calls_serials, out_serial_no, &v))
+    if (json_object_object_get_ex(map, key, &v))
         return (long)json_object_get_int64(v);
     return 0;
+}
+
+long sim_calls_for_serial(const struct sim *s, const char *out_serial_no)
+{
+    return count_of(s->calls_serials, out_serial_no);
+}
+
+long sim_calls_for_method(const struct sim *s, const char *method)
+{
+    return count_of(s->calls_methods, method);
 }
 
 /* Only the calls that change a card count: two of them at once for one card
@@ -565,6 +583,7 @@ int sim_bad_token(struct sim_node *out, const struct sim_req *r)
 /* ----------------------------------------------------- public parameters */
 
 static const struct method_def *method_find(const char *name);
+static int method_takes_biz(const char *name);
 
 /* Is the Beijing-time timestamp within the window around now? */
 static int timestamp_ok(const char *ts)
@@ -575,6 +594,53 @@ static int timestamp_ok(const char *ts)
     time_t t = timegm(&tm) - BEIJING_OFFSET;
     double d = difftime(t, time(NULL));
     return d >= -SIM_TIMESTAMP_WINDOW && d <= SIM_TIMESTAMP_WINDOW;
+}
+
+/* Verifies sign with the app's public key (its certificate's in
+ * certificate mode) over every parameter but sign. Returns 1 when it
+ * filled out with the refusal, 0 when the signature holds, -1 when out of
+ * memory. */
+static int check_signature(const struct sim *s, const struct alipay_params *p,
+                           enum alipay_sign_type t, struct sim_node *out)
+{
+    char *content = alipay_sign_content(p);
+    if (!content)
+        return -1;
+    if (alipay_sign_verify(s->app_public, t, content, strlen(content),
+                           alipay_params_get(p, "sign"))) {
+        free(content);
+        return 0;
+    }
+    /* Like Alipay, tell the caller what text was verified. */
+    size_t n = strlen(content) + 128;
+    char *msg = malloc(n);
+    int r = -1;
+    if (msg) {
+        snprintf(msg, n,
+                 "验签出错,建议检查签名字符串或签名私钥与应用公钥是否匹配,"
+                 "网关生成的验签字符串为:%s",
+                 content);
+        r = sim_gateway_error(out, "40002", "isv.invalid-signature", msg, t);
+    }
+    free(msg);
+    free(content);
+    return r < 0 ? -1 : 1;
+}
+
+/* After the public parameters: certificate mode's SNs and encrypt_type,
+ * which the gateway reads before it verifies, then the signature. Returns
+ * as check_public. */
+static int check_call(const struct sim *s, const struct alipay_params *p, enum alipay_sign_type t,
+                      enum alipay_sign_type *type, struct sim_node *out)
+{
+    int r = cert_check_request(s, p, t, out);
+    if (r == 0)
+        r = encrypt_check_request(s, p, method_takes_biz(alipay_params_get(p, "method")), t, out);
+    if (r == 0)
+        r = check_signature(s, p, t, out);
+    if (r == 0)
+        *type = t;
+    return r;
 }
 
 /* Checks the public parameters and the signature the way the gateway does.
@@ -622,32 +688,8 @@ static int check_public(struct sim *s, const struct alipay_params *p, enum alipa
             "非法的时间戳参数(须为北京时间yyyy-MM-dd HH:mm:ss,与当前时间相差10分钟内)", t);
     else if (!method_find(method))
         r = sim_gateway_error(out, "40002", "isv.invalid-method", "不存在的方法名", t);
-    else {
-        char *content = alipay_sign_content(p);
-        if (!content)
-            return -1;
-        if (!alipay_sign_verify(s->app_public, t, content, strlen(content),
-                                alipay_params_get(p, "sign"))) {
-            /* Like Alipay, tell the caller what text was verified. */
-            size_t n = strlen(content) + 128;
-            char *msg = malloc(n);
-            if (!msg) {
-                free(content);
-                return -1;
-            }
-            snprintf(msg, n,
-                     "验签出错,建议检查签名字符串或签名私钥与应用公钥是否匹配,"
-                     "网关生成的验签字符串为:%s",
-                     content);
-            r = sim_gateway_error(out, "40002", "isv.invalid-signature", msg, t);
-            free(msg);
-        } else {
-            *type = t;
-            free(content);
-            return 0;
-        }
-        free(content);
-    }
+    else
+        return check_call(s, p, t, type, out);
     return r < 0 ? -1 : 1;
 }
 
@@ -1254,6 +1296,7 @@ static const struct method_def {
     {METHOD_ACTIVATEURL_APPLY, 1, program_activateurl_apply},
     {METHOD_OAUTH_TOKEN, 0, member_oauth_token},
     {METHOD_ACTIVATEFORM_QUERY, 1, member_activateform_query},
+    {METHOD_CERT_DOWNLOAD, 1, cert_download},
 };
 
 static const struct method_def *method_find(const char *name)
@@ -1262,6 +1305,35 @@ static const struct method_def *method_find(const char *name)
         if (strcmp(methods[i].name, name) == 0)
             return &methods[i];
     return NULL;
+}
+
+static int method_takes_biz(const char *name)
+{
+    const struct method_def *m = method_find(name);
+    return m && m->biz;
+}
+
+/* Runs method m with biz_text, the call's biz_content in plain (NULL when
+ * it has none). */
+static int run_method(struct sim *s, struct sim_req *req, const struct method_def *m,
+                      const char *biz_text, struct sim_node *out)
+{
+    if (!m->biz)
+        return m->run(s, req, out);
+    if (!biz_text)
+        return sim_business_error(out, req->method, req->type, "INVALID_PARAMETER",
+                                  "biz_content is required");
+    req->biz = jsonx_parse(biz_text, strlen(biz_text));
+    if (!req->biz || !json_object_is_type(req->biz, json_type_object)) {
+        json_object_put(req->biz);
+        req->biz = NULL;
+        return sim_business_error(out, req->method, req->type, "INVALID_PARAMETER",
+                                  "biz_content must be a JSON object");
+    }
+    int r = m->run(s, req, out);
+    json_object_put(req->biz);
+    req->biz = NULL;
+    return r;
 }
 
 int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *out)
@@ -1273,20 +1345,14 @@ int sim_handle(struct sim *s, const struct alipay_params *p, struct sim_node *ou
 
     req.method = alipay_params_get(p, "method");
     const struct method_def *m = method_find(req.method);
-    if (!m->biz)
-        return m->run(s, &req, out);
-    const char *biz_text = alipay_params_get(p, "biz_content");
-    if (!biz_text)
-        return sim_business_error(out, req.method, req.type, "INVALID_PARAMETER",
-                                  "biz_content is required");
-    req.biz = jsonx_parse(biz_text, strlen(biz_text));
-    if (!req.biz || !json_object_is_type(req.biz, json_type_object)) {
-        json_object_put(req.biz);
-        return sim_business_error(out, req.method, req.type, "INVALID_PARAMETER",
-                                  "biz_content must be a JSON object");
-    }
-    r = m->run(s, &req, out);
-    json_object_put(req.biz);
+    char *biz_text = NULL;
+    /* Decrypted only now: the signature covers the ciphertext. */
+    if (m->biz && encrypt_biz(s, p, &biz_text) < 0)
+        return encrypt_refusal(out, req.method, req.type);
+    r = run_method(s, &req, m, biz_text, out);
+    free(biz_text);
+    if (r == 0 && out->sign)
+        out->encrypt = encrypt_on(s, p);
     return r;
 }
 
@@ -1298,50 +1364,75 @@ int sim_fault_node(struct sim *s, const struct alipay_params *p, enum sim_fault_
     const char *method = alipay_params_get(p, "method");
     if (st && alipay_sign_type_parse(st, &type) < 0)
         type = s->sign_type_default;
+    int r;
     switch (mode) {
     case SIM_FAULT_CODE_20000:
-        return sim_method_code(out, method, type, "20000", "Service Currently Unavailable",
-                               "isp.unknow-error", "系统繁忙");
+        r = sim_method_code(out, method, type, "20000", "Service Currently Unavailable",
+                            "isp.unknow-error", "系统繁忙");
+        break;
     case SIM_FAULT_CODE_20001:
-        return sim_method_code(out, method, type, "20001", "Insufficient Token Permissions",
-                               "aop.invalid-auth-token", "无效的访问令牌");
+        r = sim_method_code(out, method, type, "20001", "Insufficient Token Permissions",
+                            "aop.invalid-auth-token", "无效的访问令牌");
+        break;
     case SIM_FAULT_SYSTEM_ERROR:
-        return sim_method_code(out, method, type, "40004", "Business Failed", "SYSTEM_ERROR",
-                               "系统异常");
+        r = sim_method_code(out, method, type, "40004", "Business Failed", "SYSTEM_ERROR",
+                            "系统异常");
+        break;
     default:
         return sim_gateway_error(out, "40002", "isv.invalid-app-id", "无效的AppID参数", type);
     }
+    /* A signed node answers an encrypted call encrypted, faults' too. */
+    if (r == 0)
+        out->encrypt = encrypt_on(s, p);
+    return r;
 }
 
-/* {"<name>":<text>,"sign":"<signature over other text>"}: a real signature
- * with the right key that does not cover what was sent. */
-static char *render_bad_signature(struct sim *s, const struct sim_node *n)
+/* The answer as it would go out, plus "sign": a real signature with the
+ * right key over other text than the node as sent (its ciphertext, with
+ * quotes, when encrypted). unsigned_body is that answer without sign. */
+static char *render_bad_signature(struct sim *s, const struct sim_node *n,
+                                  const char *unsigned_body)
 {
-    size_t tlen = strlen(n->text);
-    char *other = malloc(tlen + 2), *sig, *body = NULL;
-    char err[128];
-    if (!other)
+    size_t blen = strlen(unsigned_body), nlen;
+    const char *node;
+    char err[128], *sig = NULL, *body = NULL;
+    if (alipay_response_find(unsigned_body, blen, n->name, &node, &nlen) < 0)
         return NULL;
-    memcpy(other, n->text, tlen);
-    memcpy(other + tlen, " ", 2);
-    sig = alipay_sign_data(s->alipay_private, n->type, other, tlen + 1, err, sizeof(err));
+    if (node > unsigned_body && node[-1] == '"') { /* a string: its quotes are signed too */
+        node--;
+        nlen += 2;
+    }
+    char *other = malloc(nlen + 2);
+    if (other) {
+        memcpy(other, node, nlen);
+        memcpy(other + nlen, " ", 2);
+        sig = alipay_sign_data(s->alipay_private, n->type, other, nlen + 1, err, sizeof(err));
+    }
     free(other);
-    if (!sig)
-        return NULL;
-    size_t blen = strlen(n->name) + tlen + strlen(sig) + 32;
-    body = malloc(blen);
-    if (body)
-        snprintf(body, blen, "{\"%s\":%s,\"sign\":\"%s\"}", n->name, n->text, sig);
+    size_t cap = blen + (sig ? strlen(sig) : 0) + 16;
+    body = sig ? malloc(cap) : NULL;
+    if (body) /* the closing brace of the object gives way to sign */
+        snprintf(body, cap, "%.*s,\"sign\":\"%s\"}", (int)(blen - 1), unsigned_body, sig);
     free(sig);
     return body;
 }
 
 char *sim_render(struct sim *s, const struct sim_node *n, enum sim_fault_mode mode)
 {
-    if (!n->sign || mode == SIM_FAULT_UNSIGNED_SUCCESS)
+    if (!n->sign)
         return alipay_response_build(n->name, n->text, NULL, n->type, 0);
-    if (mode == SIM_FAULT_BAD_SIGNATURE)
-        return render_bad_signature(s, n);
-    return alipay_response_build(n->name, n->text, s->alipay_private, n->type,
-                                 mode == SIM_FAULT_SIGN_FIRST);
+    /* Certificate mode names the certificate; an encrypted call gets the
+     * node encrypted. Both whatever the fault does to the signature. */
+    const char *sn = cert_alipay_sn(s);
+    const struct alipay_aes *aes = n->encrypt ? s->aes : NULL;
+    if (mode == SIM_FAULT_UNSIGNED_SUCCESS || mode == SIM_FAULT_BAD_SIGNATURE) {
+        char *body = alipay_response_build_ex(n->name, n->text, NULL, n->type, 0, sn, aes);
+        if (!body || mode == SIM_FAULT_UNSIGNED_SUCCESS)
+            return body;
+        char *bad = render_bad_signature(s, n, body);
+        free(body);
+        return bad;
+    }
+    return alipay_response_build_ex(n->name, n->text, s->alipay_private, n->type,
+                                    mode == SIM_FAULT_SIGN_FIRST, sn, aes);
 }

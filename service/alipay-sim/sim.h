@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <json-c/json.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "alipay_sign.h"
 
@@ -78,12 +79,24 @@ struct sim_card {
 };
 
 struct sim_pending; /* a delayed gateway answer, owned by gateway.c */
+struct sim_cert;    /* one of Alipay's certificates, owned by cert.c */
+struct alipay_aes;
 
 struct sim {
     EVP_PKEY *app_public;     /* verifies the requests */
     EVP_PKEY *alipay_private; /* signs the answers */
     char *app_id;             /* NULL: every app id is accepted */
     enum alipay_sign_type sign_type_default;
+
+    /* Certificate mode (cert.c), NULL in public-key mode: the SNs every
+     * request must carry, Alipay's root bundle, and every certificate of
+     * Alipay's the answers were ever signed with, the current one first
+     * (for alipay.open.app.alipaycert.download). A reset keeps them. */
+    char *app_cert_sn, *root_cert_sn;
+    STACK_OF(X509) * roots;
+    struct sim_cert *alipay_certs;
+    /* Content encryption (encrypt.c): the app's AES key; NULL when off. */
+    struct alipay_aes *aes;
 
     /* The membership program (program.c): template id -> its record, and
      * each template.create's request_id -> the template id it made. */
@@ -173,13 +186,17 @@ struct sim_call_info {
     int in_flight;               /* 1 while counted in s->in_flight */
     unsigned long in_flight_gen; /* the generation it was counted in */
 };
-void sim_call_info_get(const struct alipay_params *p, struct sim_call_info *out);
+/* Reads biz_content decrypted when the call is encrypted (see encrypt.h),
+ * so fault rules and counters see an encrypted call's out_serial_no too. */
+void sim_call_info_get(const struct sim *s, const struct alipay_params *p,
+                       struct sim_call_info *out);
 void sim_call_info_free(struct sim_call_info *ci);
 
 /* Counts one call that reached the gateway endpoint. */
 void sim_count_call(struct sim *s, const struct sim_call_info *ci);
-/* The count for one out_serial_no (0 when never seen). */
+/* The count for one out_serial_no, or one method (0 when never seen). */
 long sim_calls_for_serial(const struct sim *s, const char *out_serial_no);
+long sim_calls_for_method(const struct sim *s, const char *method);
 
 /* A card.update or card.delete call with a target_card_no counts as in
  * flight from sim_in_flight_enter (on arrival) to sim_in_flight_leave (its
@@ -198,6 +215,7 @@ struct sim_node {
     char name[128]; /* "alipay_marketing_card_open_response" or "error_response" */
     char *text;     /* the node's JSON text, malloc'd */
     int sign;       /* 1: to be signed with the simulator's key */
+    int encrypt;    /* 1: to be sent encrypted (the call said encrypt_type=AES) */
     enum alipay_sign_type type;
     char code[8]; /* for the log */
     char sub_code[64];

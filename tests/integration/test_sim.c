@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alipay_aes.h"
+#include "alipay_cert.h"
 #include "alipay_key.h"
 #include "alipay_response.h"
 #include "alipay_sign.h"
@@ -37,6 +39,7 @@
 #define URL_APPLY "alipay.marketing.card.activateurl.apply"
 #define OAUTH "alipay.system.oauth.token"
 #define FORM_QUERY "alipay.marketing.card.activateform.query"
+#define DOWNLOAD "alipay.open.app.alipaycert.download"
 #define APP_ID "2014072300007148"
 #define TEMPLATE "20170308000000000058101000300045" /* the seeds' template */
 #define USER "2088302463082075"                     /* the seeds' user */
@@ -130,19 +133,63 @@ static const char *str_at(json_object *o, const char *key)
 
 /* --------------------------------------------------------- gateway calls */
 
+/* How the calls speak to the simulator: public-key mode when zero (the
+ * "sim" and "process" cases); the certificate and encryption cases set it
+ * in a checked fixture. gw_build, judge and signed_node apply it, so every
+ * helper below speaks every mode. */
+static struct {
+    EVP_PKEY *app_key;                      /* signs requests (NULL: app_priv) */
+    const char *app_id;                     /* NULL: APP_ID */
+    const char *app_cert_sn, *root_cert_sn; /* sent when not NULL */
+    struct alipay_aes *aes;                 /* encrypts biz_content, decrypts answers */
+    EVP_PKEY *alipay_pub;                   /* verifies answers (NULL: alipay_pub) */
+    const char *alipay_cert_sn;             /* every signed answer must carry it */
+} mode;
+
+static EVP_PKEY *answer_key(void)
+{
+    return mode.alipay_pub ? mode.alipay_pub : alipay_pub;
+}
+
 /* How to make one gateway call; zero fields take the defaults. */
 struct call {
     const char *method;
     const char *biz;
     const char *sign_type;     /* default RSA2 */
     time_t when;               /* timestamp, default now */
-    const char *omit;          /* a public parameter left out */
+    const char *omit;          /* parameters left out, "a,b" (the mode's too) */
     EVP_PKEY *key;             /* signing key, default the app's */
     int tamper;                /* change biz_content after signing */
     int plus_spaces;           /* encode spaces as '+', as HTML forms do */
     const char *app_id;        /* default APP_ID */
     const char *const *params; /* more parameters: key, value, ..., NULL */
+    /* Content encryption: biz_content sent in plain all the same, or
+     * encrypted with another key than the mode's; encrypt_type in the form
+     * body (the Node SDK's way) instead of the URL query (cardgate's). */
+    int plain;
+    const struct alipay_aes *aes;
+    int encrypt_type_in_body;
+    const char *const *unsigned_params; /* sent, but not in the string to sign */
 };
+
+static int omitted(const struct call *c, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *o = c->omit; o && *o;) {
+        size_t len = strcspn(o, ",");
+        if (len == n && strncmp(o, key, n) == 0)
+            return 1;
+        o += len + (o[len] == ',');
+    }
+    return 0;
+}
+
+/* Does the parameter go in the form body rather than the URL query? */
+static int in_body(const struct call *c, const char *key)
+{
+    return strcmp(key, "biz_content") == 0 ||
+           (c->encrypt_type_in_body && strcmp(key, "encrypt_type") == 0);
+}
 
 static char *escape(const char *s, int plus_spaces)
 {
@@ -186,51 +233,62 @@ static void gw_build(const struct call *c, char **url_out, char **body_out)
     const char *sign_type = c->sign_type ? c->sign_type : "RSA2";
     ck_assert_int_eq(alipay_sign_type_parse(sign_type, &type), 0);
     alipay_sign_timestamp(c->when ? c->when : time(NULL), ts);
-    const char *pub[][2] = {{"app_id", c->app_id ? c->app_id : APP_ID},
+    const struct alipay_aes *aes = c->aes ? c->aes : mode.aes;
+    const char *pub[][2] = {{"app_id", c->app_id     ? c->app_id
+                                       : mode.app_id ? mode.app_id
+                                                     : APP_ID},
                             {"method", c->method},
                             {"format", "JSON"},
                             {"charset", "utf-8"},
                             {"sign_type", sign_type},
                             {"timestamp", ts},
-                            {"version", "1.0"}};
+                            {"version", "1.0"},
+                            /* the mode's; the call's own params may replace them */
+                            {"app_cert_sn", mode.app_cert_sn},
+                            {"alipay_root_cert_sn", mode.root_cert_sn},
+                            {"encrypt_type", aes ? "AES" : NULL}};
     alipay_params_init(&p);
     for (size_t i = 0; i < sizeof(pub) / sizeof(pub[0]); i++)
-        if (!c->omit || strcmp(c->omit, pub[i][0]) != 0)
+        if (pub[i][1] && !omitted(c, pub[i][0]))
             alipay_params_set(&p, pub[i][0], pub[i][1]);
     for (size_t i = 0; c->params && c->params[i]; i += 2)
         alipay_params_set(&p, c->params[i], c->params[i + 1]);
+    char *sealed = NULL;
+    if (c->biz && aes && !c->plain) {
+        sealed = alipay_aes_encrypt(aes, c->biz, strlen(c->biz), err, sizeof(err));
+        ck_assert_msg(sealed != NULL, "%s", err);
+    }
     if (c->biz)
-        alipay_params_set(&p, "biz_content", c->biz);
+        alipay_params_set(&p, "biz_content", sealed ? sealed : c->biz);
+    free(sealed);
     char *content = alipay_sign_content(&p);
-    char *sign = alipay_sign_data(c->key ? c->key : app_priv, type, content, strlen(content), err,
-                                  sizeof(err));
+    EVP_PKEY *key = c->key ? c->key : mode.app_key ? mode.app_key : app_priv;
+    char *sign = alipay_sign_data(key, type, content, strlen(content), err, sizeof(err));
     ck_assert_msg(sign != NULL, "%s", err);
-    if (!c->omit || strcmp(c->omit, "sign") != 0)
+    if (!omitted(c, "sign"))
         alipay_params_set(&p, "sign", sign);
+    for (size_t i = 0; c->unsigned_params && c->unsigned_params[i]; i += 2)
+        alipay_params_set(&p, c->unsigned_params[i], c->unsigned_params[i + 1]);
 
     char *url = NULL, *body = NULL;
     size_t ulen = 0, blen = 0;
     append(&url, &ulen, sim.url);
-    for (size_t i = 0; i < p.n; i++) {
-        if (strcmp(p.v[i].key, "biz_content") == 0)
-            continue;
-        char *v = escape(p.v[i].value, c->plus_spaces);
-        append(&url, &ulen, ulen == strlen(sim.url) ? "?" : "&");
-        append(&url, &ulen, p.v[i].key);
-        append(&url, &ulen, "=");
-        append(&url, &ulen, v);
-        free(v);
-    }
     append(&body, &blen, "");
-    if (c->biz) {
-        char *biz = strdup(c->biz);
-        if (c->tamper)
-            biz[strlen(biz) - 3] ^= 1; /* a character inside the last value */
-        char *v = escape(biz, c->plus_spaces);
-        append(&body, &blen, "biz_content=");
-        append(&body, &blen, v);
+    for (size_t i = 0; i < p.n; i++) {
+        int to_body = in_body(c, p.v[i].key);
+        char *val = strdup(p.v[i].value);
+        if (c->tamper && strcmp(p.v[i].key, "biz_content") == 0)
+            val[strlen(val) - 3] ^= 1; /* a character inside the last value */
+        char *v = escape(val, c->plus_spaces);
+        if (to_body)
+            append(&body, &blen, blen == 0 ? "" : "&");
+        else
+            append(&url, &ulen, ulen == strlen(sim.url) ? "?" : "&");
+        append(to_body ? &body : &url, to_body ? &blen : &ulen, p.v[i].key);
+        append(to_body ? &body : &url, to_body ? &blen : &ulen, "=");
+        append(to_body ? &body : &url, to_body ? &blen : &ulen, v);
         free(v);
-        free(biz);
+        free(val);
     }
     free(sign);
     free(content);
@@ -250,11 +308,43 @@ static int gw_call(const struct call *c, struct ts_http *out)
     return rc;
 }
 
-/* The client's verdict on an answer (the library's judge). */
+/* Is the answer's node `name` a JSON string (an encrypted node)? */
+static int node_is_string(const struct ts_http *r, const char *name)
+{
+    const char *node;
+    size_t nlen;
+    ck_assert_msg(alipay_response_find(r->body, r->body_len, name, &node, &nlen) == 0,
+                  "no %s in %s", name, r->body);
+    return node > r->body && node[-1] == '"';
+}
+
+/* What every verified answer shows in the mode: certificate mode names
+ * the certificate that signed it; an encrypted call's node is encrypted. */
+static void expect_mode_shape(const struct ts_http *r, const char *method)
+{
+    char name[128], sn[33];
+    if (mode.alipay_cert_sn) {
+        ck_assert_msg(alipay_response_cert_sn(r->body, r->body_len, sn) == 0,
+                      "no alipay_cert_sn in %s", r->body);
+        ck_assert_str_eq(sn, mode.alipay_cert_sn);
+    }
+    ck_assert_int_eq(alipay_response_node_name(method, name, sizeof(name)), 0);
+    if (mode.aes)
+        ck_assert_msg(node_is_string(r, name), "not encrypted: %s", r->body);
+}
+
+/* The client's verdict on an answer (the library's judge, the mode's
+ * way: an encrypted node is verified with its quotes, then decrypted). */
 static void judge(const struct ts_http *r, const char *method, struct alipay_reply *rep)
 {
     memset(rep, 0, sizeof(*rep));
-    alipay_response_judge(r->body, r->body_len, method, alipay_pub, ALIPAY_SIGN_RSA2, rep);
+    if (mode.aes)
+        alipay_response_judge_aes(r->body, r->body_len, method, answer_key(), ALIPAY_SIGN_RSA2,
+                                  mode.aes, rep);
+    else
+        alipay_response_judge(r->body, r->body_len, method, answer_key(), ALIPAY_SIGN_RSA2, rep);
+    if (rep->verified)
+        expect_mode_shape(r, method);
 }
 
 /* Calls and judges; the reply's node is the trusted content. */
@@ -1632,18 +1722,33 @@ static void oauth(const char *grant, const char *key, const char *value, struct 
 
 /* The node `name` of an answer when its signature verifies (caller puts),
  * else NULL. For answers a judge cannot take: oauth.token's success has no
- * code. */
+ * code. An encrypted node (a string) is verified with its quotes and
+ * decrypted with the mode's key; in certificate mode the answer must name
+ * the certificate. */
 static json_object *signed_node(const struct ts_http *r, const char *name)
 {
     const char *node, *sig;
-    size_t nlen, slen;
+    size_t nlen, slen, n;
+    char err[128], sn[33];
     if (alipay_response_find(r->body, r->body_len, name, &node, &nlen) < 0 ||
         alipay_response_find(r->body, r->body_len, "sign", &sig, &slen) < 0)
         return NULL;
-    char *sigz = strndup(sig, slen), *text = strndup(node, nlen);
-    int ok = alipay_sign_verify(alipay_pub, ALIPAY_SIGN_RSA2, node, nlen, sigz);
-    json_object *o = ok ? parse(text) : NULL;
+    int sealed = node_is_string(r, name);
+    char *sigz = strndup(sig, slen);
+    int ok = alipay_sign_verify(answer_key(), ALIPAY_SIGN_RSA2, sealed ? node - 1 : node,
+                                sealed ? nlen + 2 : nlen, sigz);
     free(sigz);
+    if (!ok)
+        return NULL;
+    if (mode.alipay_cert_sn) {
+        ck_assert_int_eq(alipay_response_cert_sn(r->body, r->body_len, sn), 0);
+        ck_assert_str_eq(sn, mode.alipay_cert_sn);
+    }
+    ck_assert_msg(!sealed || mode.aes, "an encrypted node without a key: %s", r->body);
+    char *text = sealed ? alipay_aes_decrypt(mode.aes, node, nlen, &n, err, sizeof(err))
+                        : strndup(node, nlen);
+    ck_assert_msg(text != NULL, "%s", err);
+    json_object *o = parse(text);
     free(text);
     return o;
 }
@@ -1654,6 +1759,8 @@ static char *token_for(const char *code, const char *user)
 {
     struct ts_http r;
     oauth("authorization_code", "code", code, &r);
+    /* The mode's calls say encrypt_type=AES, oauth.token's too. */
+    ck_assert(!mode.aes || node_is_string(&r, "alipay_system_oauth_token_response"));
     json_object *n = signed_node(&r, "alipay_system_oauth_token_response");
     ck_assert_msg(n != NULL, "no signed token answer: %s", r.body);
     ck_assert_str_eq(str_at(n, "user_id"), user);
@@ -2249,6 +2356,627 @@ START_TEST(faults_apply_to_program_methods)
 }
 END_TEST
 
+/* ------------------------------------- certificate mode and encryption */
+
+#define CERT_APP_ID "2021000000000001"     /* the vectors' app certificate is for it */
+#define AES_KEY "EREREREREREREREREREREQ==" /* tests/vectors/aes_vector.json */
+#define OTHER_AES_KEY "IiIiIiIiIiIiIiIiIiIiIg=="
+
+/* The SNs of tests/vectors/cert/sn.json, made with the SDK: the tests
+ * compare with them, never with what the simulator computes. */
+static char sn_app[33], sn_alipay[33], sn_rotated[33], sn_expired[33], sn_unknown[33], sn_root[80];
+
+/* A vector's path in a buffer of its own (ts_vector's slots are reused
+ * by ts_sim_start). */
+static const char *vpath(int slot, const char *rel)
+{
+    static char paths[12][512];
+    snprintf(paths[slot], sizeof(paths[slot]), "%s", ts_vector(rel));
+    return paths[slot];
+}
+
+#define APP_CERT vpath(0, "cert/appCertPublicKey_2021000000000001.crt")
+#define APP_CERT_KEY vpath(1, "cert/appCertPrivateKey_2021000000000001.pem")
+#define ROOT_CERT vpath(2, "cert/alipayRootCert.crt")
+#define ALIPAY_CERT vpath(3, "cert/alipayCertPublicKey_RSA2.crt")
+#define ALIPAY_CERT_KEY vpath(4, "cert/alipayCertPrivateKey_RSA2.pem")
+#define ROTATED_CERT vpath(5, "cert/alipayCertPublicKey_RSA2_rotated.crt")
+#define ROTATED_KEY vpath(6, "cert/alipayCertPrivateKey_RSA2_rotated.pem")
+#define UNKNOWN_CERT vpath(7, "cert/alipayCertPublicKey_RSA2_unknown_ca.crt")
+#define UNKNOWN_KEY vpath(8, "cert/alipayCertPrivateKey_RSA2_unknown_ca.pem")
+#define EXPIRED_CERT vpath(9, "cert/alipayCertPublicKey_RSA2_expired.crt")
+#define EXPIRED_KEY vpath(10, "cert/alipayCertPrivateKey_RSA2_expired.pem")
+
+static void sn_copy(json_object *o, const char *key, char *out, size_t n)
+{
+    const char *v = str_at(o, key);
+    ck_assert_msg(v != NULL, "sn.json has no %s", key);
+    snprintf(out, n, "%s", v);
+}
+
+/* The public key of a certificate file (caller frees). */
+static EVP_PKEY *cert_key(const char *file)
+{
+    char err[256];
+    STACK_OF(X509) *chain = alipay_cert_load(file, err, sizeof(err));
+    ck_assert_msg(chain != NULL, "%s", err);
+    EVP_PKEY *k = alipay_cert_public_key(chain, file, err, sizeof(err));
+    ck_assert_msg(k != NULL, "%s", err);
+    sk_X509_pop_free(chain, X509_free);
+    return k;
+}
+
+static void sns_load(void)
+{
+    char *text = ts_read_file(ts_vector("cert/sn.json"), NULL);
+    ck_assert_ptr_nonnull(text);
+    json_object *o = parse(text);
+    sn_copy(o, "app_cert_sn", sn_app, sizeof(sn_app));
+    sn_copy(o, "alipay_cert_sn", sn_alipay, sizeof(sn_alipay));
+    sn_copy(o, "alipay_cert_sn_rotated", sn_rotated, sizeof(sn_rotated));
+    sn_copy(o, "alipay_cert_sn_expired", sn_expired, sizeof(sn_expired));
+    sn_copy(o, "alipay_cert_sn_unknown_ca", sn_unknown, sizeof(sn_unknown));
+    sn_copy(o, "alipay_root_cert_sn", sn_root, sizeof(sn_root));
+    json_object_put(o);
+    free(text);
+}
+
+/* Checked fixtures: the calls speak certificate mode (the app
+ * certificate's key and SNs; answers verified with Alipay's certificate),
+ * content encryption, or both. */
+static void mode_cert(void)
+{
+    char err[256];
+    sns_load();
+    mode.app_key = alipay_key_load_private(APP_CERT_KEY, err, sizeof(err));
+    ck_assert_msg(mode.app_key != NULL, "%s", err);
+    mode.app_id = CERT_APP_ID;
+    mode.app_cert_sn = sn_app;
+    mode.root_cert_sn = sn_root;
+    mode.alipay_pub = cert_key(ALIPAY_CERT);
+    mode.alipay_cert_sn = sn_alipay;
+}
+
+static void mode_aes(void)
+{
+    char err[128];
+    sns_load();
+    mode.aes = alipay_aes_new(AES_KEY, err, sizeof(err));
+    ck_assert_msg(mode.aes != NULL, "%s", err);
+}
+
+static void mode_cert_aes(void)
+{
+    mode_cert();
+    mode_aes();
+}
+
+static void mode_off(void)
+{
+    EVP_PKEY_free(mode.app_key);
+    EVP_PKEY_free(mode.alipay_pub);
+    alipay_aes_free(mode.aes);
+    memset(&mode, 0, sizeof(mode));
+}
+
+/* The simulator's arguments for certificate mode (NULL-terminated, in a
+ * static array), then `more`. */
+static const char *const *cert_args(const char *const *more)
+{
+    static const char *args[24];
+    const char *const own[] = {"--app-cert",
+                               APP_CERT,
+                               "--root-cert",
+                               ROOT_CERT,
+                               "--alipay-cert",
+                               ALIPAY_CERT,
+                               "--alipay-private-key",
+                               ALIPAY_CERT_KEY,
+                               "--app-id",
+                               CERT_APP_ID,
+                               NULL};
+    size_t n = 0;
+    for (size_t i = 0; own[i]; i++)
+        args[n++] = own[i];
+    for (size_t i = 0; more && more[i] && n < 23; i++)
+        args[n++] = more[i];
+    args[n] = NULL;
+    return args;
+}
+
+static const char *const aes_args[] = {"--aes-key", AES_KEY, NULL};
+
+/* Unchecked fixtures: one simulator per case, in the case's mode. */
+static void sim_cert_up(void)
+{
+    ck_assert_int_eq(ts_sim_start(&sim, cert_args(NULL)), 0);
+}
+
+static void sim_aes_up(void)
+{
+    ck_assert_int_eq(ts_sim_start(&sim, aes_args), 0);
+}
+
+static void sim_cert_aes_up(void)
+{
+    ck_assert_int_eq(ts_sim_start(&sim, cert_args(aes_args)), 0);
+}
+
+/* alipay.open.app.alipaycert.download of sn: the file it answers (its
+ * text, malloc'd), checked to hold the certificate with that SN. */
+static char *download(const char *sn)
+{
+    struct alipay_reply rep;
+    char err[256], got[33];
+    char *biz = fmt("{\"alipay_cert_sn\":\"%s\"}", sn);
+    call_ok(DOWNLOAD, biz, NULL, &rep);
+    const char *b64 = str_at(rep.node, "alipay_cert_content");
+    ck_assert_ptr_nonnull(b64);
+    size_t n = strlen(b64);
+    char *pem = malloc(n / 4 * 3 + 1);
+    long len = alipay_b64_decode(b64, n, (unsigned char *)pem);
+    ck_assert_msg(len > 0, "alipay_cert_content is not base64: %s", b64);
+    pem[len] = '\0';
+    STACK_OF(X509) *chain = alipay_cert_parse(pem, (size_t)len, "download", err, sizeof(err));
+    ck_assert_msg(chain != NULL, "%s", err);
+    ck_assert_int_eq(alipay_cert_sn(sk_X509_value(chain, 0), got, err, sizeof(err)), 0);
+    ck_assert_str_eq(got, sn);
+    sk_X509_pop_free(chain, X509_free);
+    alipay_reply_free(&rep);
+    free(biz);
+    return pem;
+}
+
+/* Downloads sn and compares with the certificate file it came from. */
+static void expect_download(const char *sn, const char *file)
+{
+    char *pem = download(sn);
+    char *want = ts_read_file(file, NULL);
+    ck_assert_ptr_nonnull(want);
+    ck_assert_str_eq(pem, want);
+    free(want);
+    free(pem);
+}
+
+/* Every method the simulator speaks, once each, in the case's mode: judge
+ * and signed_node check every answer the mode's way (alipay_cert_sn,
+ * encryption), business failures included. */
+static void every_method(const char *tag)
+{
+    struct alipay_reply rep;
+    char serial[32], del[32], req_id[32];
+    snprintf(serial, sizeof(serial), "%s-OPEN", tag);
+    snprintf(del, sizeof(del), "%s-DEL", tag);
+    snprintf(req_id, sizeof(req_id), "%s-TPL", tag);
+    reset();
+    char *no = open_card(serial);
+    /* The serial is read from biz_content, decrypted when encrypted. */
+    ck_assert_int_eq(ts_sim_calls(&sim, serial), 1);
+    query(no, "BIZ_CARD", USER, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "query: %s", rep.detail);
+    alipay_reply_free(&rep);
+    update(no, "{\"level\":\"VIP2\"}", "5", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "update: %s", rep.detail);
+    alipay_reply_free(&rep);
+    delete_card(no, del, "CANCEL", &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "delete: %s", rep.detail);
+    alipay_reply_free(&rep);
+    query(no, "BIZ_CARD", NULL, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_REJECTED, "query: %s", rep.detail);
+    ck_assert_str_eq(rep.sub_code, "CARD_NOT_EXIT");
+    alipay_reply_free(&rep);
+
+    char *id = program_up(req_id); /* template.create, formtemplate.set, activateurl.apply */
+    char *biz = fmt("{\"template_id\":\"%s\"}", id);
+    call_ok(TPL_QUERY, biz, NULL, &rep);
+    ck_assert_str_eq(str_at(rep.node, "template_id"), id);
+    alipay_reply_free(&rep);
+    free(biz);
+    biz = fmt("{\"template_id\":\"%s\",\"request_id\":\"%s-M\",\"biz_no_prefix\":\"MD\"}", id, tag);
+    call_ok(TPL_MODIFY, biz, NULL, &rep);
+    alipay_reply_free(&rep);
+    free(biz);
+    json_object *m = member_of(id, USER);
+    char *token = token_for(str_at(m, "auth_code"), USER);
+    form_query(id, str_at(m, "request_id"), token, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "activateform.query: %s", rep.detail);
+    alipay_reply_free(&rep);
+
+    if (mode.alipay_cert_sn) {
+        expect_download(mode.alipay_cert_sn, ALIPAY_CERT);
+    } else { /* public-key mode: Alipay has no certificate to give */
+        biz = fmt("{\"alipay_cert_sn\":\"%s\"}", sn_alipay);
+        expect_rejected(DOWNLOAD, biz, "CERT_NOT_EXIST", NULL);
+        free(biz);
+    }
+    free(token);
+    json_object_put(m);
+    free(id);
+    free(no);
+}
+
+START_TEST(cert_every_method)
+{
+    every_method("C");
+}
+END_TEST
+
+START_TEST(aes_every_method)
+{
+    every_method("A");
+}
+END_TEST
+
+START_TEST(cert_aes_every_method)
+{
+    every_method("B");
+}
+END_TEST
+
+/* The unsigned error_response's sub_code of a call (and nothing done). */
+static void expect_gateway_refusal(const struct call *c, const char *code, const char *sub_code)
+{
+    json_object *n = error_node(c);
+    ck_assert_str_eq(str_at(n, "code"), code);
+    ck_assert_str_eq(str_at(n, "sub_code"), sub_code);
+    json_object_put(n);
+}
+
+/* Certificate mode's parameters: both SNs present and right, and signed
+ * like any parameter; the app certificate's key is the one that counts. */
+START_TEST(cert_sn_checked)
+{
+    reset();
+    char *biz = open_biz("CS1", TEMPLATE, "");
+    const char *const other_app[] = {"app_cert_sn", sn_alipay, NULL};
+    /* The classic root SN bug: only the sha256 roots, or the EC one too. */
+    char short_root[40];
+    snprintf(short_root, sizeof(short_root), "%.32s", sn_root);
+    const char *const other_root[] = {"alipay_root_cert_sn", short_root, NULL};
+    const char *const unsigned_app[] = {"app_cert_sn", sn_app, NULL};
+    const char *const unsigned_root[] = {"alipay_root_cert_sn", sn_root, NULL};
+    const char *const unsigned_both[] = {"app_cert_sn", sn_app, "alipay_root_cert_sn", sn_root,
+                                         NULL};
+    struct call c = {.method = OPEN, .biz = biz, .omit = "app_cert_sn"};
+    expect_gateway_refusal(&c, "40002", "isv.missing-app-cert-sn");
+    c = (struct call){.method = OPEN, .biz = biz, .params = other_app};
+    expect_gateway_refusal(&c, "40002", "isv.app-cert-not-exist");
+    c = (struct call){.method = OPEN, .biz = biz, .omit = "alipay_root_cert_sn"};
+    expect_gateway_refusal(&c, "40002", "isv.missing-alipay-root-cert-sn");
+    c = (struct call){.method = OPEN, .biz = biz, .params = other_root};
+    expect_gateway_refusal(&c, "40002", "isv.invalid-alipay-root-cert-sn");
+    /* Signed with the public-key mode's app key: the certificate's key
+     * decides. */
+    c = (struct call){.method = OPEN, .biz = biz, .key = app_priv};
+    expect_gateway_refusal(&c, "40002", "isv.invalid-signature");
+    /* Right SNs that the signature does not cover. */
+    c = (struct call){
+        .method = OPEN, .biz = biz, .omit = "app_cert_sn", .unsigned_params = unsigned_app};
+    expect_gateway_refusal(&c, "40002", "isv.invalid-signature");
+    c = (struct call){.method = OPEN,
+                      .biz = biz,
+                      .omit = "alipay_root_cert_sn",
+                      .unsigned_params = unsigned_root};
+    expect_gateway_refusal(&c, "40002", "isv.invalid-signature");
+    c = (struct call){.method = OPEN,
+                      .biz = biz,
+                      .omit = "app_cert_sn,alipay_root_cert_sn",
+                      .unsigned_params = unsigned_both};
+    expect_gateway_refusal(&c, "40002", "isv.invalid-signature");
+    ck_assert_int_eq(cards_count(), 0);
+    /* oauth.token too: every method is certificate mode's. */
+    const char *const params[] = {"grant_type", "authorization_code", "code", "x", NULL};
+    c = (struct call){.method = OAUTH, .params = params, .omit = "app_cert_sn"};
+    expect_gateway_refusal(&c, "40002", "isv.missing-app-cert-sn");
+    /* The right call goes through. */
+    free(open_card("CS1"));
+    free(biz);
+}
+END_TEST
+
+/* The download gives the certificate file of any SN Alipay signed with,
+ * and is counted by method. */
+START_TEST(cert_download_counted)
+{
+    reset();
+    expect_download(sn_alipay, ALIPAY_CERT);
+    char *biz = fmt("{\"alipay_cert_sn\":\"%s\"}", sn_rotated); /* never signed with */
+    expect_rejected(DOWNLOAD, biz, "CERT_NOT_EXIST", NULL);
+    free(biz);
+    expect_rejected(DOWNLOAD, "{}", "INVALID_PARAMETER", "alipay_cert_sn");
+    long status;
+    json_object *o = control("GET", "/calls?method=" DOWNLOAD, NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_str_eq(str_at(o, "method"), DOWNLOAD);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(o, "count")), 3);
+    json_object_put(o);
+    o = control("GET", "/calls?method=" OPEN, NULL, NULL);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(o, "count")), 0);
+    json_object_put(o);
+    reset();
+    o = control("GET", "/calls?method=" DOWNLOAD, NULL, NULL);
+    ck_assert_int_eq(json_object_get_int(json_object_object_get(o, "count")), 0);
+    json_object_put(o);
+}
+END_TEST
+
+/* PUT /_sim/alipay-cert {"cert","key"}; the answer (caller puts). */
+static json_object *rotate(const char *cert, const char *key, long want)
+{
+    long status;
+    char *body = fmt("{\"cert\":\"%s\",\"key\":\"%s\"}", cert, key);
+    json_object *o = control("PUT", "/alipay-cert", body, &status);
+    ck_assert_msg(status == want, "PUT /_sim/alipay-cert %s: %ld", body, status);
+    free(body);
+    return o;
+}
+
+/* An open answered in the mode; returns its verdict with key (NULL: the
+ * mode's). */
+static void open_judged_with(const char *serial, EVP_PKEY *key, struct alipay_reply *rep)
+{
+    EVP_PKEY *was = mode.alipay_pub;
+    char *biz = open_biz(serial, TEMPLATE, "");
+    struct call c = {.method = OPEN, .biz = biz};
+    if (key)
+        mode.alipay_pub = key;
+    call_judged(&c, rep);
+    mode.alipay_pub = was;
+    free(biz);
+}
+
+/* Alipay rotates its certificate: answers name and verify with the new
+ * one, the old one stays downloadable; a key that is not the
+ * certificate's is refused; certificates that do not chain can be used on
+ * purpose. Its own simulator, which exits cleanly afterwards. */
+START_TEST(cert_rotation)
+{
+    struct ts_sim own, saved = sim;
+    ck_assert_int_eq(ts_sim_start(&own, cert_args(NULL)), 0);
+    sim = own;
+    json_object *o = control("GET", "/alipay-cert", NULL, NULL);
+    ck_assert_str_eq(str_at(o, "alipay_cert_sn"), sn_alipay);
+    json_object_put(o);
+
+    json_object_put(rotate(ROTATED_CERT, ALIPAY_CERT_KEY, 400)); /* not its key */
+    json_object_put(rotate(ROTATED_CERT, "/nonexistent.pem", 400));
+    o = control("GET", "/alipay-cert", NULL, NULL);
+    ck_assert_str_eq(str_at(o, "alipay_cert_sn"), sn_alipay);
+    json_object_put(o);
+
+    o = rotate(ROTATED_CERT, ROTATED_KEY, 200);
+    ck_assert_str_eq(str_at(o, "alipay_cert_sn"), sn_rotated);
+    ck_assert(json_object_get_boolean(json_object_object_get(o, "chains")));
+    json_object_put(o);
+    EVP_PKEY *rotated = cert_key(ROTATED_CERT), *original = mode.alipay_pub;
+    struct alipay_reply rep;
+    mode.alipay_cert_sn = sn_rotated;
+    open_judged_with("R1", rotated, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    mode.alipay_cert_sn = NULL; /* the next answer is judged with the old key: it must fail */
+    open_judged_with("R1", NULL, &rep);
+    ck_assert_int_eq(rep.outcome, ALIPAY_BAD_SIGNATURE);
+    alipay_reply_free(&rep);
+    mode.alipay_pub = rotated; /* the download is signed with the new one */
+    mode.alipay_cert_sn = sn_rotated;
+    expect_download(sn_alipay, ALIPAY_CERT); /* the old one stays */
+    expect_download(sn_rotated, ROTATED_CERT);
+
+    /* Certificates a client must refuse: served, said not to chain. */
+    const char *bad[][3] = {{UNKNOWN_CERT, UNKNOWN_KEY, sn_unknown},
+                            {EXPIRED_CERT, EXPIRED_KEY, sn_expired}};
+    char err[256];
+    STACK_OF(X509) *roots = alipay_cert_load(ROOT_CERT, err, sizeof(err));
+    ck_assert_ptr_nonnull(roots);
+    for (size_t i = 0; i < 2; i++) {
+        o = rotate(bad[i][0], bad[i][1], 200);
+        ck_assert_str_eq(str_at(o, "alipay_cert_sn"), bad[i][2]);
+        ck_assert(!json_object_get_boolean(json_object_object_get(o, "chains")));
+        ck_assert_ptr_nonnull(str_at(o, "chain_error"));
+        json_object_put(o);
+        EVP_PKEY *k = cert_key(bad[i][0]);
+        mode.alipay_pub = k;
+        mode.alipay_cert_sn = bad[i][2];
+        open_judged_with("R1", NULL, &rep);
+        ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+        alipay_reply_free(&rep);
+        char *pem = download(bad[i][2]);
+        STACK_OF(X509) *chain = alipay_cert_parse(pem, strlen(pem), "download", err, sizeof(err));
+        ck_assert_ptr_nonnull(chain);
+        ck_assert_int_eq(alipay_cert_verify(chain, roots, 0, err, sizeof(err)), -1);
+        sk_X509_pop_free(chain, X509_free);
+        free(pem);
+        mode.alipay_pub = rotated;
+        EVP_PKEY_free(k);
+    }
+    sk_X509_pop_free(roots, X509_free);
+    o = control("GET", "/alipay-cert", NULL, NULL);
+    ck_assert_int_eq(json_object_array_length(json_object_object_get(o, "known")), 4);
+    json_object_put(o);
+    mode.alipay_pub = original;
+    EVP_PKEY_free(rotated);
+
+    int status = ts_stop(own.pid, SIGTERM, 10000);
+    sim = saved;
+    ck_assert_msg(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "alipay-sim exit status %d", status);
+}
+END_TEST
+
+/* A business failure, a fault's answer and the calls of an encrypted
+ * call: encrypted, and found by the decrypted out_serial_no. Other
+ * encrypt_type mistakes are refused. */
+START_TEST(aes_answers_and_refusals)
+{
+    reset();
+    char *biz = open_biz("AE1", "20990101000000000000000000000001", "");
+    expect_open_rejected(biz, "TEMPLATE_NOT_EXIT", NULL); /* judge: encrypted */
+    free(biz);
+    add_fault("{\"mode\":\"code_20000\",\"out_serial_no\":\"AE2\",\"count\":1}");
+    struct ts_http r;
+    struct alipay_reply rep;
+    faulted_open("AE2", &r, &rep);
+    ck_assert_msg(rep.verified && strcmp(rep.code, "20000") == 0, "%s", r.body);
+    alipay_reply_free(&rep);
+    ts_http_free(&r);
+    ck_assert_int_eq(ts_sim_calls(&sim, "AE2"), 1);
+
+    /* encrypt_type in the form body, as the Node SDK sends it. */
+    biz = open_biz("AE3", TEMPLATE, "");
+    struct call c = {.method = OPEN, .biz = biz, .encrypt_type_in_body = 1};
+    call_judged(&c, &rep);
+    ck_assert_msg(rep.outcome == ALIPAY_OK, "%s", rep.detail);
+    alipay_reply_free(&rep);
+    free(biz);
+
+    biz = open_biz("AE4", TEMPLATE, "");
+    c = (struct call){.method = OPEN, .biz = biz, .omit = "encrypt_type"};
+    expect_gateway_refusal(&c, "40001", "isv.decryption-error-missing-encrypt-type");
+    c = (struct call){.method = OPEN, .biz = biz, .omit = "encrypt_type", .plain = 1};
+    expect_gateway_refusal(&c, "40001", "isv.decryption-error-missing-encrypt-type");
+    const char *const rsa[] = {"encrypt_type", "RSA", NULL};
+    c = (struct call){.method = OPEN, .biz = biz, .params = rsa};
+    expect_gateway_refusal(&c, "40002", "isv.decryption-error-not-valid-encrypt-type");
+
+    /* A biz_content that does not decrypt (plain, or another key): signed
+     * 40003 in the method's node, in plain, as Alipay answers it. */
+    char err[128];
+    struct alipay_aes *other = alipay_aes_new(OTHER_AES_KEY, err, sizeof(err));
+    ck_assert_ptr_nonnull(other);
+    struct call undecryptable[] = {{.method = OPEN, .biz = biz, .plain = 1},
+                                   {.method = OPEN, .biz = biz, .aes = other}};
+    for (size_t i = 0; i < 2; i++) {
+        ck_assert_int_eq(gw_call(&undecryptable[i], &r), 0);
+        ck_assert_msg(!node_is_string(&r, "alipay_marketing_card_open_response"), "%s", r.body);
+        memset(&rep, 0, sizeof(rep));
+        alipay_response_judge(r.body, r.body_len, OPEN, answer_key(), ALIPAY_SIGN_RSA2, &rep);
+        ck_assert_msg(rep.verified == 1, "%s", r.body);
+        ck_assert_str_eq(rep.code, "40003");
+        ck_assert_str_eq(rep.sub_code, "isv.decryption-error-unknown");
+        alipay_reply_free(&rep);
+        ts_http_free(&r);
+    }
+    alipay_aes_free(other);
+    ck_assert_int_eq(cards_count(), 1); /* AE3 only */
+    free(biz);
+
+    /* oauth.token has no biz_content: without encrypt_type it is taken and
+     * answered in plain (SDKs encrypt only calls with a biz_content). */
+    char *id = program_up("AE-TPL");
+    json_object *m = member_of(id, USER);
+    const char *const params[] = {"grant_type", "authorization_code", "code",
+                                  str_at(m, "auth_code"), NULL};
+    c = (struct call){.method = OAUTH, .params = params, .omit = "encrypt_type"};
+    ck_assert_int_eq(gw_call(&c, &r), 0);
+    ck_assert(!node_is_string(&r, "alipay_system_oauth_token_response"));
+    json_object *n = signed_node(&r, "alipay_system_oauth_token_response");
+    ck_assert_msg(n != NULL, "%s", r.body);
+    ck_assert_str_eq(str_at(n, "user_id"), USER);
+    json_object_put(n);
+    ts_http_free(&r);
+    json_object_put(m);
+    free(id);
+}
+END_TEST
+
+/* The faults that change how an answer looks keep certificate mode's SN
+ * and the encryption: a signature over other text than the ciphertext as
+ * sent, none, or first. */
+START_TEST(cert_aes_fault_shapes)
+{
+    static const struct {
+        const char *fault;
+        enum alipay_outcome outcome;
+    } cases[] = {{"bad_signature", ALIPAY_BAD_SIGNATURE},
+                 {"unsigned_success", ALIPAY_BAD_SIGNATURE},
+                 {"sign_first", ALIPAY_OK}};
+    reset();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char serial[16], rule[128], sn[33];
+        snprintf(serial, sizeof(serial), "FS%zu", i);
+        snprintf(rule, sizeof(rule), "{\"mode\":\"%s\",\"count\":1}", cases[i].fault);
+        add_fault(rule);
+        struct ts_http r;
+        struct alipay_reply rep;
+        faulted_open(serial, &r, &rep);
+        ck_assert_msg(rep.outcome == cases[i].outcome, "%s: %s", cases[i].fault, r.body);
+        ck_assert_msg(node_is_string(&r, "alipay_marketing_card_open_response"), "%s", r.body);
+        ck_assert_int_eq(alipay_response_cert_sn(r.body, r.body_len, sn), 0);
+        ck_assert_str_eq(sn, sn_alipay);
+        alipay_reply_free(&rep);
+        ts_http_free(&r);
+    }
+    ck_assert_int_eq(cards_count(), 3); /* these faults do the work */
+}
+END_TEST
+
+/* Without --aes-key an encrypted call is refused, and without
+ * --alipay-cert there is no certificate to rotate. */
+START_TEST(modes_off)
+{
+    reset();
+    char *biz = open_biz("MO1", TEMPLATE, "");
+    const char *const aes[] = {"encrypt_type", "AES", NULL};
+    struct call c = {.method = OPEN, .biz = biz, .params = aes};
+    expect_gateway_refusal(&c, "40002", "isv.missing-encrypt-key");
+    free(biz);
+    json_object *o = control("GET", "/alipay-cert", NULL, NULL);
+    ck_assert(json_object_object_get(o, "alipay_cert_sn") == NULL);
+    json_object_put(o);
+    json_object_put(rotate(ALIPAY_CERT, ALIPAY_CERT_KEY, 409));
+}
+END_TEST
+
+/* The simulator refuses to start on a certificate whose key it does not
+ * hold, an incomplete certificate mode, or a bad AES key. */
+START_TEST(process_mode_refusals)
+{
+    char bin[512];
+    snprintf(bin, sizeof(bin), "%s/alipay-sim", CARDGATE_BIN_DIR);
+    const char *const wrong_key[] = {
+        bin,           "--listen", "127.0.0.1:1",   "--app-cert", APP_CERT,
+        "--root-cert", ROOT_CERT,  "--alipay-cert", ALIPAY_CERT,  "--alipay-private-key",
+        ROTATED_KEY,   NULL};
+    const char *const no_root[] = {bin,
+                                   "--listen",
+                                   "127.0.0.1:1",
+                                   "--app-cert",
+                                   APP_CERT,
+                                   "--alipay-cert",
+                                   ALIPAY_CERT,
+                                   "--alipay-private-key",
+                                   ALIPAY_CERT_KEY,
+                                   NULL};
+    const char *const bad_aes[] = {bin,
+                                   "--listen",
+                                   "127.0.0.1:1",
+                                   "--app-public-key",
+                                   vpath(11, "keys/app_public.pem"),
+                                   "--alipay-private-key",
+                                   ALIPAY_CERT_KEY,
+                                   "--aes-key",
+                                   "not a key",
+                                   NULL};
+    const struct {
+        const char *const *argv;
+        int status;
+    } cases[] = {{wrong_key, 1}, {no_root, 2}, {bad_aes, 1}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int st = -1;
+        pid_t pid = ts_spawn(cases[i].argv, NULL, NULL);
+        ck_assert_int_gt(pid, 0);
+        /* One that wrongly starts serving is stopped, not waited for. */
+        for (int k = 0; k < 100 && waitpid(pid, &st, WNOHANG) == 0; k++)
+            usleep(50000);
+        if (st == -1)
+            ts_stop(pid, SIGKILL, 2000);
+        ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == cases[i].status,
+                      "case %zu: status %d (-1: it started)", i, st);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("alipay-sim");
@@ -2287,11 +3015,39 @@ int main(void)
     tcase_add_test(t, activateform_query_by_token);
     tcase_add_test(t, card_open_with_member_token);
     tcase_add_test(t, faults_apply_to_program_methods);
+    tcase_add_test(t, modes_off);
     suite_add_tcase(s, t);
+    TCase *cert = tcase_create("cert");
+    tcase_set_timeout(cert, 60);
+    tcase_add_unchecked_fixture(cert, sim_cert_up, sim_down);
+    tcase_add_checked_fixture(cert, keys_up, keys_down);
+    tcase_add_checked_fixture(cert, mode_cert, mode_off);
+    tcase_add_test(cert, cert_every_method);
+    tcase_add_test(cert, cert_sn_checked);
+    tcase_add_test(cert, cert_download_counted);
+    tcase_add_test(cert, cert_rotation);
+    suite_add_tcase(s, cert);
+    TCase *aes = tcase_create("aes");
+    tcase_set_timeout(aes, 60);
+    tcase_add_unchecked_fixture(aes, sim_aes_up, sim_down);
+    tcase_add_checked_fixture(aes, keys_up, keys_down);
+    tcase_add_checked_fixture(aes, mode_aes, mode_off);
+    tcase_add_test(aes, aes_every_method);
+    tcase_add_test(aes, aes_answers_and_refusals);
+    suite_add_tcase(s, aes);
+    TCase *both = tcase_create("cert_aes");
+    tcase_set_timeout(both, 60);
+    tcase_add_unchecked_fixture(both, sim_cert_aes_up, sim_down);
+    tcase_add_checked_fixture(both, keys_up, keys_down);
+    tcase_add_checked_fixture(both, mode_cert_aes, mode_off);
+    tcase_add_test(both, cert_aes_every_method);
+    tcase_add_test(both, cert_aes_fault_shapes);
+    suite_add_tcase(s, both);
     TCase *p = tcase_create("process");
     tcase_set_timeout(p, 60);
     tcase_add_checked_fixture(p, keys_up, keys_down);
     tcase_add_test(p, process_app_id_and_clean_exit);
+    tcase_add_test(p, process_mode_refusals);
     suite_add_tcase(s, p);
     return ts_run_suite(s);
 }
