@@ -230,6 +230,11 @@ static enum alipay_outcome outcome_of_code(const char *code, const char *sub_cod
         return ALIPAY_AUTH_FAILED;
     if (strcmp(code, "40001") == 0 || strcmp(code, "40002") == 0 || strcmp(code, "40006") == 0)
         return ALIPAY_REFUSED;
+    /* The gateway could not decrypt biz_content (40003
+     * isv.decryption-error-*): the AES key is wrong, a configuration error
+     * like a refused signature, not something a retry mends. */
+    if (sub_code && strncmp(sub_code, "isv.decryption-error", 20) == 0)
+        return ALIPAY_REFUSED;
     return ALIPAY_UNAVAILABLE; /* 20000 and codes this client does not know */
 }
 

@@ -13,6 +13,7 @@
 #include <json-c/linkhash.h>
 #include <openssl/rand.h>
 
+#include "alipay_aes.h"
 #include "alipay_response.h"
 #include "cert.h"
 #include "encrypt.h"
@@ -35,6 +36,10 @@
 #define METHOD_ACTIVATEFORM_QUERY "alipay.marketing.card.activateform.query"
 #define METHOD_CERT_DOWNLOAD "alipay.open.app.alipaycert.download"
 
+/* The key of the aes_other_key fault's answers (tests/vectors/cert/
+ * response_aes.json's other_aes_key_b64). */
+#define SIM_OTHER_AES_KEY "TwLAzlBZt78H4a4GQi8UwQ=="
+
 /* Seconds east of UTC of the time Alipay's timestamps are written in. */
 #define BEIJING_OFFSET (8 * 3600)
 
@@ -50,6 +55,8 @@ static const char *const fault_names[] = {
     [SIM_FAULT_DROP] = "drop",
     [SIM_FAULT_SIGN_FIRST] = "sign_first",
     [SIM_FAULT_SYSTEM_ERROR] = "system_error",
+    [SIM_FAULT_AES_UNQUOTED] = "aes_unquoted_sign",
+    [SIM_FAULT_AES_OTHER_KEY] = "aes_other_key",
 };
 
 int sim_fault_mode_parse(const char *name, enum sim_fault_mode *out)
@@ -1389,16 +1396,18 @@ int sim_fault_node(struct sim *s, const struct alipay_params *p, enum sim_fault_
 
 /* The answer as it would go out, plus "sign": a real signature with the
  * right key over other text than the node as sent (its ciphertext, with
- * quotes, when encrypted). unsigned_body is that answer without sign. */
+ * quotes, when encrypted; or, unquoted, over an encrypted node's
+ * ciphertext without its quotes, the mistake the SDKs make). unsigned_body
+ * is that answer without sign. */
 static char *render_bad_signature(struct sim *s, const struct sim_node *n,
-                                  const char *unsigned_body)
+                                  const char *unsigned_body, int unquoted)
 {
     size_t blen = strlen(unsigned_body), nlen;
     const char *node;
     char err[128], *sig = NULL, *body = NULL;
     if (alipay_response_find(unsigned_body, blen, n->name, &node, &nlen) < 0)
         return NULL;
-    if (node > unsigned_body && node[-1] == '"') { /* a string: its quotes are signed too */
+    if (!unquoted && node > unsigned_body && node[-1] == '"') { /* its quotes are signed too */
         node--;
         nlen += 2;
     }
@@ -1406,7 +1415,9 @@ static char *render_bad_signature(struct sim *s, const struct sim_node *n,
     if (other) {
         memcpy(other, node, nlen);
         memcpy(other + nlen, " ", 2);
-        sig = alipay_sign_data(s->alipay_private, n->type, other, nlen + 1, err, sizeof(err));
+        if (unquoted)
+            other[nlen] = '\0';
+        sig = alipay_sign_data(s->alipay_private, n->type, other, strlen(other), err, sizeof(err));
     }
     free(other);
     size_t cap = blen + (sig ? strlen(sig) : 0) + 16;
@@ -1425,11 +1436,21 @@ char *sim_render(struct sim *s, const struct sim_node *n, enum sim_fault_mode mo
      * node encrypted. Both whatever the fault does to the signature. */
     const char *sn = cert_alipay_sn(s);
     const struct alipay_aes *aes = n->encrypt ? s->aes : NULL;
-    if (mode == SIM_FAULT_UNSIGNED_SUCCESS || mode == SIM_FAULT_BAD_SIGNATURE) {
+    if (mode == SIM_FAULT_AES_OTHER_KEY && aes) {
+        char err[128];
+        struct alipay_aes *other = alipay_aes_new(SIM_OTHER_AES_KEY, err, sizeof(err));
+        char *body = other ? alipay_response_build_ex(n->name, n->text, s->alipay_private, n->type,
+                                                      0, sn, other)
+                           : NULL;
+        alipay_aes_free(other);
+        return body;
+    }
+    if (mode == SIM_FAULT_UNSIGNED_SUCCESS || mode == SIM_FAULT_BAD_SIGNATURE ||
+        (mode == SIM_FAULT_AES_UNQUOTED && aes)) {
         char *body = alipay_response_build_ex(n->name, n->text, NULL, n->type, 0, sn, aes);
         if (!body || mode == SIM_FAULT_UNSIGNED_SUCCESS)
             return body;
-        char *bad = render_bad_signature(s, n, body);
+        char *bad = render_bad_signature(s, n, body, mode == SIM_FAULT_AES_UNQUOTED);
         free(body);
         return bad;
     }

@@ -38,6 +38,9 @@ enum sim_fault_mode {
     SIM_FAULT_DROP,             /* close the connection without answering */
     SIM_FAULT_SIGN_FIRST,       /* normal answer with "sign" before the node */
     SIM_FAULT_SYSTEM_ERROR,     /* signed 40004 SYSTEM_ERROR: Alipay failed inside */
+    /* with --aes-key, answers to encrypted calls: */
+    SIM_FAULT_AES_UNQUOTED,  /* the ciphertext signed without its quotes */
+    SIM_FAULT_AES_OTHER_KEY, /* encrypted with another key, well signed */
 };
 
 /* "code_20000" -> SIM_FAULT_CODE_20000; returns -1 for an unknown name. */

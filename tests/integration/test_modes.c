@@ -247,9 +247,10 @@ START_TEST(test_round_trips)
 }
 END_TEST
 
-/* The simulator encrypts with another key than cardgate's: its answers do
- * not decrypt, 502 ALIPAY_BAD_SIGNATURE, nothing stored (the simulator
- * cannot read cardgate's request either: refused as Alipay refuses). */
+/* The gateway has another AES key than cardgate's: it cannot read the
+ * request and says so (a signed 40003 isv.decryption-error-unknown, as
+ * Alipay's sandbox answers): a configuration error, 502
+ * ALIPAY_REQUEST_REFUSED, nothing stored. */
 START_TEST(test_other_aes_key)
 {
     struct ts_stack st;
@@ -258,11 +259,46 @@ START_TEST(test_other_aes_key)
     char *body = ts_open_body("modes-otherkey", "");
     call(&st.cg, "POST", "/v1/cards", body, &r);
     free(body);
-    ck_assert_msg(r.status == 502, "%ld %s", r.status, r.body);
+    ts_assert_error(&r, 502, "ALIPAY_REQUEST_REFUSED", NULL);
+    ts_assert_field(&r, "error.alipay.code", "40003");
+    ts_assert_field(&r, "error.alipay.sub_code", "isv.decryption-error-unknown");
     ts_http_free(&r);
     char sql[256];
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM cards WHERE out_serial_no = 'modes-otherkey'");
     ck_assert_int_eq(ts_pg_long(st.db, sql), 0);
+    down(&st);
+}
+END_TEST
+
+/* Answers that must not be trusted: the ciphertext signed without its
+ * quotes, and a well-signed answer encrypted with another key. Both 502
+ * ALIPAY_BAD_SIGNATURE, no card stored; the retry opens the card once. */
+START_TEST(test_untrusted_encrypted_answers)
+{
+    static const char *const faults[] = {"aes_unquoted_sign", "aes_other_key"};
+    struct ts_stack st;
+    struct ts_http r;
+    up(&st, CERT | AES, NULL);
+    for (int i = 0; i < 2; i++) {
+        char serial[32], json[256], sql[160];
+        snprintf(serial, sizeof(serial), "untrusted-%d", i);
+        snprintf(json, sizeof(json),
+                 "{\"mode\":\"%s\",\"method\":\"alipay.marketing.card.open\",\"count\":1}",
+                 faults[i]);
+        ck_assert_int_eq(ts_sim_fault(&st.sim, json), 0);
+        char *body = ts_open_body(serial, "");
+        call(&st.cg, "POST", "/v1/cards", body, &r);
+        ts_assert_error(&r, 502, "ALIPAY_BAD_SIGNATURE", NULL);
+        ck_assert_ptr_null(strstr(r.body, "\"alipay\""));
+        ts_http_free(&r);
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM cards WHERE out_serial_no = '%s'", serial);
+        ck_assert_int_eq(ts_pg_long(st.db, sql), 0);
+        call(&st.cg, "POST", "/v1/cards", body, &r);
+        free(body);
+        ck_assert_msg(r.status == 201, "%s: %ld %s", faults[i], r.status, r.body);
+        ts_http_free(&r);
+        ck_assert_int_eq(ts_pg_long(st.db, sql), 1);
+    }
     down(&st);
 }
 END_TEST
@@ -365,6 +401,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_loop_test(tc, test_round_trips, 0, 3);
     tcase_add_test(tc, test_other_aes_key);
+    tcase_add_test(tc, test_untrusted_encrypted_answers);
     tcase_add_test(tc, test_rotation_one_download);
     tcase_add_test(tc, test_bad_certificates_refused);
     suite_add_tcase(s, tc);
