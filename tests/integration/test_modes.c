@@ -7,7 +7,9 @@
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "support.h"
 
@@ -303,6 +305,30 @@ START_TEST(test_untrusted_encrypted_answers)
 }
 END_TEST
 
+/* SIGHUP in certificate mode: the settings that can change are taken, the
+ * certificates stay in force, and cards still open. */
+START_TEST(test_reload_in_cert_mode)
+{
+    struct ts_stack st;
+    char biz[64];
+    up(&st, CERT | AES, NULL);
+    ck_assert_int_eq(kill(st.cg.pid, SIGHUP), 0);
+    char *log = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(log);
+        log = ts_read_file(st.cg.log, NULL);
+        if (log && strstr(log, "\"msg\":\"reloaded\""))
+            break;
+        usleep(50000);
+    }
+    ck_assert_msg(log && strstr(log, "\"msg\":\"reloaded\""), "no reload in %s", st.cg.log);
+    ck_assert_ptr_null(strstr(log, "reload refused"));
+    free(log);
+    open_card(&st.cg, "reload-cert", biz);
+    down(&st);
+}
+END_TEST
+
 /* Alipay rotates its certificate: the first answers signed with the new
  * one make one download for both instances; the certificate is in
  * alipay_certs, and a restarted instance uses it without downloading. */
@@ -402,6 +428,7 @@ int main(void)
     tcase_add_loop_test(tc, test_round_trips, 0, 3);
     tcase_add_test(tc, test_other_aes_key);
     tcase_add_test(tc, test_untrusted_encrypted_answers);
+    tcase_add_test(tc, test_reload_in_cert_mode);
     tcase_add_test(tc, test_rotation_one_download);
     tcase_add_test(tc, test_bad_certificates_refused);
     suite_add_tcase(s, tc);
