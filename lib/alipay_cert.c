@@ -11,6 +11,7 @@
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "alipay_key.h"
 
@@ -298,6 +299,7 @@ struct cert_entry {
 struct alipay_cert_store {
     pthread_mutex_t lock;
     STACK_OF(X509) * roots;
+    X509_NAME *owner;     /* the first admitted subject without its CN: Alipay's */
     struct cert_entry *v; /* few: one per certificate Alipay has signed with */
     size_t n, cap;
 };
@@ -319,6 +321,7 @@ void alipay_cert_store_free(struct alipay_cert_store *s)
     for (size_t i = 0; i < s->n; i++)
         EVP_PKEY_free(s->v[i].key);
     free(s->v);
+    X509_NAME_free(s->owner);
     sk_X509_pop_free(s->roots, X509_free);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -352,6 +355,43 @@ static int store_put(struct alipay_cert_store *s, const char *sn, EVP_PKEY *key)
     return 0;
 }
 
+/* name without its CN attributes: whose certificate it is. NULL on OOM. */
+static X509_NAME *name_without_cn(const X509_NAME *name)
+{
+    X509_NAME *n = X509_NAME_dup(name);
+    int i;
+    while (n && (i = X509_NAME_get_index_by_NID(n, NID_commonName, -1)) >= 0)
+        X509_NAME_ENTRY_free(X509_NAME_delete_entry(n, i));
+    return n;
+}
+
+/* Is leaf Alipay's, as the store knows Alipay (the first admitted sets it)?
+ * Returns 0, or -1 with err. */
+static int store_owner_check(struct alipay_cert_store *s, X509 *leaf, char *err, size_t errlen)
+{
+    X509_NAME *who = name_without_cn(X509_get_subject_name(leaf));
+    int rc = -1;
+    if (!who) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (!s->owner) {
+        s->owner = who; /* the configured certificate */
+        who = NULL;
+        rc = 0;
+    } else if (X509_NAME_cmp(s->owner, who) == 0) {
+        rc = 0;
+    } else {
+        snprintf(err, errlen,
+                 "its subject is not Alipay's (another organisation than the configured "
+                 "certificate's: a merchant's certificate, not Alipay's)");
+    }
+    pthread_mutex_unlock(&s->lock);
+    X509_NAME_free(who);
+    return rc;
+}
+
 int alipay_cert_store_admit(struct alipay_cert_store *s, const char *pem, size_t len,
                             const char *want_sn, char sn_out[ALIPAY_CERT_SN_LEN + 1], char *err,
                             size_t errlen)
@@ -366,7 +406,13 @@ int alipay_cert_store_admit(struct alipay_cert_store *s, const char *pem, size_t
         snprintf(err, errlen, "Alipay's certificate has SN %s, not %s", sn, want_sn);
         goto done;
     }
-    if (alipay_cert_verify(chain, s->roots, 0, err, errlen) < 0 ||
+    if (alipay_cert_verify(chain, s->roots, 0, err, errlen) < 0)
+        goto done;
+    if (X509_check_ca(sk_X509_value(chain, 0)) != 0) {
+        snprintf(err, errlen, "Alipay's certificate is a CA's, not a signer's");
+        goto done;
+    }
+    if (store_owner_check(s, sk_X509_value(chain, 0), err, errlen) < 0 ||
         !(key = alipay_cert_public_key(chain, "Alipay's certificate", err, errlen)))
         goto done;
     if (store_put(s, sn, key) < 0) {

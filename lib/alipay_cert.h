@@ -70,9 +70,13 @@ void alipay_cert_store_free(struct alipay_cert_store *s);
 
 /* Checks the certificate of PEM text (its first one, the rest its
  * intermediates) as a certificate of Alipay: it chains to the store's
- * roots, is valid now, has an RSA key, and its SN is want_sn (NULL: any).
- * Then keeps its key under its SN (written to sn_out when not NULL).
- * Returns 0, or -1 with a one-line reason in err (nothing kept). */
+ * roots, is valid now, is not a CA, has an RSA key, and its SN is want_sn
+ * (NULL: any). Chaining is not enough: Alipay's CA issues every merchant's
+ * app certificate too. So the first certificate admitted (the configured
+ * one) sets whose they are: every later one must have its subject but for
+ * the CN (C, O, OU: Alipay's, not a merchant's). Then keeps its key under
+ * its SN (written to sn_out when not NULL). Returns 0, or -1 with a
+ * one-line reason in err (nothing kept). */
 int alipay_cert_store_admit(struct alipay_cert_store *s, const char *pem, size_t len,
                             const char *want_sn, char sn_out[ALIPAY_CERT_SN_LEN + 1], char *err,
                             size_t errlen);

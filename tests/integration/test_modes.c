@@ -130,14 +130,15 @@ static long sim_calls_of(const struct ts_sim *sim, const char *method)
     return n;
 }
 
-/* Alipay switches the certificate it signs answers with. */
+/* Alipay switches the certificate it signs answers with (files of the
+ * vectors' cert/, or absolute paths). */
 static void sim_rotate(const struct ts_sim *sim, const char *cert, const char *key)
 {
     char url[256], body[1200];
     struct ts_http r;
     snprintf(url, sizeof(url), "%s/alipay-cert", sim->control);
-    snprintf(body, sizeof(body), "{\"cert\":\"%s\",\"key\":\"%s\"}", cert_path(cert),
-             cert_path(key));
+    snprintf(body, sizeof(body), "{\"cert\":\"%s\",\"key\":\"%s\"}",
+             cert[0] == '/' ? cert : cert_path(cert), key[0] == '/' ? key : cert_path(key));
     ck_assert_int_eq(ts_http_call("PUT", url, NULL, body, &r), 0);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ts_http_free(&r);
@@ -383,7 +384,8 @@ START_TEST(test_rotation_one_download)
 END_TEST
 
 /* Alipay's answers signed with a certificate that does not chain to the
- * roots (an impostor CA of the same name) or has expired: 502
+ * roots (an impostor CA of the same name), has expired, or is another
+ * merchant's (it chains: Alipay's CA issued it): 502
  * ALIPAY_BAD_SIGNATURE, the certificate never stored; back to a good one,
  * the retry opens the card once. */
 START_TEST(test_bad_certificates_refused)
@@ -391,12 +393,14 @@ START_TEST(test_bad_certificates_refused)
     static const char *const certs[][2] = {
         {"alipayCertPublicKey_RSA2_unknown_ca.crt", "alipayCertPrivateKey_RSA2_unknown_ca.pem"},
         {"alipayCertPublicKey_RSA2_expired.crt", "alipayCertPrivateKey_RSA2_expired.pem"},
+        {CARDGATE_SOURCE_DIR "/tests/fixtures/other_merchant_cert.crt",
+         CARDGATE_SOURCE_DIR "/tests/fixtures/other_merchant_key.pem"},
     };
     struct ts_stack st;
     struct ts_http r;
     char biz[64];
     up(&st, CERT, NULL);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         char serial[32];
         snprintf(serial, sizeof(serial), "badcert-%d", i);
         sim_rotate(&st.sim, certs[i][0], certs[i][1]);
@@ -414,7 +418,7 @@ START_TEST(test_bad_certificates_refused)
     }
     ck_assert_int_eq(ts_pg_long(st.db, "SELECT count(*) FROM cards WHERE out_serial_no LIKE "
                                        "'badcert-%'"),
-                     2);
+                     3);
     (void)biz;
     down(&st);
 }

@@ -234,6 +234,18 @@ START_TEST(test_store_admits_only_good_certificates)
     ck_assert_int_eq(admit("alipayCertPublicKey_RSA2_expired.crt"), -1);
     ck_assert_ptr_null(alipay_cert_store_get(store, field(sn_json, "alipay_cert_sn_unknown_ca")));
     ck_assert_ptr_null(alipay_cert_store_get(store, field(sn_json, "alipay_cert_sn_expired")));
+    /* chaining is not enough: merchants' certificates (ours, and another
+     * merchant's) come from the same CA as Alipay's */
+    ck_assert_int_eq(admit("appCertPublicKey_2021000000000001.crt"), -1);
+    size_t olen;
+    char *other =
+        ts_read_file(CARDGATE_SOURCE_DIR "/tests/fixtures/other_merchant_cert.crt", &olen);
+    ck_assert_ptr_nonnull(other);
+    ck_assert_int_eq(alipay_cert_store_admit(store, other, olen, NULL, NULL, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "its subject is not Alipay's"), "%s", err);
+    free(other);
+    /* a CA is no signer, though it chains */
+    ck_assert_int_eq(admit("ca/class2_r1.crt"), -1);
 
     size_t len;
     snprintf(path, sizeof(path), "cert/%s", "alipayCertPublicKey_RSA2_rotated.crt");
