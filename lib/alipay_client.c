@@ -303,11 +303,16 @@ static void judge_answer(const struct alipay_client *c, const char *body, size_t
 }
 
 /* The certificate an answer is signed with, when the store lacks it:
- * written to sn (certificate mode only). Returns 1 when it must be found. */
+ * written to sn (certificate mode only). Returns 1 when it must be found.
+ * An unsigned answer is judged as it is (and refused unless it is a
+ * gateway error): nobody fetches anything for it. */
 static int cert_missing(const struct alipay_client *c, const char *body, size_t len, char *sn)
 {
     EVP_PKEY *key;
-    if (!c->certs || alipay_response_cert_sn(body, len, sn) < 0)
+    const char *sign;
+    size_t sign_len;
+    if (!c->certs || alipay_response_cert_sn(body, len, sn) < 0 ||
+        alipay_response_find(body, len, "sign", &sign, &sign_len) < 0)
         return 0;
     if ((key = alipay_cert_store_get(c->certs, sn)) != NULL) {
         EVP_PKEY_free(key);

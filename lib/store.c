@@ -67,10 +67,16 @@ const struct pg_statement store_statements[] = {
     {"cert_claim",
      "INSERT INTO alipay_certs AS a (sn, app_id) VALUES ($1, $2) ON CONFLICT (sn) DO UPDATE SET "
      "claimed_at = now() WHERE a.pem IS NULL AND a.claimed_at < now() - make_interval(secs => "
-     "$3::integer / 1000.0) RETURNING a.sn",
+     "$3::integer / 1000.0) RETURNING a.claimed_at::text",
      3},
-    {"cert_put", "UPDATE alipay_certs SET pem = $2, fetched_at = now() WHERE sn = $1", 2},
-    {"cert_release", "DELETE FROM alipay_certs WHERE sn = $1 AND pem IS NULL", 1},
+    /* stored whoever holds the claim now: the certificate was checked */
+    {"cert_put",
+     "INSERT INTO alipay_certs AS a (sn, app_id, pem, fetched_at) VALUES ($1, $2, $3, now()) "
+     "ON CONFLICT (sn) DO UPDATE SET pem = EXCLUDED.pem, fetched_at = now()",
+     3},
+    /* only our own claim ($2: its claimed_at), not one taken over since */
+    {"cert_release",
+     "DELETE FROM alipay_certs WHERE sn = $1 AND pem IS NULL AND claimed_at = $2::timestamptz", 2},
     {"template_configure",
      "SELECT apply_card_url FROM card_template_configure($1, $2, $3, $4::jsonb, $5)", 5},
     {"template_activation",

@@ -9,11 +9,17 @@
 #include "server.h"
 #include "store.h"
 
-/* Another instance is fetching: look again this often, this many times. */
+/* Another instance is fetching: look again this often. Its claim is taken
+ * over once older than its download can take (the gateway timeout) plus
+ * this margin: it died, or stopped, while fetching. Looks go on until a
+ * claim left so can be taken over. */
 #define CERTS_RETRY_MS 200
-#define CERTS_TRIES 50
-/* A claim older than this is taken over (its instance died fetching). */
-#define CERTS_CLAIM_STALE_MS "20000"
+#define CERTS_CLAIM_MARGIN_MS 3000
+/* A certificate that could not be found is not looked for again this long:
+ * answers naming it are refused at once (one look per worker, not one per
+ * answer, for a gateway that names certificates nobody has). */
+#define CERTS_FAILED_MS 10000
+#define CERTS_FAILED_KEPT 8
 
 struct certs_waiter {
     void (*done)(void *arg);
@@ -27,7 +33,9 @@ struct certs_lookup {
     char sn[ALIPAY_CERT_SN_LEN + 1];
     struct certs_waiter *waiters;
     int tries;
-    int claimed; /* this instance fetches it and stores it */
+    int claimed;         /* this instance fetches it and stores it ... */
+    char claimed_at[64]; /* ... under the claim made then */
+    int found;
     struct event *retry;
     struct certs_lookup *prev, *next;
 };
@@ -35,6 +43,12 @@ struct certs_lookup {
 struct certs {
     struct worker *w;
     struct certs_lookup *lookups;
+    long stale_ms; /* a claim older than this is taken over */
+    struct {
+        char sn[ALIPAY_CERT_SN_LEN + 1];
+        long long until_ms;
+    } failed[CERTS_FAILED_KEPT]; /* recently not found */
+    int next_failed;
 };
 
 int certs_start(struct worker *w)
@@ -43,6 +57,7 @@ int certs_start(struct worker *w)
     if (!w->certs)
         return -1;
     w->certs->w = w;
+    w->certs->stale_ms = w->srv->cfg.alipay_timeout_ms + CERTS_CLAIM_MARGIN_MS;
     return 0;
 }
 
@@ -77,6 +92,12 @@ void certs_free(struct certs *c)
 /* The look is over, found or not: every answer waiting is judged again. */
 static void lookup_finish(struct certs_lookup *l)
 {
+    struct certs *c = l->owner;
+    if (!l->found) {
+        int i = c->next_failed++ % CERTS_FAILED_KEPT;
+        snprintf(c->failed[i].sn, sizeof(c->failed[i].sn), "%s", l->sn);
+        c->failed[i].until_ms = server_now_ms() + CERTS_FAILED_MS;
+    }
     struct certs_waiter *x = l->waiters;
     l->waiters = NULL;
     lookup_free(l);
@@ -93,12 +114,15 @@ static void log_cert(struct certs_lookup *l, enum log_level lv, const char *msg,
     log_write(&l->owner->w->srv->log, lv, msg, "alipay_cert_sn", l->sn, "error", why, NULL);
 }
 
+/* The certificate is in force here already; when it could not be stored,
+ * other instances fetch it again (said, not fatal). */
 static void on_stored(PGresult *res, int unavailable, const char *error, void *arg)
 {
-    (void)res;
+    struct worker *w = arg;
     (void)unavailable;
-    (void)error;
-    (void)arg; /* the certificate is in force here already; others fetch it again */
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
+        log_write(&w->srv->log, LOG_WARN, "Alipay certificate not stored in the database", "error",
+                  error, NULL);
 }
 
 static void on_fetched(int ok, const char *pem, size_t pem_len, const char *why, void *arg)
@@ -107,17 +131,18 @@ static void on_fetched(int ok, const char *pem, size_t pem_len, const char *why,
     struct worker *w = l->owner->w;
     (void)pem_len;
     if (ok) {
+        l->found = 1;
         log_cert(l, LOG_INFO, "Alipay certificate fetched and checked", NULL);
         if (l->claimed) {
-            const char *v[] = {l->sn, pem};
-            pg_pool_exec(w->pg, "cert_put", 2, v, on_stored, NULL);
+            const char *v[] = {l->sn, w->srv->cfg.alipay_app_id, pem};
+            pg_pool_exec(w->pg, "cert_put", 3, v, on_stored, w);
         }
     } else {
         log_cert(l, LOG_ERROR, "Alipay certificate cannot be fetched; its answers are refused",
                  why);
         if (l->claimed) {
-            const char *v[] = {l->sn};
-            pg_pool_exec(w->pg, "cert_release", 1, v, on_stored, NULL);
+            const char *v[] = {l->sn, l->claimed_at};
+            pg_pool_exec(w->pg, "cert_release", 2, v, on_stored, w);
         }
     }
     lookup_finish(l);
@@ -153,11 +178,13 @@ static void on_claim(PGresult *res, int unavailable, const char *error, void *ar
     }
     if (PQntuples(res) == 1) {
         l->claimed = 1;
+        snprintf(l->claimed_at, sizeof(l->claimed_at), "%s", PQgetvalue(res, 0, 0));
         fetch(l);
         return;
     }
-    /* another instance is fetching it: look again soon */
-    if (++l->tries > CERTS_TRIES) {
+    /* another instance is fetching it: look again soon, until its claim
+     * may be taken over */
+    if (++l->tries > (l->owner->stale_ms + 2 * CERTS_RETRY_MS) / CERTS_RETRY_MS) {
         log_cert(l, LOG_ERROR, "Alipay certificate not stored by the instance fetching it", NULL);
         lookup_finish(l);
         return;
@@ -184,14 +211,17 @@ static void on_table(PGresult *res, int unavailable, const char *error, void *ar
     if (PQntuples(res) == 1) {
         const char *pem = PQgetvalue(res, 0, 0);
         if (alipay_cert_store_admit(w->srv->certs, pem, strlen(pem), l->sn, NULL, err,
-                                    sizeof(err)) == 0)
+                                    sizeof(err)) == 0) {
+            l->found = 1;
             log_cert(l, LOG_INFO, "Alipay certificate taken from the database", NULL);
-        else
+        } else
             log_cert(l, LOG_ERROR, "Alipay certificate in the database refused", err);
         lookup_finish(l);
         return;
     }
-    const char *v[] = {l->sn, w->srv->cfg.alipay_app_id, CERTS_CLAIM_STALE_MS};
+    char stale[24];
+    snprintf(stale, sizeof(stale), "%ld", l->owner->stale_ms);
+    const char *v[] = {l->sn, w->srv->cfg.alipay_app_id, stale};
     if (pg_pool_exec(w->pg, "cert_claim", 3, v, on_claim, l) < 0)
         fetch(l);
 }
@@ -207,6 +237,12 @@ void certs_resolve(void *ctx, const char *sn, void (*done)(void *arg), void *arg
 {
     struct certs *c = ctx;
     struct certs_lookup *l = c->lookups;
+    for (int i = 0; i < CERTS_FAILED_KEPT; i++) {
+        if (strcmp(c->failed[i].sn, sn) == 0 && server_now_ms() < c->failed[i].until_ms) {
+            done(arg); /* looked for a moment ago, in vain: refused */
+            return;
+        }
+    }
     struct certs_waiter *x = calloc(1, sizeof(*x));
     while (l && strcmp(l->sn, sn) != 0)
         l = l->next;

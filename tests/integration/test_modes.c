@@ -306,6 +306,46 @@ START_TEST(test_untrusted_encrypted_answers)
 }
 END_TEST
 
+/* A claim left by an instance that died downloading the new certificate
+ * is taken over once older than a download can take (the gateway timeout,
+ * 2 s here, plus 3 s): the answers waiting for it are then verified, and
+ * the certificate is downloaded once. An unsigned answer naming an unknown
+ * certificate makes nobody fetch anything. */
+START_TEST(test_dead_claim_taken_over)
+{
+    struct ts_stack st;
+    struct ts_http r;
+    char biz[64];
+    up(&st, CERT, NULL);
+    open_card(&st.cg, "dead-claim-0", biz);
+    sim_rotate(&st.sim, "alipayCertPublicKey_RSA2_rotated.crt",
+               "alipayCertPrivateKey_RSA2_rotated.pem");
+    ck_assert_int_eq(ts_sim_fault(&st.sim, "{\"mode\":\"unsigned_success\",\"method\":"
+                                           "\"alipay.marketing.card.open\",\"count\":1}"),
+                     0);
+    char *body = ts_open_body("dead-claim-1", "");
+    call(&st.cg, "POST", "/v1/cards", body, &r);
+    ts_assert_error(&r, 502, "ALIPAY_BAD_SIGNATURE", NULL);
+    ts_http_free(&r);
+    ck_assert_int_eq(sim_calls_of(&st.sim, DOWNLOAD), 0);
+    /* the dead instance's claim, 4 s old: stale in 1 s */
+    ck_assert_int_eq(ts_pg_long(st.db,
+                                "WITH c AS (INSERT INTO alipay_certs (sn, app_id, "
+                                "claimed_at) VALUES ('" SN_ROTATED "', '2021000000000001', "
+                                "now() - interval '4 s') RETURNING 1) SELECT count(*) FROM c"),
+                     1);
+    call(&st.cg, "POST", "/v1/cards", body, &r);
+    free(body);
+    ck_assert_msg(r.status == 201, "%ld %s", r.status, r.body);
+    ts_http_free(&r);
+    ck_assert_int_eq(sim_calls_of(&st.sim, DOWNLOAD), 1);
+    ck_assert_int_eq(ts_pg_long(st.db, "SELECT count(*) FROM alipay_certs WHERE sn = '" SN_ROTATED
+                                       "' AND pem IS NOT NULL"),
+                     1);
+    down(&st);
+}
+END_TEST
+
 /* SIGHUP in certificate mode: the settings that can change are taken, the
  * certificates stay in force, and cards still open. */
 START_TEST(test_reload_in_cert_mode)
@@ -433,6 +473,7 @@ int main(void)
     tcase_add_test(tc, test_other_aes_key);
     tcase_add_test(tc, test_untrusted_encrypted_answers);
     tcase_add_test(tc, test_reload_in_cert_mode);
+    tcase_add_test(tc, test_dead_claim_taken_over);
     tcase_add_test(tc, test_rotation_one_download);
     tcase_add_test(tc, test_bad_certificates_refused);
     suite_add_tcase(s, tc);
