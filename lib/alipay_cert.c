@@ -125,7 +125,11 @@ static int add_entry(struct text *t, const X509_NAME_ENTRY *e)
 {
     const ASN1_OBJECT *obj = X509_NAME_ENTRY_get_object(e);
     int nid = OBJ_obj2nid(obj);
-    const char *sn = nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
+    /* the SDK that made the vectors (alipay-sdk's getSN, node-forge's
+     * short names) writes an e-mail address as E */
+    const char *sn = nid == NID_pkcs9_emailAddress ? "E"
+                     : nid != NID_undef            ? OBJ_nid2sn(nid)
+                                                   : NULL;
     char oid[128];
     if (!sn) {
         OBJ_obj2txt(oid, sizeof(oid), obj, 1);
@@ -148,20 +152,13 @@ char *alipay_cert_issuer_text(X509 *cert)
     int n = X509_NAME_entry_count(name);
     if (text_add(&t, "", 0) < 0)
         return NULL;
-    /* RFC 2253: the last RDN first; attributes of one RDN joined by '+' */
+    /* RFC 2253's order, the last attribute first, every one joined by ','
+     * as the SDKs write it (they flatten a multi-valued RDN: no '+') */
     for (int i = n - 1; i >= 0; i--) {
-        const X509_NAME_ENTRY *e = X509_NAME_get_entry(name, i);
-        if (add_entry(&t, e) < 0) {
+        if (add_entry(&t, X509_NAME_get_entry(name, i)) < 0 ||
+            (i > 0 && text_add(&t, ",", 1) < 0)) {
             free(t.s);
             return NULL;
-        }
-        if (i > 0) {
-            int same_rdn =
-                X509_NAME_ENTRY_set(X509_NAME_get_entry(name, i - 1)) == X509_NAME_ENTRY_set(e);
-            if (text_add(&t, same_rdn ? "+" : ",", 1) < 0) {
-                free(t.s);
-                return NULL;
-            }
         }
     }
     return t.s;

@@ -93,6 +93,36 @@ START_TEST(test_issuer_text_is_rfc2253_raw_utf8)
 }
 END_TEST
 
+/* An issuer the vectors do not have: a multi-valued RDN (OU+CN) and an
+ * e-mail address. Written as the SDKs write it: every attribute reversed
+ * and flattened, joined by ',', the e-mail address as E. */
+START_TEST(test_issuer_text_multi_valued_and_email)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = X509_NAME_new();
+    ck_assert(x && n);
+    ck_assert(
+        X509_NAME_add_entry_by_txt(n, "C", MBSTRING_UTF8, (const unsigned char *)"CN", -1, -1, 0));
+    ck_assert(
+        X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *)"Org", -1, -1, 0));
+    ck_assert(X509_NAME_add_entry_by_txt(n, "OU", MBSTRING_UTF8, (const unsigned char *)"Unit", -1,
+                                         -1, 0));
+    /* set -1 with loc -1: into the previous RDN (OU+CN) */
+    ck_assert(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)"Multi", -1,
+                                         -1, -1));
+    ck_assert(X509_NAME_add_entry_by_txt(n, "emailAddress", MBSTRING_UTF8,
+                                         (const unsigned char *)"ca@example.test", -1, -1, 0));
+    ck_assert_int_eq(X509_NAME_ENTRY_set(X509_NAME_get_entry(n, 3)),
+                     X509_NAME_ENTRY_set(X509_NAME_get_entry(n, 2)));
+    ck_assert(X509_set_issuer_name(x, n));
+    char *text = alipay_cert_issuer_text(x);
+    ck_assert_str_eq(text, "E=ca@example.test,CN=Multi,OU=Unit,O=Org,C=CN");
+    free(text);
+    X509_NAME_free(n);
+    X509_free(x);
+}
+END_TEST
+
 /* The bundle's RSA-signed roots only, SHA-1 included, in bundle order: the
  * EC and the SM2 roots are skipped. */
 START_TEST(test_root_sn_equals_the_sdk)
@@ -254,6 +284,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_sns_equal_the_sdk);
     tcase_add_test(tc, test_issuer_text_is_rfc2253_raw_utf8);
+    tcase_add_test(tc, test_issuer_text_multi_valued_and_email);
     tcase_add_test(tc, test_root_sn_equals_the_sdk);
     tcase_add_test(tc, test_root_sn_order_and_no_rsa_root);
     tcase_add_test(tc, test_chain_checks);
