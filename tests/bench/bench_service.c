@@ -64,6 +64,7 @@ struct options {
     int window;         /* requests in flight at once */
     double min_seconds; /* each signing measurement runs at least this long */
     int memory_conns;   /* opens in flight at once against a slow gateway (0: none) */
+    int cert, aes;      /* Alipay's certificate mode, content encryption */
 };
 
 /* Set by the first SIGINT/SIGTERM: the phases stop and main stops every
@@ -731,20 +732,22 @@ static void drop_db(const char *db)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_service [--check] [--opens N] [--window N] [--seconds S]\n"
-               "                     [--memory-conns N]\n"
+               "                     [--memory-conns N] [--mode cert|aes|cert+aes]\n"
                "  --check           exit 1 when a target is missed\n"
                "  --opens N         cards opened, then replayed, queried, updated and looked up\n"
                "                    (default 5000)\n"
                "  --window N        requests in flight at once (default 64)\n"
                "  --seconds S       each signing measurement runs this long (default 0.5)\n"
                "  --memory-conns N  opens in flight at once against a 300 ms gateway, for\n"
-               "                    cardgate's peak RSS (default 2000; 0: skip)\n");
+               "                    cardgate's peak RSS (default 2000; 0: skip)\n"
+               "  --mode M          Alipay's certificate mode, content encryption or both\n"
+               "                    (the vectors' test PKI and AES key; default: public key)\n");
 }
 
 /* Fills opt; returns 0, 1 for --help, -1 on a usage error. */
 static int parse_args(int argc, char **argv, struct options *opt)
 {
-    *opt = (struct options){0, 5000, 64, 0.5, 2000};
+    *opt = (struct options){0, 5000, 64, 0.5, 2000, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -760,6 +763,12 @@ static int parse_args(int argc, char **argv, struct options *opt)
             opt->min_seconds = atof(v), i++;
         } else if (strcmp(a, "--memory-conns") == 0 && v) {
             opt->memory_conns = atoi(v), i++;
+        } else if (strcmp(a, "--mode") == 0 && v) {
+            opt->cert = strstr(v, "cert") != NULL;
+            opt->aes = strstr(v, "aes") != NULL;
+            if (!opt->cert && !opt->aes)
+                return -1;
+            i++;
         } else {
             return -1;
         }
@@ -813,8 +822,48 @@ struct run {
     char (*warm)[CARD_NO_SIZE];
 };
 
+/* The simulator's arguments and cardgate's settings of --mode. */
+static void mode_args(const struct options *opt, const char *sim_args[12], const char *env[16])
+{
+    static char paths[8][512], aes_env[64];
+    static const char *const files[] = {
+        "cert/appCertPublicKey_2021000000000001.crt", "cert/alipayRootCert.crt",
+        "cert/alipayCertPublicKey_RSA2.crt", "cert/alipayCertPrivateKey_RSA2.pem",
+        "cert/appCertPrivateKey_2021000000000001.pem"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        snprintf(paths[i], sizeof(paths[i]), "%s", ts_vector(files[i]));
+    size_t a = 0, e = 0;
+    env[e++] = "CARDGATE_WORKERS=2";
+    env[e++] = "CARDGATE_LOG_LEVEL=info";
+    env[e++] = "CARDGATE_ALIPAY_TIMEOUT_MS=10000";
+    if (opt->cert) {
+        static char app_cert[600], cert[600], root[600], key[600];
+        const char *const sim[] = {"--app-cert",    paths[0], "--root-cert",          paths[1],
+                                   "--alipay-cert", paths[2], "--alipay-private-key", paths[3]};
+        for (size_t i = 0; i < 8; i++)
+            sim_args[a++] = sim[i];
+        snprintf(app_cert, sizeof(app_cert), "CARDGATE_ALIPAY_APP_CERT_FILE=%s", paths[0]);
+        snprintf(root, sizeof(root), "CARDGATE_ALIPAY_ROOT_CERT_FILE=%s", paths[1]);
+        snprintf(cert, sizeof(cert), "CARDGATE_ALIPAY_CERT_FILE=%s", paths[2]);
+        snprintf(key, sizeof(key), "CARDGATE_ALIPAY_PRIVATE_KEY_FILE=%s", paths[4]);
+        env[e++] = "CARDGATE_ALIPAY_PUBLIC_KEY_FILE=";
+        env[e++] = app_cert;
+        env[e++] = root;
+        env[e++] = cert;
+        env[e++] = key;
+    }
+    if (opt->aes) {
+        sim_args[a++] = "--aes-key";
+        sim_args[a++] = "EREREREREREREREREREREQ==";
+        snprintf(aes_env, sizeof(aes_env), "CARDGATE_ALIPAY_ENCRYPT_KEY=%s", sim_args[a - 1]);
+        env[e++] = aes_env;
+    }
+    sim_args[a] = NULL;
+    env[e] = NULL;
+}
+
 /* Starts the database, the simulator and cardgate; 0, or -1 (reported). */
-static int run_start(struct run *r)
+static int run_start(struct run *r, const struct options *opt)
 {
     if (!getenv("CARDGATE_TEST_PG")) {
         if (ts_pg_private_start(&r->pg) != 0) {
@@ -841,13 +890,13 @@ static int run_start(struct run *r)
         fprintf(stderr, "bench: cannot create and migrate a database\n");
         return -1;
     }
-    if (interrupted || ts_sim_start(&r->sim, NULL) != 0)
+    /* The production log level (one line per request) and a gateway timeout
+     * no queue of --window requests comes near; the mode asked for. */
+    const char *sim_args[12], *env[16];
+    mode_args(opt, sim_args, env);
+    if (interrupted || ts_sim_start(&r->sim, sim_args) != 0)
         return -1;
     child_pid[0] = r->sim.pid;
-    /* The production log level (one line per request) and a gateway timeout
-     * no queue of --window requests comes near. */
-    const char *env[] = {"CARDGATE_WORKERS=2", "CARDGATE_LOG_LEVEL=info",
-                         "CARDGATE_ALIPAY_TIMEOUT_MS=10000", NULL};
     if (interrupted || ts_cardgate_start(&r->cg, r->db, &r->sim, env) != 0)
         return -1;
     child_pid[1] = r->cg.pid;
@@ -976,7 +1025,7 @@ int main(int argc, char **argv)
     int warm_n = 2 * opt.window;
     r.cards = calloc((size_t)opt.opens, sizeof(*r.cards));
     r.warm = calloc((size_t)warm_n, sizeof(*r.warm));
-    if (!r.cards || !r.warm || run_start(&r) < 0)
+    if (!r.cards || !r.warm || run_start(&r, &opt) < 0)
         goto done;
     if (load_init(&r.load, r.cg.url, opt.window) < 0) {
         fprintf(stderr, "bench: cannot set up libcurl\n");
@@ -1016,8 +1065,12 @@ int main(int argc, char **argv)
         rate[k] = opt.opens / ph[k].u.wall;
     double open_ratio = rate[0] / open_bound, replay_speedup = rate[1] / rate[0];
     printf("bench_service: cardgate (2 workers) + alipay-sim + PostgreSQL on %d cores; "
-           "%d requests per phase, window %d, %ld new connections after warm-up\n\n",
-           cores, opt.opens, opt.window, r.load.connects - warm_connects);
+           "%d requests per phase, window %d, %ld new connections after warm-up; %s\n\n",
+           cores, opt.opens, opt.window, r.load.connects - warm_connects,
+           opt.cert && opt.aes ? "certificate mode + AES"
+           : opt.cert          ? "certificate mode"
+           : opt.aes           ? "AES content encryption"
+                               : "public-key mode");
     printf("raw crypto, best of 3: alone sign %.0f us + verify %.0f us; every core busy (CPU "
            "per op) sign %.0f us + verify %.0f us = raw %.0f us\n\n",
            sign_s * 1e6, verify_s * 1e6, lsign_s * 1e6, lverify_s * 1e6, raw_s * 1e6);
