@@ -1,6 +1,8 @@
 /* alipay_key: see alipay_key.h. */
 #include "alipay_key.h"
 
+#include "alipay_sign.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -36,22 +38,14 @@ static unsigned char *base64_to_der(const char *text, size_t len, size_t *outlen
         if (!isspace((unsigned char)text[i]))
             clean[n++] = text[i];
     }
-    clean[n] = '\0';
-    if (n == 0 || n % 4 != 0) {
-        free(clean);
-        return NULL;
-    }
-    unsigned char *der = malloc(n / 4 * 3 + 1);
-    int got = der ? EVP_DecodeBlock(der, (unsigned char *)clean, (int)n) : -1;
-    if (got < 0) {
-        free(der);
-        free(clean);
-        return NULL;
-    }
-    /* EVP_DecodeBlock counts padding as zero bytes: take them off. */
-    size_t pad = (clean[n - 1] == '=') + (clean[n - 2] == '=');
+    unsigned char *der = n > 0 ? malloc(n / 4 * 3 + 1) : NULL;
+    long got = der ? alipay_b64_decode(clean, n, der) : -1;
     free(clean);
-    *outlen = (size_t)got - pad;
+    if (got <= 0) {
+        free(der);
+        return NULL;
+    }
+    *outlen = (size_t)got;
     return der;
 }
 
