@@ -266,27 +266,36 @@ static long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Certificate mode: the key of the certificate the answer names (the
+ * configured one when it names none), with a reference the caller frees;
+ * NULL when the store lacks it, its SN then in sn. */
+static EVP_PKEY *answer_cert_key(const struct alipay_client *c, const char *body, size_t len,
+                                 char sn[ALIPAY_CERT_SN_LEN + 1])
+{
+    if (alipay_response_cert_sn(body, len, sn) < 0)
+        snprintf(sn, ALIPAY_CERT_SN_LEN + 1, "%s", c->alipay_cert_sn);
+    return alipay_cert_store_get(c->certs, sn);
+}
+
 /* Judges with the key in force; after a rotation, an answer the new key
  * does not verify is tried with the previous key while its grace lasts.
- * In certificate mode the key is the certificate's the answer names. */
+ * In certificate mode, cert_key is that of the certificate cert_sn the
+ * answer names (answer_cert_key), NULL when nobody could find it. */
 static void judge_answer(const struct alipay_client *c, const char *body, size_t len,
-                         const char *method, struct alipay_reply *reply)
+                         const char *method, EVP_PKEY *cert_key, const char *cert_sn,
+                         struct alipay_reply *reply)
 {
     double latency = reply->latency_ms;
     long status = reply->http_status;
     if (c->certs) {
-        char sn[ALIPAY_CERT_SN_LEN + 1];
-        const char *want = alipay_response_cert_sn(body, len, sn) == 0 ? sn : c->alipay_cert_sn;
-        EVP_PKEY *key = alipay_cert_store_get(c->certs, want);
-        if (!key) {
-            /* nobody could find it: the answer cannot be trusted */
+        if (!cert_key) {
+            /* the answer cannot be trusted */
             reply->outcome = ALIPAY_BAD_SIGNATURE;
             snprintf(reply->detail, sizeof(reply->detail),
-                     "answer signed by Alipay certificate %s, which cannot be fetched", want);
+                     "answer signed by Alipay certificate %s, which cannot be fetched", cert_sn);
             return;
         }
-        alipay_response_judge_aes(body, len, method, key, c->sign_type, c->aes, reply);
-        EVP_PKEY_free(key);
+        alipay_response_judge_aes(body, len, method, cert_key, c->sign_type, c->aes, reply);
         return;
     }
     struct alipay_trust *t = c->trust ? atomic_load(c->trust) : NULL;
@@ -302,25 +311,6 @@ static void judge_answer(const struct alipay_client *c, const char *body, size_t
     alipay_response_judge_aes(body, len, method, t->previous, c->sign_type, c->aes, reply);
 }
 
-/* The certificate an answer is signed with, when the store lacks it:
- * written to sn (certificate mode only). Returns 1 when it must be found.
- * An unsigned answer is judged as it is (and refused unless it is a
- * gateway error): nobody fetches anything for it. */
-static int cert_missing(const struct alipay_client *c, const char *body, size_t len, char *sn)
-{
-    EVP_PKEY *key;
-    const char *sign;
-    size_t sign_len;
-    if (!c->certs || alipay_response_cert_sn(body, len, sn) < 0 ||
-        alipay_response_find(body, len, "sign", &sign, &sign_len) < 0)
-        return 0;
-    if ((key = alipay_cert_store_get(c->certs, sn)) != NULL) {
-        EVP_PKEY_free(key);
-        return 0;
-    }
-    return 1;
-}
-
 /* Runs the caller's callback with reply, then frees the call. */
 static void call_finish(struct call *call, struct alipay_reply *reply)
 {
@@ -331,15 +321,17 @@ static void call_finish(struct call *call, struct alipay_reply *reply)
     free(call);
 }
 
-/* Judges a 200 answer and finishes the call. */
+/* Judges a 200 answer (with cert_key and cert_sn, see judge_answer; the
+ * key's reference is taken) and finishes the call. */
 static void call_judge(struct call *call, const char *body, size_t len, long http_code,
-                       double latency_ms)
+                       double latency_ms, EVP_PKEY *cert_key, const char *cert_sn)
 {
     struct alipay_reply reply;
     memset(&reply, 0, sizeof(reply));
     reply.latency_ms = latency_ms;
     reply.http_status = http_code;
-    judge_answer(call->client, body, len, call->method, &reply);
+    judge_answer(call->client, body, len, call->method, cert_key, cert_sn, &reply);
+    EVP_PKEY_free(cert_key);
     call_finish(call, &reply);
 }
 
@@ -347,7 +339,33 @@ static void call_judge(struct call *call, const char *body, size_t len, long htt
 static void on_cert_resolved(void *arg)
 {
     struct call *call = arg;
-    call_judge(call, call->body, call->body_len, call->http_code, call->latency_ms);
+    char sn[ALIPAY_CERT_SN_LEN + 1];
+    EVP_PKEY *key = answer_cert_key(call->client, call->body, call->body_len, sn);
+    call_judge(call, call->body, call->body_len, call->http_code, call->latency_ms, key, sn);
+}
+
+/* The PEM text of a download's alipay_cert_content (base64), malloc'd and
+ * NUL-terminated, its length in *len; NULL with why. */
+static char *cert_content_pem(json_object *node, size_t *len, char *why, size_t whylen)
+{
+    json_object *content = NULL;
+    if (!json_object_object_get_ex(node, "alipay_cert_content", &content) ||
+        !json_object_is_type(content, json_type_string)) {
+        snprintf(why, whylen, "the download's answer has no alipay_cert_content");
+        return NULL;
+    }
+    const char *b64 = json_object_get_string(content);
+    size_t blen = strlen(b64);
+    char *pem = malloc(blen / 4 * 3 + 1);
+    long got = pem ? alipay_b64_decode(b64, blen, (unsigned char *)pem) : -1;
+    if (got <= 0) {
+        snprintf(why, whylen, "alipay_cert_content is not base64");
+        free(pem);
+        return NULL;
+    }
+    pem[got] = '\0';
+    *len = (size_t)got;
+    return pem;
 }
 
 static void fetch_on_reply(struct alipay_reply *reply, void *arg);
@@ -387,7 +405,9 @@ static void fetch_admit_unverified(struct alipay_client *c, const struct call *c
     char sn[ALIPAY_CERT_SN_LEN + 1], name[128], err[256];
     const char *raw;
     size_t n;
-    if (!cert_missing(c, res->body, res->body_len, sn) || strcmp(sn, call->fetch_sn) != 0 ||
+    EVP_PKEY *known = answer_cert_key(c, res->body, res->body_len, sn);
+    EVP_PKEY_free(known);
+    if (known || strcmp(sn, call->fetch_sn) != 0 ||
         alipay_response_node_name(ALIPAY_CERT_DOWNLOAD, name, sizeof(name)) < 0 ||
         alipay_response_find(res->body, res->body_len, name, &raw, &n) < 0)
         return;
@@ -403,19 +423,20 @@ static void fetch_admit_unverified(struct alipay_client *c, const struct call *c
         free(pt);
         free(b64);
     }
-    json_object *content = NULL;
-    if (node && json_object_object_get_ex(node, "alipay_cert_content", &content) &&
-        json_object_is_type(content, json_type_string)) {
-        const char *b64 = json_object_get_string(content);
-        size_t blen = strlen(b64);
-        unsigned char *pem = malloc(blen / 4 * 3 + 1);
-        long got = pem ? alipay_b64_decode(b64, blen, pem) : -1;
-        if (got > 0)
-            alipay_cert_store_admit(c->certs, (const char *)pem, (size_t)got, call->fetch_sn, NULL,
-                                    err, sizeof(err));
-        free(pem);
-    }
+    size_t pem_len = 0;
+    char *pem = node ? cert_content_pem(node, &pem_len, err, sizeof(err)) : NULL;
+    if (pem)
+        alipay_cert_store_admit(c->certs, pem, pem_len, call->fetch_sn, NULL, err, sizeof(err));
+    free(pem);
     json_object_put(node);
+}
+
+/* Does the answer carry a signature at all? */
+static int answer_signed(const struct alipay_http_response *res)
+{
+    const char *sign;
+    size_t n;
+    return alipay_response_find(res->body, res->body_len, "sign", &sign, &n) == 0;
 }
 
 static void on_http_done(const struct alipay_http_response *res, void *arg)
@@ -430,12 +451,16 @@ static void on_http_done(const struct alipay_http_response *res, void *arg)
     case ALIPAY_HTTP_DONE:
         reply.http_status = res->http_code;
         if (res->http_code == 200) {
+            EVP_PKEY *key = NULL;
             if (call->fetch_sn[0])
                 fetch_admit_unverified(c, call, res);
-            else if (cert_missing(c, res->body, res->body_len, sn) &&
-                     call_await_cert(call, res, sn) == 0)
+            /* An unknown certificate is looked for, unless the answer is
+             * unsigned (judged as it is) or is a download's own. */
+            if (c->certs && !(key = answer_cert_key(c, res->body, res->body_len, sn)) &&
+                !call->fetch_sn[0] && answer_signed(res) && call_await_cert(call, res, sn) == 0)
                 return;
-            call_judge(call, res->body, res->body_len, res->http_code, res->total_ms);
+            call_judge(call, res->body, res->body_len, res->http_code, res->total_ms, key,
+                       c->certs ? sn : NULL);
             return;
         }
         reply.outcome = ALIPAY_UNAVAILABLE;
@@ -527,31 +552,17 @@ static void fetch_on_reply(struct alipay_reply *reply, void *arg)
 {
     struct fetch *f = arg;
     char why[256] = "";
-    json_object *content = NULL;
-    unsigned char *pem = NULL;
-    long got = -1;
-    if (reply->outcome != ALIPAY_OK) {
+    char *pem = NULL;
+    size_t pem_len = 0;
+    if (reply->outcome != ALIPAY_OK)
         snprintf(why, sizeof(why), "the download was answered: %.200s", reply->detail);
-    } else if (!json_object_object_get_ex(reply->node, "alipay_cert_content", &content) ||
-               !json_object_is_type(content, json_type_string)) {
-        snprintf(why, sizeof(why), "the download's answer has no alipay_cert_content");
-    } else {
-        const char *b64 = json_object_get_string(content);
-        size_t blen = strlen(b64);
-        pem = malloc(blen / 4 * 3 + 1);
-        got = pem ? alipay_b64_decode(b64, blen, pem) : -1;
-        if (got <= 0)
-            snprintf(why, sizeof(why), "alipay_cert_content is not base64");
-    }
-    int ok = 0;
-    if (got > 0) {
-        pem[got] = '\0';
-        /* trusted for its chain to the roots, whoever signed the answer */
-        ok = alipay_cert_store_admit(f->client->certs, (const char *)pem, (size_t)got, f->sn, NULL,
-                                     why, sizeof(why)) == 0;
-    }
+    else
+        pem = cert_content_pem(reply->node, &pem_len, why, sizeof(why));
+    /* trusted for its chain to the roots, whoever signed the answer */
+    int ok = pem && alipay_cert_store_admit(f->client->certs, pem, pem_len, f->sn, NULL, why,
+                                            sizeof(why)) == 0;
     if (f->done) {
-        f->done(ok, ok ? (const char *)pem : NULL, ok ? (size_t)got : 0, why, f->arg);
+        f->done(ok, ok ? pem : NULL, ok ? pem_len : 0, why, f->arg);
     } else {
         on_cert_resolved(f->arg);
     }
