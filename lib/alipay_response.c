@@ -325,51 +325,41 @@ void alipay_response_judge_aes(const char *body, size_t len, const char *method,
     char *sign = NULL;
     if (alipay_response_find(body, len, "sign", &sign_raw, &sign_len) == 0)
         sign = decode_json_string(sign_raw, sign_len);
+    int has_sign = sign && *sign, verified;
     if (node_raw[-1] == '"') {
         /* An encrypted node: the signature covers the string with its
          * quotes, and only a verified one is decrypted. */
-        size_t pt_len = 0;
-        int ok = aes && sign && *sign &&
-                 alipay_sign_verify(alipay_pub, type, node_raw - 1, node_len + 2, sign);
+        verified = aes && has_sign &&
+                   alipay_sign_verify(alipay_pub, type, node_raw - 1, node_len + 2, sign);
         free(sign);
-        if (!ok) {
+        if (!verified) {
             bad(out, !aes ? "gateway answer is encrypted, and no AES key is configured"
                           : "gateway answer's signature does not verify");
             return;
         }
-        if (!(plain = decrypt_node(node_raw, node_len, aes, &pt_len, out))) {
+        if (!(plain = decrypt_node(node_raw, node_len, aes, &node_len, out))) {
             out->outcome = ALIPAY_BAD_SIGNATURE;
             return;
         }
         node_raw = plain;
-        node_len = pt_len;
-        sign = strdup("verified");
-        if (!sign) {
-            free(plain);
-            bad(out, "out of memory");
-            return;
-        }
-    }
-    /* Parse the very bytes that are verified, so what is trusted is what was
-     * signed even if the body repeats a key. */
-    json_object *node = jsonx_parse(node_raw, node_len);
-    if (!node || !json_object_is_type(node, json_type_object)) {
-        json_object_put(node);
+    } else {
+        verified = has_sign && alipay_sign_verify(alipay_pub, type, node_raw, node_len, sign);
         free(sign);
-        free(plain);
-        bad(out, "gateway response node is not a JSON object");
-        return;
-    }
-
-    if (sign && *sign) {
-        int ok = plain || alipay_sign_verify(alipay_pub, type, node_raw, node_len, sign);
-        free(sign);
-        free(plain);
-        if (!ok) {
-            json_object_put(node);
+        if (has_sign && !verified) {
             bad(out, "gateway answer's signature does not verify");
             return;
         }
+    }
+    /* Parse the very bytes that are verified (or decrypted from them), so
+     * what is trusted is what was signed even if the body repeats a key. */
+    json_object *node = jsonx_parse(node_raw, node_len);
+    free(plain);
+    if (!node || !json_object_is_type(node, json_type_object)) {
+        json_object_put(node);
+        bad(out, "gateway response node is not a JSON object");
+        return;
+    }
+    if (verified) {
         out->verified = 1;
         take_codes(out, node);
         out->outcome = is_error ? ALIPAY_REFUSED : outcome_of_code(out->code, out->sub_code);
@@ -382,7 +372,6 @@ void alipay_response_judge_aes(const char *body, size_t len, const char *method,
                  out->sub_code ? " " : "", out->sub_code ? out->sub_code : "");
         return;
     }
-    free(sign);
     if (is_error) {
         /* Unsigned gateway-level error (bad app id, our signature refused):
          * reported as such, never as a success. */
