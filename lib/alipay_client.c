@@ -14,8 +14,7 @@
 struct alipay_client {
     char *gateway_url;
     char *app_id;
-    EVP_PKEY *app_key;
-    struct alipay_signer *signer; /* app_key, prepared once (alipay_sign.h) */
+    struct alipay_signer *signer; /* the app's key, prepared once (alipay_sign.h) */
     EVP_PKEY *alipay_key;
     _Atomic(struct alipay_trust *) *trust;
     enum alipay_sign_type sign_type;
@@ -57,7 +56,6 @@ struct alipay_client *alipay_client_new(const struct alipay_client_config *cfg,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    c->app_key = cfg->app_key;
     c->signer = alipay_signer_new(cfg->app_key, cfg->sign_type, err, errlen);
     if (!c->signer) {
         alipay_client_free(c);

@@ -68,7 +68,7 @@ struct metrics {
     atomic_ulong db_errors;
     atomic_ulong idempotent_replays;
     /* The sweeper's (sweeper.h): requests left pending past their lock, as
-     * its last look saw them (-1: it has not looked yet), those it made
+     * its last look saw them (0 until it has looked), those it made
      * again, and those it could not (the seal did not open with this
      * instance's key). */
     atomic_long stale_requests;

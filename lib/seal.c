@@ -24,10 +24,26 @@ static int put_row(EVP_CIPHER_CTX *ctx, int enc, const char *app_id, const char 
            update(ctx, NULL, &n, (const unsigned char *)serial, (int)strlen(serial)) == 1;
 }
 
-/* Encrypts with ctx, which holds the cipher and key already: a fresh
- * nonce, then the row, the text and the tag. The output as seal.h says. */
-static unsigned char *encrypt_with(EVP_CIPHER_CTX *ctx, const char *app_id, const char *serial,
-                                   const void *plain, size_t len, size_t *outlen)
+struct seal_box {
+    EVP_CIPHER_CTX *ctx; /* AES-256-GCM with the key set, no nonce yet */
+};
+
+struct seal_box *seal_box_new(const unsigned char key[SEAL_KEY_LEN])
+{
+    struct seal_box *b = calloc(1, sizeof(*b));
+    if (b && (!(b->ctx = EVP_CIPHER_CTX_new()) ||
+              EVP_EncryptInit_ex(b->ctx, EVP_aes_256_gcm(), NULL, key, NULL) != 1)) {
+        EVP_CIPHER_CTX_free(b->ctx);
+        free(b);
+        b = NULL;
+    }
+    return b;
+}
+
+/* A fresh nonce, then the row, the text and the tag, with the box's key
+ * already in its context. The output as seal.h says. */
+unsigned char *seal_box_encrypt(struct seal_box *b, const char *app_id, const char *serial,
+                                const void *plain, size_t len, size_t *outlen)
 {
     if (len > INT_MAX - SEAL_OVERHEAD)
         return NULL;
@@ -37,11 +53,11 @@ static unsigned char *encrypt_with(EVP_CIPHER_CTX *ctx, const char *app_id, cons
     unsigned char *nonce = out + 1, *body = out + 1 + NONCE_LEN, *tag = body + len;
     int n = 0, fin = 0;
     int ok = RAND_bytes(nonce, NONCE_LEN) == 1 &&
-             EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1 &&
-             put_row(ctx, 1, app_id, serial) &&
-             EVP_EncryptUpdate(ctx, body, &n, plain, (int)len) == 1 &&
-             EVP_EncryptFinal_ex(ctx, body + n, &fin) == 1 &&
-             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
+             EVP_EncryptInit_ex(b->ctx, NULL, NULL, NULL, nonce) == 1 &&
+             put_row(b->ctx, 1, app_id, serial) &&
+             EVP_EncryptUpdate(b->ctx, body, &n, plain, (int)len) == 1 &&
+             EVP_EncryptFinal_ex(b->ctx, body + n, &fin) == 1 &&
+             EVP_CIPHER_CTX_ctrl(b->ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
     if (!ok) {
         free(out);
         return NULL;
@@ -49,37 +65,6 @@ static unsigned char *encrypt_with(EVP_CIPHER_CTX *ctx, const char *app_id, cons
     out[0] = SEAL_VERSION;
     *outlen = len + SEAL_OVERHEAD;
     return out;
-}
-
-/* A context with AES-256-GCM and key set, no nonce yet; NULL on failure. */
-static EVP_CIPHER_CTX *keyed_ctx(const unsigned char key[SEAL_KEY_LEN])
-{
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    if (ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, NULL) != 1) {
-        EVP_CIPHER_CTX_free(ctx);
-        ctx = NULL;
-    }
-    return ctx;
-}
-
-struct seal_box {
-    EVP_CIPHER_CTX *ctx;
-};
-
-struct seal_box *seal_box_new(const unsigned char key[SEAL_KEY_LEN])
-{
-    struct seal_box *b = calloc(1, sizeof(*b));
-    if (b && !(b->ctx = keyed_ctx(key))) {
-        free(b);
-        b = NULL;
-    }
-    return b;
-}
-
-unsigned char *seal_box_encrypt(struct seal_box *b, const char *app_id, const char *serial,
-                                const void *plain, size_t len, size_t *outlen)
-{
-    return encrypt_with(b->ctx, app_id, serial, plain, len, outlen);
 }
 
 void seal_box_free(struct seal_box *b)

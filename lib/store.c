@@ -55,8 +55,8 @@ const struct pg_statement store_statements[] = {
      " UPDATE card_requests c SET swept_at = now() FROM picked p"
      " WHERE c.app_id = p.app_id AND c.out_serial_no = p.out_serial_no"
      " RETURNING c.out_serial_no, c.sealed) "
-     "SELECT s.out_serial_no, s.sealed, t.total FROM (SELECT count(*) AS total FROM card_requests"
-     " WHERE app_id = $1 AND state = 'pending' AND lock_expires_at < now()) t"
+     "SELECT s.out_serial_no, s.sealed, t.total FROM (SELECT count(*) AS total FROM stale_requests"
+     " WHERE app_id = $1) t"
      " LEFT JOIN swept s ON true",
      4},
     {"schema_check", "SELECT 1 FROM schema_migrations WHERE version = $1", 1},

@@ -354,6 +354,17 @@ static struct request *request_new(struct worker *w, struct evhttp_request *req)
     return r;
 }
 
+/* The path of a request: from evhttp's URI, or of a request made again
+ * (routes_redrive). NULL when the target has none. */
+static const char *request_path(struct request *r)
+{
+    if (r->req) {
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r->req);
+        return uri ? evhttp_uri_get_path(uri) : NULL;
+    }
+    return r->redrive->path;
+}
+
 void routes_dispatch(struct evhttp_request *req, void *arg)
 {
     struct worker *w = arg;
@@ -364,8 +375,7 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
     }
     request_id(r);
 
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *path = request_path(r);
     if (!path) {
         reply_error(r, 400, "INVALID_PARAMETER", "bad request target", NULL, NULL);
         return;
@@ -398,15 +408,6 @@ const char *request_body(struct request *r, size_t *len)
     }
     *len = r->redrive->body_len;
     return r->redrive->body;
-}
-
-static const char *request_path(struct request *r)
-{
-    if (r->req) {
-        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r->req);
-        return uri ? evhttp_uri_get_path(uri) : NULL;
-    }
-    return r->redrive->path;
 }
 
 static enum evhttp_cmd_type request_method(struct request *r)

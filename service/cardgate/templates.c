@@ -152,12 +152,6 @@ static const struct ledger_op create_op = {
     .success = create_success,
 };
 
-/* The request hash of body for the template op, over what is sent. */
-static int body_hash(struct request *r, json_object *what, char out[65])
-{
-    return validate_request_hash(what, r->w->hasher, out);
-}
-
 /* The ledger key of a template request: its own out_serial_no namespace
  * ("template:<request_id>"), which card serial numbers may not use
  * (validate_serial_reserved). */
@@ -166,7 +160,7 @@ static void run_template_op(struct request *r, const struct ledger_op *op, const
 {
     char serial[96], hash[65];
     snprintf(serial, sizeof(serial), "%s:%s", ns, str_of(r->body, "request_id"));
-    if (body_hash(r, what, hash) < 0) {
+    if (validate_request_hash(what, r->w->hasher, hash) < 0) {
         reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
         return;
     }
@@ -413,7 +407,7 @@ static void configured(const char *const *row, int unavailable, const char *erro
     json_object_object_add(what, "template_id", json_object_new_string(r->param));
     json_object_object_add(what, "callback", json_object_new_string(callback));
     free(callback);
-    int rc = body_hash(r, what, hash);
+    int rc = validate_request_hash(what, r->w->hasher, hash);
     json_object_put(what);
     if (rc < 0) {
         reply_error(r, 500, "INTERNAL", "cannot hash the request", NULL, NULL);
