@@ -653,9 +653,6 @@ struct phase {
     double p50, p99, raw_s;
 };
 
-static double loaded_seconds(const struct signer *s, int verify, int threads, int rounds,
-                             double min_seconds);
-
 /* The raw crypto now: a short loaded measurement of both operations. */
 static double raw_now(const struct signer *sg, int cores)
 {

@@ -8,16 +8,11 @@
  * <key>\0junk" as "Bearer <key>"): the value stays whole and matches
  * nothing. Known and not tested here (README, Reliability): evhttp gives
  * no deadline for a whole header; HAProxy's does (test_haproxy). */
-#include <arpa/inet.h>
 #include <check.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 

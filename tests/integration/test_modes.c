@@ -17,7 +17,6 @@
 #define OTHER_AES_KEY "TwLAzlBZt78H4a4GQi8UwQ=="
 #define DOWNLOAD "alipay.open.app.alipaycert.download"
 #define SN_ROTATED "04ac1e4d72a3fde9877efee9fe6af827"
-#define SN_UNKNOWN_CA "785c697737951ea07c32cc46612867d6"
 #define PUBLIC_URL "https://cards.example.test"
 #define SUCCESS_URL "https://shop.example.test/welcome"
 
@@ -266,9 +265,8 @@ START_TEST(test_other_aes_key)
     ts_assert_field(&r, "error.alipay.code", "40003");
     ts_assert_field(&r, "error.alipay.sub_code", "isv.decryption-error-unknown");
     ts_http_free(&r);
-    char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM cards WHERE out_serial_no = 'modes-otherkey'");
-    ck_assert_int_eq(ts_pg_long(st.db, sql), 0);
+    ck_assert_int_eq(
+        ts_pg_long(st.db, "SELECT count(*) FROM cards WHERE out_serial_no = 'modes-otherkey'"), 0);
     down(&st);
 }
 END_TEST
@@ -438,7 +436,6 @@ START_TEST(test_bad_certificates_refused)
     };
     struct ts_stack st;
     struct ts_http r;
-    char biz[64];
     up(&st, CERT, NULL);
     for (int i = 0; i < 3; i++) {
         char serial[32];
@@ -459,7 +456,6 @@ START_TEST(test_bad_certificates_refused)
     ck_assert_int_eq(ts_pg_long(st.db, "SELECT count(*) FROM cards WHERE out_serial_no LIKE "
                                        "'badcert-%'"),
                      3);
-    (void)biz;
     down(&st);
 }
 END_TEST

@@ -250,7 +250,7 @@ START_TEST(test_cert_mode_refusals)
     /* the AES key, never echoed */
     const char *aes[] = {"CARDGATE_ALIPAY_ENCRYPT_KEY=c2VjcmV0LXZhbHVl", NULL};
     assert_refused_env(cert_env(db, aes), "CARDGATE_ALIPAY_ENCRYPT_KEY", "not an AES key");
-    code = run_cardgate(args, cert_env(db, aes), &out, 20000);
+    run_cardgate(args, cert_env(db, aes), &out, 20000);
     ck_assert_ptr_null(strstr(out, "c2VjcmV0LXZhbHVl"));
     free(out);
     free(db);

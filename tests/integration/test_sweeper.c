@@ -279,8 +279,7 @@ START_TEST(what_cannot_be_made_again_stays_in_view)
                      1);
     ck_assert_int_eq(ts_sim_calls(&st.sim, serial), 1);
     ck_assert_int_eq(ts_cardgate_stop(&st.cg), 0);
-    size_t n = 0;
-    char *log = ts_read_file(st.cg.log, &n);
+    char *log = ts_read_file(st.cg.log, NULL);
     ck_assert_ptr_nonnull(log);
     ck_assert_ptr_nonnull(strstr(log, "its seal does not open with this instance's key"));
     free(log);

@@ -383,8 +383,6 @@ int ts_cardgate_migrate(const char *db)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* 1 in the long memcheck run (TS_VALGRIND set and not 0). */
-
 static int cardgate_start_once(struct ts_cardgate *cg, int port, const char *db,
                                const struct ts_sim *sim, const char *const extra_env[])
 {

@@ -75,7 +75,7 @@ START_TEST(test_sns_equal_the_sdk)
         sn_of(json_object_get_string(json_object_object_get(files, keys[i])), sn);
         ck_assert_msg(strcmp(sn, want(keys[i])) == 0, "%s: %s, SDK %s", keys[i], sn, want(keys[i]));
     }
-    ck_assert_str_eq(want("app_cert_sn"), "0fa88bf29337fdfe54f5511c4cb6a96c"); /* leading 0 */
+    ck_assert(want("app_cert_sn")[0] == '0'); /* the classic: MD5 hex without its leading 0 */
 }
 END_TEST
 
