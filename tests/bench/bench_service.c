@@ -822,38 +822,16 @@ struct run {
 /* The simulator's arguments and cardgate's settings of --mode. */
 static void mode_args(const struct options *opt, const char *sim_args[12], const char *env[16])
 {
-    static char paths[8][512], aes_env[64];
-    static const char *const files[] = {
-        "cert/appCertPublicKey_2021000000000001.crt", "cert/alipayRootCert.crt",
-        "cert/alipayCertPublicKey_RSA2.crt", "cert/alipayCertPrivateKey_RSA2.pem",
-        "cert/appCertPrivateKey_2021000000000001.pem"};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-        snprintf(paths[i], sizeof(paths[i]), "%s", ts_vector(files[i]));
     size_t a = 0, e = 0;
     env[e++] = "CARDGATE_WORKERS=2";
     env[e++] = "CARDGATE_LOG_LEVEL=info";
     env[e++] = "CARDGATE_ALIPAY_TIMEOUT_MS=10000";
-    if (opt->cert) {
-        static char app_cert[600], cert[600], root[600], key[600];
-        const char *const sim[] = {"--app-cert",    paths[0], "--root-cert",          paths[1],
-                                   "--alipay-cert", paths[2], "--alipay-private-key", paths[3]};
-        for (size_t i = 0; i < 8; i++)
-            sim_args[a++] = sim[i];
-        snprintf(app_cert, sizeof(app_cert), "CARDGATE_ALIPAY_APP_CERT_FILE=%s", paths[0]);
-        snprintf(root, sizeof(root), "CARDGATE_ALIPAY_ROOT_CERT_FILE=%s", paths[1]);
-        snprintf(cert, sizeof(cert), "CARDGATE_ALIPAY_CERT_FILE=%s", paths[2]);
-        snprintf(key, sizeof(key), "CARDGATE_ALIPAY_PRIVATE_KEY_FILE=%s", paths[4]);
-        env[e++] = "CARDGATE_ALIPAY_PUBLIC_KEY_FILE=";
-        env[e++] = app_cert;
-        env[e++] = root;
-        env[e++] = cert;
-        env[e++] = key;
-    }
+    if (opt->cert)
+        ts_cert_mode(sim_args, &a, env, &e);
     if (opt->aes) {
         sim_args[a++] = "--aes-key";
         sim_args[a++] = "EREREREREREREREREREREQ==";
-        snprintf(aes_env, sizeof(aes_env), "CARDGATE_ALIPAY_ENCRYPT_KEY=%s", sim_args[a - 1]);
-        env[e++] = aes_env;
+        env[e++] = "CARDGATE_ALIPAY_ENCRYPT_KEY=EREREREREREREREREREREQ==";
     }
     sim_args[a] = NULL;
     env[e] = NULL;

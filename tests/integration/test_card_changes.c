@@ -132,22 +132,6 @@ static char *sim_card_str(const struct ts_sim *sim, const char *biz, const char 
     return s;
 }
 
-/* Calls of one method that reached the simulator. */
-static long sim_method_calls(const struct ts_sim *sim, const char *method)
-{
-    char url[200];
-    struct ts_http r;
-    snprintf(url, sizeof(url), "%s/calls", sim->control);
-    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    json_object *o = ts_json_of(&r), *m, *v;
-    long n = 0;
-    if (json_object_object_get_ex(o, "methods", &m) && json_object_object_get_ex(m, method, &v))
-        n = (long)json_object_get_int64(v);
-    json_object_put(o);
-    ts_http_free(&r);
-    return n;
-}
-
 static void fault(const struct ts_sim *sim, const char *mode, const char *method, const char *key,
                   int delay_ms, int count)
 {
@@ -207,7 +191,7 @@ START_TEST(test_update_and_delete_round_trip)
     ck_assert_str_eq(v, "VIP2");
     free(v);
     ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 1);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 1);
 
     /* cards keeps the accepted values; the ledger row says what it was. */
     char sql[400];
@@ -227,7 +211,7 @@ START_TEST(test_update_and_delete_round_trip)
     ck_assert_int_eq(again.status, 200);
     assert_header(&again, "Idempotent-Replayed", "true");
     ck_assert_str_eq(again.body, r.body);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 1);
     ts_http_free(&again);
     ts_http_free(&r);
     free(body);
@@ -257,7 +241,7 @@ START_TEST(test_update_and_delete_round_trip)
     ts_assert_error(&r, 422, "OUT_SERIAL_NO_REUSED", "out_serial_no");
     ts_http_free(&r);
     free(body);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 1);
 
     /* Delete. */
     del(&st, biz, "out_serial_no=rt-del-1&reason_code=CANCEL", &r);
@@ -286,8 +270,8 @@ START_TEST(test_update_and_delete_round_trip)
     ts_http_free(&r);
 
     /* A deleted card: 410 for other changes, and nothing reaches Alipay. */
-    long updates = sim_method_calls(&st.sim, METHOD_UPDATE);
-    long deletes = sim_method_calls(&st.sim, METHOD_DELETE);
+    long updates = ts_sim_method_calls(&st.sim, METHOD_UPDATE);
+    long deletes = ts_sim_method_calls(&st.sim, METHOD_DELETE);
     body = update_body("rt-up-2", "2026-11-30 11:00:00", "{\"point\":\"1\"}", NULL);
     patch(&st, biz, body, &r);
     ts_assert_error(&r, 410, "CARD_DELETED", NULL);
@@ -296,8 +280,8 @@ START_TEST(test_update_and_delete_round_trip)
     del(&st, biz, "out_serial_no=rt-del-2&reason_code=USER_UNBUND", &r);
     ts_assert_error(&r, 410, "CARD_DELETED", NULL);
     ts_http_free(&r);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), updates);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_DELETE), deletes);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), updates);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_DELETE), deletes);
 
     /* The merchant's number is free for a new card. */
     open_card(&st, "rt-open-2", "EXT-RT", &biz2);
@@ -570,8 +554,8 @@ START_TEST(test_validation_errors)
     ts_assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
     ts_http_free(&r);
 
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 0);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_DELETE), 0);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 0);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_DELETE), 0);
     ck_assert_int_eq(ts_pg_long(st.db, "SELECT count(*) FROM card_requests WHERE operation <> "
                                        "'open'"),
                      0);
@@ -605,7 +589,7 @@ START_TEST(test_card_gone_at_alipay)
     ts_assert_error(&r, 404, "CARD_NOT_FOUND", NULL);
     assert_header(&r, "Idempotent-Replayed", "true");
     ts_http_free(&r);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 1);
     free(body);
     free(biz);
     ck_assert_int_eq(ts_stack_down(&st), 0);
@@ -649,7 +633,7 @@ START_TEST(test_concurrent_same_serial_one_call)
     }
     ck_assert_int_eq(ok, 1);
     ck_assert_int_eq(in_progress, N - 1);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 1);
     ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 1);
     free(body);
     free(biz);
@@ -714,7 +698,7 @@ START_TEST(test_one_change_of_a_card_in_flight)
     }
     ck_assert_int_ge(ok, 1);
     ck_assert_int_eq(ok + busy, N);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), ok);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), ok);
     ck_assert_int_eq(sim_card_long(&st.sim, biz, "max_in_flight"), 1);
     /* The card's lock is free again: a later change goes through. */
     char *body = update_body("busy-after", "2026-11-30 10:15:00", "{\"point\":\"7\"}", NULL);
@@ -751,7 +735,7 @@ START_TEST(test_late_older_update_is_stale)
     patch(&st, biz, newer, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ts_http_free(&r);
-    long calls = sim_method_calls(&st.sim, METHOD_UPDATE);
+    long calls = ts_sim_method_calls(&st.sim, METHOD_UPDATE);
 
     patch(&st, biz, older, &r);
     ts_assert_error(&r, 409, "STALE_UPDATE", "occur_time");
@@ -762,7 +746,7 @@ START_TEST(test_late_older_update_is_stale)
     ts_assert_error(&r, 409, "STALE_UPDATE", "occur_time");
     ts_http_free(&r);
 
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), calls);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), calls);
     char *point = sim_card_info(&st.sim, biz, "point");
     ck_assert_str_eq(point, "200");
     free(point);
@@ -824,13 +808,13 @@ START_TEST(test_timeout_then_retry_no_second_points_message)
     ts_assert_error(&r, 504, "ALIPAY_TIMEOUT", NULL);
     ts_http_free(&r);
     ck_assert_int_eq(wait_card_long(&st.sim, biz, "updates", 1), 0);
-    long queries = sim_method_calls(&st.sim, METHOD_QUERY);
+    long queries = ts_sim_method_calls(&st.sim, METHOD_QUERY);
 
     patch(&st, biz, body, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ts_http_free(&r);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_QUERY), queries + 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_QUERY), queries + 1);
     ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 1);
     ck_assert_int_eq(db_long(&st,
                              "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s' AND "
@@ -851,7 +835,7 @@ START_TEST(test_timeout_then_retry_no_second_points_message)
     patch(&st, biz, body, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ts_http_free(&r);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 3);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 3);
     ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 2);
     char *point = sim_card_info(&st.sim, biz, "point");
     ck_assert_str_eq(point, "140");
@@ -898,7 +882,7 @@ START_TEST(test_timed_out_change_holds_the_card)
     patch(&st, biz, body, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ts_http_free(&r);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 1);
     ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 1);
 
     /* The newer change goes now, after the late one: the card ends newest. */
@@ -966,7 +950,7 @@ static void kill_mid_call(struct ts_stack *st, const char *method, const char *u
     pthread_create(&th, NULL, bg_change, &bg);
     int seen = 0;
     for (int i = 0; i < 500 && !seen; i++) {
-        seen = sim_method_calls(&st->sim, sim_method) >= want;
+        seen = ts_sim_method_calls(&st->sim, sim_method) >= want;
         if (!seen)
             usleep(10000);
     }
@@ -1024,7 +1008,7 @@ START_TEST(test_kill_mid_update_and_delete)
     retry_past_lock(&st, "PATCH", url, body, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ts_http_free(&r);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 1);
     ck_assert_int_eq(sim_card_long(&st.sim, biz, "updates"), 1);
     ck_assert_int_eq(sim_card_long(&st.sim, biz, "points_messages"), 1);
     ck_assert_int_eq(db_long(&st, "SELECT point FROM cards WHERE biz_card_no = '%s'", biz), 300);
@@ -1097,7 +1081,7 @@ START_TEST(test_deadline_covers_the_ledger)
     /* The claim gave up inside the database: nothing of it is left. */
     ck_assert_int_eq(
         db_long(&st, "SELECT count(*) FROM card_requests WHERE out_serial_no = '%s'", "dl-1"), 0);
-    ck_assert_int_eq(sim_method_calls(&st.sim, METHOD_UPDATE), 0);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, METHOD_UPDATE), 0);
     patch(&st, biz, body, &r);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ts_http_free(&r);

@@ -32,38 +32,12 @@ static const char *cert_path(const char *file)
     return s;
 }
 
-/* "K=V" in one of a few static slots. */
-static const char *kv(const char *k, const char *v)
-{
-    static char slots[24][600];
-    static int next;
-    char *s = slots[next++ % 24];
-    snprintf(s, 600, "%s=%s", k, v);
-    return s;
-}
-
 /* The simulator's arguments and cardgate's settings for `modes`. */
 static void mode_args(int modes, const char *sim_aes, const char *sim_args[16], const char *env[16])
 {
     size_t a = 0, e = 0;
-    if (modes & CERT) {
-        sim_args[a++] = "--app-cert";
-        sim_args[a++] = cert_path("appCertPublicKey_2021000000000001.crt");
-        sim_args[a++] = "--root-cert";
-        sim_args[a++] = cert_path("alipayRootCert.crt");
-        sim_args[a++] = "--alipay-cert";
-        sim_args[a++] = cert_path("alipayCertPublicKey_RSA2.crt");
-        sim_args[a++] = "--alipay-private-key";
-        sim_args[a++] = cert_path("alipayCertPrivateKey_RSA2.pem");
-        env[e++] = "CARDGATE_ALIPAY_PUBLIC_KEY_FILE=";
-        env[e++] = "CARDGATE_ALIPAY_APP_ID=2021000000000001";
-        env[e++] = kv("CARDGATE_ALIPAY_PRIVATE_KEY_FILE",
-                      cert_path("appCertPrivateKey_2021000000000001.pem"));
-        env[e++] =
-            kv("CARDGATE_ALIPAY_APP_CERT_FILE", cert_path("appCertPublicKey_2021000000000001.crt"));
-        env[e++] = kv("CARDGATE_ALIPAY_CERT_FILE", cert_path("alipayCertPublicKey_RSA2.crt"));
-        env[e++] = kv("CARDGATE_ALIPAY_ROOT_CERT_FILE", cert_path("alipayRootCert.crt"));
-    }
+    if (modes & CERT)
+        ts_cert_mode(sim_args, &a, env, &e);
     if (modes & AES) {
         sim_args[a++] = "--aes-key";
         sim_args[a++] = sim_aes ? sim_aes : AES_KEY;
@@ -110,23 +84,6 @@ static void open_card(const struct ts_cardgate *cg, const char *serial, char out
     snprintf(out, 64, "%s", biz);
     free(biz);
     ts_http_free(&r);
-}
-
-static long sim_calls_of(const struct ts_sim *sim, const char *method)
-{
-    char url[256];
-    struct ts_http r;
-    snprintf(url, sizeof(url), "%s/calls?method=%s", sim->control, method);
-    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    json_object *o = ts_json_of(&r), *v;
-    long n = -1;
-    if (json_object_object_get_ex(o, "count", &v))
-        n = (long)json_object_get_int64(v);
-    json_object_put(o);
-    ts_http_free(&r);
-    ck_assert_msg(n >= 0, "no call count");
-    return n;
 }
 
 /* Alipay switches the certificate it signs answers with (files of the
@@ -237,7 +194,7 @@ START_TEST(test_round_trips)
     call(&st.cg, "DELETE", path, NULL, &r);
     ck_assert_msg(r.status == 200, "delete: %ld %s", r.status, r.body);
     ts_http_free(&r);
-    ck_assert_int_eq(sim_calls_of(&st.sim, DOWNLOAD), 0);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, DOWNLOAD), 0);
     char cg_log[256];
     snprintf(cg_log, sizeof(cg_log), "%s", st.cg.log);
     down(&st);
@@ -325,7 +282,7 @@ START_TEST(test_dead_claim_taken_over)
     call(&st.cg, "POST", "/v1/cards", body, &r);
     ts_assert_error(&r, 502, "ALIPAY_BAD_SIGNATURE", NULL);
     ts_http_free(&r);
-    ck_assert_int_eq(sim_calls_of(&st.sim, DOWNLOAD), 0);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, DOWNLOAD), 0);
     /* the dead instance's claim, 4 s old: stale in 1 s */
     ck_assert_int_eq(ts_pg_long(st.db,
                                 "WITH c AS (INSERT INTO alipay_certs (sn, app_id, "
@@ -336,7 +293,7 @@ START_TEST(test_dead_claim_taken_over)
     free(body);
     ck_assert_msg(r.status == 201, "%ld %s", r.status, r.body);
     ts_http_free(&r);
-    ck_assert_int_eq(sim_calls_of(&st.sim, DOWNLOAD), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, DOWNLOAD), 1);
     ck_assert_int_eq(ts_pg_long(st.db, "SELECT count(*) FROM alipay_certs WHERE sn = '" SN_ROTATED
                                        "' AND pem IS NOT NULL"),
                      1);
@@ -400,7 +357,7 @@ START_TEST(test_rotation_one_download)
         ck_assert_msg(out[k].status == 200, "%d: %ld %s", k, out[k].status, out[k].body);
         ts_http_free(&out[k]);
     }
-    ck_assert_int_eq(sim_calls_of(&st.sim, DOWNLOAD), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, DOWNLOAD), 1);
     ck_assert_int_eq(ts_pg_long(st.db, "SELECT count(*) FROM alipay_certs WHERE sn = '" SN_ROTATED
                                        "' AND pem LIKE '-----BEGIN CERTIFICATE-----%'"),
                      1);
@@ -415,7 +372,7 @@ START_TEST(test_rotation_one_download)
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ts_http_free(&r);
     open_card(&second, "rot-after-restart", biz);
-    ck_assert_int_eq(sim_calls_of(&st.sim, DOWNLOAD), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, DOWNLOAD), 1);
     ck_assert_int_eq(ts_cardgate_stop(&second), 0);
     down(&st);
 }

@@ -2284,29 +2284,14 @@ static void add_method_fault(const char *mode, const char *method, int delay_ms)
     ck_assert_msg(ts_sim_fault(&st.sim, json) == 0, "the simulator refused fault %s", json);
 }
 
-/* How many calls of an Alipay method reached the simulator. */
-static long sim_method_calls(const char *method)
-{
-    char url[256];
-    struct ts_http r;
-    snprintf(url, sizeof(url), "%s/calls", st.sim.control);
-    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    json_object *o = body_json(&r), *m, *v;
-    long n = json_object_object_get_ex(o, "methods", &m) && json_object_object_get_ex(m, method, &v)
-                 ? (long)json_object_get_int64(v)
-                 : 0;
-    json_object_put(o);
-    ts_http_free(&r);
-    return n;
-}
-
 /* Waits (up to 20 s: the machine may be loaded) until the simulator has
  * seen more than `before` calls of method. */
 static void sim_method_wait(const char *method, long before)
 {
-    for (int i = 0; i < 1000 && sim_method_calls(method) <= before; i++)
+    for (int i = 0; i < 1000 && ts_sim_method_calls(&st.sim, method) <= before; i++)
         usleep(20 * 1000);
-    ck_assert_msg(sim_method_calls(method) > before, "%s never reached the simulator", method);
+    ck_assert_msg(ts_sim_method_calls(&st.sim, method) > before, "%s never reached the simulator",
+                  method);
 }
 
 /* The simulator's activateurl_calls of a template. */
@@ -2418,7 +2403,7 @@ START_TEST(test_templates)
      * and the activation settings with their one sign-up address. */
     struct ts_http r;
     char id[64];
-    long creates = sim_method_calls(CREATE_M);
+    long creates = ts_sim_method_calls(&st.sim, CREATE_M);
     create_template("oa-tpl-1", id);
     char *b = template_body("oa-tpl-1");
     api(&r, "POST", "/v1/templates", AUTH_JSON, b);
@@ -2436,7 +2421,7 @@ START_TEST(test_templates)
     expect(&r, "/v1/templates", "post", 422, "OUT_SERIAL_NO_REUSED");
     expect_field(&r, "request_id");
     ts_http_free(&r);
-    ck_assert_int_eq(sim_method_calls(CREATE_M), creates + 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, CREATE_M), creates + 1);
 
     template_call(&r, "GET", id, "", AUTH, NULL);
     expect(&r, TPL_T, "get", 200, NULL);
@@ -2530,12 +2515,12 @@ START_TEST(test_templates)
         expect(&r, TPL_T, "patch", 404, "TEMPLATE_NOT_FOUND");
         expect_replayed(&r, i);
         ts_http_free(&r);
-        long applies = sim_method_calls(APPLY_M);
+        long applies = ts_sim_method_calls(&st.sim, APPLY_M);
         template_call(&r, "PUT", NO_TEMPLATE, "/activation", AUTH_JSON, SETTINGS_BODY);
         expect(&r, ACT_T, "put", 404, "TEMPLATE_NOT_FOUND");
         expect_replayed(&r, 0);
         ts_http_free(&r);
-        ck_assert_int_eq(sim_method_calls(APPLY_M), applies + 1);
+        ck_assert_int_eq(ts_sim_method_calls(&st.sim, APPLY_M), applies + 1);
     }
 
     /* Alipay's business refusals (what only Alipay checks): final,
@@ -2871,7 +2856,7 @@ START_TEST(test_template_timeouts_and_in_progress)
     static const char *const methods[] = {CREATE_M, QUERY_M, MODIFY_M, FORMSET_M, APPLY_M};
     long before[5];
     for (size_t i = 0; i < 5; i++) {
-        before[i] = sim_method_calls(methods[i]);
+        before[i] = ts_sim_method_calls(&st.sim, methods[i]);
         add_method_fault("delay", methods[i], BEYOND_TIMEOUT_MS);
     }
     struct async_call calls[5] = {
@@ -2910,9 +2895,9 @@ START_TEST(test_template_timeouts_and_in_progress)
     expect(&calls[4].r, ACT_T, "put", 504, "ALIPAY_TIMEOUT");
     for (size_t i = 0; i < 5; i++)
         ts_http_free(&calls[i].r);
-    ck_assert_int_eq(sim_method_calls(CREATE_M), before[0] + 1);
-    ck_assert_int_eq(sim_method_calls(MODIFY_M), before[2] + 1);
-    ck_assert_int_eq(sim_method_calls(APPLY_M), before[4] + 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, CREATE_M), before[0] + 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, MODIFY_M), before[2] + 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, APPLY_M), before[4] + 1);
     free(create);
 }
 END_TEST
@@ -2946,13 +2931,13 @@ START_TEST(test_signup)
                       "Location %s", loc ? loc : "-");
         if (i == 0) {
             snprintf(first, sizeof(first), "%s", loc);
-            opens = sim_method_calls(OPEN_M);
+            opens = ts_sim_method_calls(&st.sim, OPEN_M);
         }
         ck_assert_str_eq(loc, first);
         free(loc);
         ts_http_free(&r);
     }
-    ck_assert_int_eq(sim_method_calls(OPEN_M), opens);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OPEN_M), opens);
     free(cb);
     /* Without success_url: a page, and its reload. */
     cb = member_signs_up(b, NULL, NULL);
@@ -2966,7 +2951,7 @@ START_TEST(test_signup)
 
     /* Links that are not whole or not ours, and a template without
      * settings: 400, nothing asked. */
-    long tokens = sim_method_calls(OAUTH_M);
+    long tokens = ts_sim_method_calls(&st.sim, OAUTH_M);
     static const char *const bad[] = {
         "",
         "?template_id=T&auth_code=c&request_id=r",
@@ -2996,7 +2981,7 @@ START_TEST(test_signup)
     follow(&r, path);
     expect(&r, SIGNUP_T, "get", 400, "FORM_NOT_COMPLETED");
     ts_http_free(&r);
-    ck_assert_int_eq(sim_method_calls(OAUTH_M), tokens);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OAUTH_M), tokens);
 
     /* The member's side: an expired auth code. */
     cb = member_signs_up(a, "\"auth_code_ttl_ms\":0", NULL);
@@ -3046,7 +3031,7 @@ START_TEST(test_signup)
      * a reload is 409 with Retry-After; after it, the outcome is
      * unknown. */
     cb = member_signs_up(a, NULL, NULL);
-    long before = sim_method_calls(OPEN_M);
+    long before = ts_sim_method_calls(&st.sim, OPEN_M);
     add_method_fault("delay", OPEN_M, BEYOND_TIMEOUT_MS);
     struct async_call held = {.method = "GET", .target = cb};
     ck_assert_int_eq(pthread_create(&held.th, NULL, async_run, &held), 0);
@@ -3063,7 +3048,7 @@ START_TEST(test_signup)
     expect(&r, SIGNUP_T, "get", 502, "SIGNUP_OUTCOME_UNKNOWN");
     ts_http_free(&r);
     free(cb);
-    ck_assert_int_eq(sim_method_calls(OPEN_M), before + 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OPEN_M), before + 1);
 }
 END_TEST
 
@@ -3073,7 +3058,8 @@ START_TEST(test_activation_not_configured)
      * and activation settings are refused; nothing is asked of Alipay. */
     struct ts_http r, put;
     char url[512];
-    long applies = sim_method_calls(APPLY_M), tokens = sim_method_calls(OAUTH_M);
+    long applies = ts_sim_method_calls(&st.sim, APPLY_M),
+         tokens = ts_sim_method_calls(&st.sim, OAUTH_M);
     snprintf(url, sizeof(url),
              "%s" SIGNUP_T "?app_id=" APP_ID "&template_id=" TEMPLATE "&auth_code=c&request_id=r",
              off.url);
@@ -3085,8 +3071,8 @@ START_TEST(test_activation_not_configured)
                   "no answer; see %s", off.log);
     expect(&put, ACT_T, "put", 503, "ACTIVATION_NOT_CONFIGURED");
     ts_http_free(&put);
-    ck_assert_int_eq(sim_method_calls(APPLY_M), applies);
-    ck_assert_int_eq(sim_method_calls(OAUTH_M), tokens);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, APPLY_M), applies);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OAUTH_M), tokens);
 }
 END_TEST
 

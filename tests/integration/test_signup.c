@@ -68,25 +68,6 @@ static long sim_long(const struct ts_stack *st, const char *path, const char *ke
     return n;
 }
 
-static long method_calls(const struct ts_stack *st, const char *method)
-{
-    char key[128];
-    snprintf(key, sizeof(key), "methods.%s", method);
-    /* methods' keys hold dots: look them up whole. */
-    char url[256];
-    struct ts_http r;
-    snprintf(url, sizeof(url), "%s/calls", st->sim.control);
-    ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
-    json_object *o = ts_json_of(&r), *m, *v;
-    long n = json_object_object_get_ex(o, "methods", &m) && json_object_object_get_ex(m, method, &v)
-                 ? (long)json_object_get_int64(v)
-                 : 0;
-    json_object_put(o);
-    ts_http_free(&r);
-    (void)key;
-    return n;
-}
-
 #define OAUTH "alipay.system.oauth.token"
 #define FORM "alipay.marketing.card.activateform.query"
 #define OPEN "alipay.marketing.card.open"
@@ -220,7 +201,7 @@ START_TEST(test_templates)
     free(replayed);
     ts_http_free(&again);
     ts_http_free(&r);
-    ck_assert_int_eq(method_calls(&st, "alipay.marketing.card.template.create"), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, "alipay.marketing.card.template.create"), 1);
     ck_assert_int_eq(db_long(&st, "SELECT count(*) FROM card_templates WHERE request_id = "
                                   "'tpl-a' AND caller = 'pos'"),
                      1);
@@ -303,7 +284,7 @@ START_TEST(test_templates)
     api(&st, "PUT", path, "{\"valid_date\":\"2030-12-31 23:59:59\",\"point\":\"1.234\"}", &r);
     ts_assert_error(&r, 400, "INVALID_PARAMETER", "point");
     ts_http_free(&r);
-    ck_assert_int_eq(method_calls(&st, "alipay.marketing.card.template.create"), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, "alipay.marketing.card.template.create"), 1);
     free(id);
     ck_assert_int_eq(ts_stack_down(&st), 0);
 }
@@ -362,15 +343,15 @@ START_TEST(test_whole_flow)
                      1);
 
     /* A reload: the same answer, nothing called. */
-    long opens = method_calls(&st, OPEN), tokens = method_calls(&st, OAUTH);
+    long opens = ts_sim_method_calls(&st.sim, OPEN), tokens = ts_sim_method_calls(&st.sim, OAUTH);
     follow(&st, cb, &r);
     ck_assert_int_eq(r.status, 302);
     loc = ts_http_header(&r, "Location");
     ck_assert_ptr_nonnull(strstr(loc, biz));
     free(loc);
     ts_http_free(&r);
-    ck_assert_int_eq(method_calls(&st, OPEN), opens);
-    ck_assert_int_eq(method_calls(&st, OAUTH), tokens);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OPEN), opens);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OAUTH), tokens);
 
     /* A second member gets the next number; without success_url, a page.
      * The first member's reload still goes where its first answer went. */
@@ -427,8 +408,8 @@ START_TEST(test_concurrent_hits_one_card)
     follow(&st, cb, &r);
     ck_assert_int_eq(r.status, 302);
     ts_http_free(&r);
-    ck_assert_int_eq(method_calls(&st, OAUTH), 1);
-    ck_assert_int_eq(method_calls(&st, OPEN), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OAUTH), 1);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OPEN), 1);
     ck_assert_int_eq(db_long(&st, "SELECT count(*) FROM cards"), 1);
     free(cb);
     free(id);
@@ -506,7 +487,7 @@ START_TEST(test_failures)
     /* A member who declined the form never comes back with a code: a
      * callback without one says so (400, as any link missing a part), and
      * asks Alipay nothing. */
-    long tokens = method_calls(&st, OAUTH);
+    long tokens = ts_sim_method_calls(&st.sim, OAUTH);
     char path[256];
     snprintf(path, sizeof(path),
              "/callbacks/card-activation?app_id=" APP_ID "&template_id=%s&request_id=r1", id);
@@ -527,7 +508,7 @@ START_TEST(test_failures)
         assert_page(&r, 400, NULL);
         ts_http_free(&r);
     }
-    ck_assert_int_eq(method_calls(&st, OAUTH), tokens);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, OAUTH), tokens);
 
     /* And the next member signs up as if nothing happened, even through a
      * redirect that carries parameters Alipay does not document. */
@@ -570,7 +551,7 @@ START_TEST(test_activation_refusal_not_final)
     ck_assert_msg(url && strncmp(url, "https://", 8) == 0, "apply_card_url %s", url ? url : "-");
     free(url);
     ts_http_free(&r);
-    ck_assert_int_eq(method_calls(&st, APPLY), 2);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, APPLY), 2);
     ck_assert_int_eq(ts_stack_down(&st), 0);
 }
 END_TEST
@@ -593,7 +574,7 @@ START_TEST(test_not_configured)
            &r);
     assert_page(&r, 503, "ACTIVATION_NOT_CONFIGURED");
     ts_http_free(&r);
-    ck_assert_int_eq(method_calls(&st, APPLY), 0);
+    ck_assert_int_eq(ts_sim_method_calls(&st.sim, APPLY), 0);
     free(id);
     ck_assert_int_eq(ts_stack_down(&st), 0);
 }

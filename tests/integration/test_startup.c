@@ -92,18 +92,7 @@ static const char **cert_env(const char *db, const char *const over[])
     size_t n = 0;
     for (; base[n]; n++)
         env[n] = base[n];
-    const char *const cert[] = {
-        "CARDGATE_ALIPAY_PUBLIC_KEY_FILE=",
-        "CARDGATE_ALIPAY_APP_ID=2021000000000001",
-        env_kv("CARDGATE_ALIPAY_PRIVATE_KEY_FILE",
-               ts_vector("cert/appCertPrivateKey_2021000000000001.pem")),
-        env_kv("CARDGATE_ALIPAY_APP_CERT_FILE",
-               ts_vector("cert/appCertPublicKey_2021000000000001.crt")),
-        env_kv("CARDGATE_ALIPAY_CERT_FILE", ts_vector("cert/alipayCertPublicKey_RSA2.crt")),
-        env_kv("CARDGATE_ALIPAY_ROOT_CERT_FILE", ts_vector("cert/alipayRootCert.crt")),
-        NULL};
-    for (size_t i = 0; cert[i]; i++)
-        env[n++] = cert[i];
+    ts_cert_mode(NULL, NULL, env, &n);
     for (size_t i = 0; over && over[i]; i++)
         env[n++] = over[i];
     env[n] = NULL;

@@ -364,6 +364,59 @@ long ts_sim_calls(const struct ts_sim *sim, const char *out_serial_no)
     return n;
 }
 
+long ts_sim_method_calls(const struct ts_sim *sim, const char *method)
+{
+    char url[256];
+    struct ts_http r;
+    snprintf(url, sizeof(url), "%s/calls", sim->control);
+    if (ts_http_call("GET", url, NULL, NULL, &r) < 0 || r.status != 200) {
+        ts_http_free(&r);
+        return -1;
+    }
+    json_object *o = json_tokener_parse(r.body), *m, *v;
+    long n = json_object_object_get_ex(o, "methods", &m) && json_object_object_get_ex(m, method, &v)
+                 ? (long)json_object_get_int64(v)
+                 : 0;
+    json_object_put(o);
+    ts_http_free(&r);
+    return n;
+}
+
+void ts_cert_mode(const char *sim_args[], size_t *na, const char *env[], size_t *ne)
+{
+    static char app_cert[512], root[512], cert[512], cert_key[512], app_key[512];
+    static char env_app_cert[600], env_root[600], env_cert[600], env_key[600];
+    snprintf(app_cert, sizeof(app_cert), "%s",
+             ts_vector("cert/appCertPublicKey_2021000000000001.crt"));
+    snprintf(root, sizeof(root), "%s", ts_vector("cert/alipayRootCert.crt"));
+    snprintf(cert, sizeof(cert), "%s", ts_vector("cert/alipayCertPublicKey_RSA2.crt"));
+    snprintf(cert_key, sizeof(cert_key), "%s", ts_vector("cert/alipayCertPrivateKey_RSA2.pem"));
+    snprintf(app_key, sizeof(app_key), "%s",
+             ts_vector("cert/appCertPrivateKey_2021000000000001.pem"));
+    if (sim_args) {
+        const char *const a[] = {"--app-cert",    app_cert, "--root-cert",          root,
+                                 "--alipay-cert", cert,     "--alipay-private-key", cert_key};
+        for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++)
+            sim_args[(*na)++] = a[i];
+        sim_args[*na] = NULL;
+    }
+    if (env) {
+        snprintf(env_app_cert, sizeof(env_app_cert), "CARDGATE_ALIPAY_APP_CERT_FILE=%s", app_cert);
+        snprintf(env_root, sizeof(env_root), "CARDGATE_ALIPAY_ROOT_CERT_FILE=%s", root);
+        snprintf(env_cert, sizeof(env_cert), "CARDGATE_ALIPAY_CERT_FILE=%s", cert);
+        snprintf(env_key, sizeof(env_key), "CARDGATE_ALIPAY_PRIVATE_KEY_FILE=%s", app_key);
+        const char *const e[] = {"CARDGATE_ALIPAY_PUBLIC_KEY_FILE=",
+                                 "CARDGATE_ALIPAY_APP_ID=" TS_CERT_APP_ID,
+                                 env_app_cert,
+                                 env_root,
+                                 env_cert,
+                                 env_key};
+        for (size_t i = 0; i < sizeof(e) / sizeof(e[0]); i++)
+            env[(*ne)++] = e[i];
+        env[*ne] = NULL;
+    }
+}
+
 static void bin_path(char *out, size_t n, const char *name)
 {
     snprintf(out, n, "%s/%s", CARDGATE_BIN_DIR, name);

@@ -83,6 +83,15 @@ struct json_object;
 struct json_object *ts_sim_cards(const struct ts_sim *sim);
 /* How many calls reached the gateway for out_serial_no (NULL: all). */
 long ts_sim_calls(const struct ts_sim *sim, const char *out_serial_no);
+/* How many calls of `method` reached the gateway (0 when none). */
+long ts_sim_method_calls(const struct ts_sim *sim, const char *method);
+
+/* Alipay's certificate mode with the vectors' test PKI (tests/vectors/cert,
+ * app TS_CERT_APP_ID): the simulator's arguments appended to sim_args at
+ * *na and cardgate's settings to env at *ne (either may be NULL), each then
+ * NULL-terminated. The strings are static. */
+#define TS_CERT_APP_ID "2021000000000001"
+void ts_cert_mode(const char *sim_args[], size_t *na, const char *env[], size_t *ne);
 
 /* A valid POST /v1/cards body: out_serial_no serial, external_card_no
  * "EXT-" serial, the vectors' template and user, level VIP1, point 1, and
