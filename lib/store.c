@@ -273,7 +273,7 @@ static void on_cards(PGresult *res, int unavailable, const char *error, void *ar
     /* Written as text straight from the rows (the database's text is
      * UTF-8): a lookup is answered from here. */
     struct jsonw w = {0};
-    jsonw_raw(&w, "[", 1);
+    jsonw_puts(&w, "{\"cards\":[");
     for (int row = 0; row < PQntuples(res); row++) {
         jsonw_puts(&w, row ? ",{" : "{");
         for (int col = 0; col < 7; col++) {
@@ -285,7 +285,7 @@ static void on_cards(PGresult *res, int unavailable, const char *error, void *ar
         }
         jsonw_raw(&w, "}", 1);
     }
-    jsonw_raw(&w, "]", 1);
+    jsonw_raw(&w, "]}", 2);
     char *text = jsonw_take(&w);
     if (text)
         cb(text, 0, NULL, uarg);

@@ -100,10 +100,11 @@ void store_record_call(struct pg_pool *p, const char *app_id, const char *method
 
 enum store_card_filter { STORE_BY_EXTERNAL_CARD_NO, STORE_BY_USER_ID, STORE_BY_OUT_SERIAL_NO };
 
-/* cards: the JSON text of an array of card objects (biz_card_no,
- * external_card_no, out_serial_no, user_id, card_template_id, status,
- * created_at; null where unset), valid during the callback; NULL when the
- * database failed (unavailable says whether it was down). */
+/* cards: the JSON text of the list's answer, {"cards":[...]} with one
+ * object per card (biz_card_no, external_card_no, out_serial_no, user_id,
+ * card_template_id, status, created_at; null where unset), valid during
+ * the callback; NULL when the database failed (unavailable says whether
+ * it was down). */
 typedef void (*store_cards_cb)(const char *cards, int unavailable, const char *error, void *arg);
 int store_cards_list(struct pg_pool *p, const char *app_id, enum store_card_filter by,
                      const char *value, store_cards_cb cb, void *arg);

@@ -13,7 +13,6 @@
 #include "alipay_card.h"
 #include "alipay_client.h"
 #include "handler.h"
-#include "jsonw.h"
 #include "jsonx.h"
 #include "log.h"
 #include "store.h"
@@ -452,17 +451,7 @@ static void cards_listed(const char *cards, int unavailable, const char *error, 
         reply_error(r, 500, "INTERNAL", "the card list query failed", NULL, NULL);
         return;
     }
-    struct jsonw w = {0};
-    jsonw_puts(&w, "{\"cards\":");
-    jsonw_puts(&w, cards);
-    jsonw_raw(&w, "}", 1);
-    char *text = jsonw_take(&w);
-    if (!text) {
-        reply_error(r, 500, "INTERNAL", "out of memory", NULL, NULL);
-        return;
-    }
-    reply_send(r, 200, JSON_TYPE, text);
-    free(text);
+    reply_send(r, 200, JSON_TYPE, cards);
 }
 
 static void cards_list(struct request *r)
