@@ -42,18 +42,25 @@ int cert_app_use(struct sim *s, const char *app_cert, const char *root_cert, cha
     return 0;
 }
 
+/* The link that holds the known certificate with this SN (NULL in it when
+ * there is none). */
+static struct sim_cert **find_link(struct sim *s, const char *sn)
+{
+    struct sim_cert **pp = &s->alipay_certs;
+    while (*pp && strcmp((*pp)->sn, sn) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
 /* The known certificate with this SN, unlinked from the list, or NULL. */
 static struct sim_cert *take_known(struct sim *s, const char *sn)
 {
-    for (struct sim_cert **pp = &s->alipay_certs; *pp; pp = &(*pp)->next) {
-        struct sim_cert *c = *pp;
-        if (strcmp(c->sn, sn) == 0) {
-            *pp = c->next;
-            c->next = NULL;
-            return c;
-        }
+    struct sim_cert **pp = find_link(s, sn), *c = *pp;
+    if (c) {
+        *pp = c->next;
+        c->next = NULL;
     }
-    return NULL;
+    return c;
 }
 
 static void cert_record_free(struct sim_cert *c)
@@ -99,13 +106,11 @@ int cert_alipay_use(struct sim *s, const char *cert_file, EVP_PKEY *key, char *c
     EVP_PKEY *pub = alipay_cert_public_key(chain, cert_file, err, errlen);
     /* Answers signed with another key would name a certificate that does
      * not verify them: the one mistake a rotation must not make. */
-    int paired = pub && signer && alipay_key_is_pair(signer, pub);
+    int paired = pub && alipay_key_is_pair(signer, pub);
     if (pub && !paired)
         snprintf(err, errlen, "%s: the private key is not this certificate's key", cert_file);
     snprintf(chain_err, chain_errlen, "%s", "");
-    if (paired && !s->roots)
-        snprintf(chain_err, chain_errlen, "no root bundle to check it against");
-    else if (paired)
+    if (paired) /* --root-cert came with --alipay-cert: the roots are there */
         alipay_cert_verify(chain, s->roots, 0, chain_err, chain_errlen);
     EVP_PKEY_free(pub);
     free_chain(chain);
@@ -160,14 +165,6 @@ int cert_check_request(const struct sim *s, const struct alipay_params *p,
     return r < 0 ? -1 : 1;
 }
 
-static const struct sim_cert *find_known(const struct sim *s, const char *sn)
-{
-    for (const struct sim_cert *c = s->alipay_certs; c; c = c->next)
-        if (strcmp(c->sn, sn) == 0)
-            return c;
-    return NULL;
-}
-
 int cert_download(struct sim *s, const struct sim_req *r, struct sim_node *out)
 {
     static const char *const keys[] = {"alipay_cert_sn", NULL};
@@ -176,7 +173,7 @@ int cert_download(struct sim *s, const struct sim_req *r, struct sim_node *out)
     if (chk_only_keys(r->biz, "", keys, &c) < 0 ||
         chk_str(r->biz, "", "alipay_cert_sn", 1, 128, &sn, &c) < 0)
         return sim_business_error(out, r->method, r->type, "INVALID_PARAMETER", c.msg);
-    const struct sim_cert *cert = find_known(s, sn);
+    const struct sim_cert *cert = *find_link(s, sn);
     if (!cert)
         return sim_business_error(out, r->method, r->type, "CERT_NOT_EXIST", "证书不存在");
     char *content = alipay_b64_encode((const unsigned char *)cert->pem, cert->pem_len);

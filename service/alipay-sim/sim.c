@@ -1414,9 +1414,8 @@ static char *render_bad_signature(struct sim *s, const struct sim_node *n,
     char *other = malloc(nlen + 2);
     if (other) {
         memcpy(other, node, nlen);
-        memcpy(other + nlen, " ", 2);
-        if (unquoted)
-            other[nlen] = '\0';
+        memcpy(other + nlen, " ", 2); /* other text: one more byte */
+        other[nlen + !unquoted] = '\0';
         sig = alipay_sign_data(s->alipay_private, n->type, other, strlen(other), err, sizeof(err));
     }
     free(other);
