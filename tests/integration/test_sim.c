@@ -2911,6 +2911,57 @@ START_TEST(cert_aes_fault_shapes)
 }
 END_TEST
 
+/* The two faults of encrypted answers give what they say: the ciphertext
+ * signed without its quotes, and a well-signed node encrypted with another
+ * key (response_aes.json's other_aes_key_b64), each shown with the keys
+ * themselves, not with cardgate's judgement. */
+START_TEST(cert_aes_encryption_faults)
+{
+    char err[256];
+    json_object *ra = json_object_from_file(ts_vector("cert/response_aes.json"));
+    ck_assert_ptr_nonnull(ra);
+    struct alipay_aes *other = alipay_aes_new(
+        json_object_get_string(json_object_object_get(ra, "other_aes_key_b64")), err, sizeof(err));
+    ck_assert_msg(other != NULL, "%s", err);
+    EVP_PKEY *pub = cert_key(ALIPAY_CERT);
+    reset();
+    for (int i = 0; i < 2; i++) {
+        struct ts_http r;
+        struct alipay_reply rep;
+        const char *raw, *sign_raw;
+        size_t n, sign_len, pt_len = 0;
+        add_fault(i == 0 ? "{\"mode\":\"aes_unquoted_sign\",\"count\":1}"
+                         : "{\"mode\":\"aes_other_key\",\"count\":1}");
+        faulted_open(i == 0 ? "EF0" : "EF1", &r, &rep);
+        ck_assert_int_eq(rep.outcome, ALIPAY_BAD_SIGNATURE);
+        ck_assert_int_eq(alipay_response_find(r.body, r.body_len,
+                                              "alipay_marketing_card_open_response", &raw, &n),
+                         0);
+        ck_assert_msg(raw[-1] == '"', "not encrypted: %s", r.body);
+        ck_assert_int_eq(alipay_response_find(r.body, r.body_len, "sign", &sign_raw, &sign_len), 0);
+        char *sign = strndup(sign_raw, sign_len); /* base64: nothing to unescape */
+        char *ct = strndup(raw, n);
+        int bare = alipay_sign_verify(pub, ALIPAY_SIGN_RSA2, raw, n, sign);
+        int quoted = alipay_sign_verify(pub, ALIPAY_SIGN_RSA2, raw - 1, n + 2, sign);
+        char *pt = alipay_aes_decrypt(other, ct, n, &pt_len, err, sizeof(err));
+        if (i == 0) {
+            ck_assert_msg(bare && !quoted, "aes_unquoted_sign: bare %d quoted %d", bare, quoted);
+        } else {
+            ck_assert_msg(quoted && !bare, "aes_other_key: bare %d quoted %d", bare, quoted);
+            ck_assert_msg(pt && strstr(pt, "\"code\":\"10000\""), "other key: %s", pt ? pt : err);
+        }
+        free(pt);
+        free(ct);
+        free(sign);
+        alipay_reply_free(&rep);
+        ts_http_free(&r);
+    }
+    EVP_PKEY_free(pub);
+    alipay_aes_free(other);
+    json_object_put(ra);
+}
+END_TEST
+
 /* Without --aes-key an encrypted call is refused, and without
  * --alipay-cert there is no certificate to rotate. */
 START_TEST(modes_off)
@@ -3042,6 +3093,7 @@ int main(void)
     tcase_add_checked_fixture(both, mode_cert_aes, mode_off);
     tcase_add_test(both, cert_aes_every_method);
     tcase_add_test(both, cert_aes_fault_shapes);
+    tcase_add_test(both, cert_aes_encryption_faults);
     suite_add_tcase(s, both);
     TCase *p = tcase_create("process");
     tcase_set_timeout(p, 60);
