@@ -29,24 +29,34 @@ static void teardown(void)
     free(db);
 }
 
-/* The first row of a claim_op call: its verdict, and its prior in *prior
- * (malloc'd, NULL when SQL NULL) when prior is not NULL. */
-static char *claim_op(const char *serial, const char *hash, const char *token, const char *stale,
-                      const char *operation, const char *biz, const char *occur,
-                      const char *external, char **prior)
+/* The first row of a claim_op call with a sealed request (bytea text, or
+ * NULL): its verdict, and its prior in *prior (malloc'd, NULL when SQL
+ * NULL) when prior is not NULL. */
+static char *claim_sealed(const char *serial, const char *hash, const char *token,
+                          const char *stale, const char *operation, const char *biz,
+                          const char *occur, const char *external, const char *sealed, char **prior)
 {
     const char *v[] = {"app",     serial, hash,  "pos",    token, stale,
-                       operation, biz,    occur, external, "0"};
+                       operation, biz,    occur, external, "0",   sealed};
     PGresult *r = PQexecParams(conn,
                                "SELECT verdict, prior FROM card_request_claim_op($1, $2, $3, $4, "
-                               "$5, $6::integer, $7, $8, $9::timestamp, $10, $11::integer)",
-                               11, NULL, v, NULL, NULL, 0);
+                               "$5, $6::integer, $7, $8, $9::timestamp, $10, $11::integer, "
+                               "$12::bytea)",
+                               12, NULL, v, NULL, NULL, 0);
     ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
     char *verdict = strdup(PQgetvalue(r, 0, 0));
     if (prior)
         *prior = PQgetisnull(r, 0, 1) ? NULL : strdup(PQgetvalue(r, 0, 1));
     PQclear(r);
     return verdict;
+}
+
+/* The same without a sealed request. */
+static char *claim_op(const char *serial, const char *hash, const char *token, const char *stale,
+                      const char *operation, const char *biz, const char *occur,
+                      const char *external, char **prior)
+{
+    return claim_sealed(serial, hash, token, stale, operation, biz, occur, external, NULL, prior);
 }
 
 /* claim(serial, hash, token, stale_ms) -> verdict, for an open */
@@ -216,8 +226,6 @@ START_TEST(test_card_lock)
 }
 END_TEST
 
-/* The newest accepted occur_time wins: older updates are stale, and a late
- * success of an older one moves nothing back. */
 /* An update abandoned pending (its holder died) that can no longer be made —
  * a newer update went through meanwhile, or the card was deleted — is
  * closed by the claim that refuses it: failed, its outcome unknown, its
@@ -226,15 +234,9 @@ START_TEST(test_abandoned_and_refused_is_closed)
 {
     add_card("C7", "E7");
     exec("UPDATE cards SET last_occur_time = '" T2 "' WHERE biz_card_no = 'C7'");
-    const char *v[] = {"app",    "u7", "h7", "pos", "A", "60000",
-                       "update", "C7", T1,   NULL,  "0", "\\x0102"};
-    PGresult *r = PQexecParams(conn,
-                               "SELECT verdict FROM card_request_claim_op($1, $2, $3, $4, $5, "
-                               "$6::integer, $7, $8, $9::timestamp, $10, $11::integer, $12::bytea)",
-                               12, NULL, v, NULL, NULL, 0);
-    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
-    ck_assert_str_eq(PQgetvalue(r, 0, 0), "stale"); /* refused at once: never pending */
-    PQclear(r);
+    /* refused at once: never pending */
+    assert_verdict(
+        claim_sealed("u7", "h7", "A", "60000", "update", "C7", T1, NULL, "\\x0102", NULL), "stale");
     /* Pending with an expired lock and its seal, as a dead holder leaves it. */
     exec("INSERT INTO card_requests (app_id, out_serial_no, state, request_hash, caller, "
          "lock_token, locked_at, lock_expires_at, operation, biz_card_no, sealed) VALUES "
@@ -259,6 +261,8 @@ START_TEST(test_abandoned_and_refused_is_closed)
 }
 END_TEST
 
+/* The newest accepted occur_time wins: older updates are stale, and a late
+ * success of an older one moves nothing back. */
 START_TEST(test_update_order)
 {
     add_card("C2", "E2");
