@@ -88,7 +88,6 @@ struct pg_pool {
     struct event *expire_ev;  /* fails queued queries whose deadline passed */
     long long next_deadline;  /* the earliest deadline in the queue (0: none) */
     struct pg_gauges *gauges; /* optional (pg.h) */
-    int busy;                 /* connections in BUSY, for the gauges */
     int in_done;              /* pool_on_done is running callbacks */
     int freeing;              /* pg_pool_free was called from a callback */
     char last_error[256];
@@ -100,6 +99,7 @@ static int pool_hopeful(const struct pg_pool *p);
 static void pool_dispatch(struct pg_pool *p);
 static char *pool_resolve_host(const char *conninfo);
 static void pool_gauges(struct pg_pool *p, long up, long busy, long queued);
+static void queue_grow(struct pg_pool *p, long delta);
 
 /* Copies src into dst as one line: newlines and tabs become spaces, runs of
  * spaces collapse, leading/trailing spaces go. */
@@ -226,8 +226,7 @@ static void pool_fail_queue(struct pg_pool *p, const char *why)
         query_finish(p, q, NULL, 1, msg);
     }
     p->qtail = NULL;
-    pool_gauges(p, 0, 0, -(long)p->qlen);
-    p->qlen = 0;
+    queue_grow(p, -(long)p->qlen);
 }
 
 static void pool_destroy(struct pg_pool *p);
@@ -333,12 +332,18 @@ static void pool_gauges(struct pg_pool *p, long up, long busy, long queued)
         atomic_fetch_add(&p->gauges->queued, queued);
 }
 
+/* Moves the queue's length and its gauge together. */
+static void queue_grow(struct pg_pool *p, long delta)
+{
+    p->qlen = (size_t)((long)p->qlen + delta);
+    pool_gauges(p, 0, 0, delta);
+}
+
 static void conn_set_state(struct pg_conn *c, enum pg_conn_state s)
 {
     int up = state_is_up(s) - state_is_up(c->state);
     int busy = (s == PG_BUSY) - (c->state == PG_BUSY);
     c->pool->up += up;
-    c->pool->busy += busy;
     pool_gauges(c->pool, up, busy, 0);
     c->state = s;
 }
@@ -671,8 +676,7 @@ static void pool_expire(struct pg_pool *p)
         struct pg_query *q = *pp;
         if (q->deadline_ms && q->deadline_ms <= now) {
             *pp = q->next;
-            p->qlen--;
-            pool_gauges(p, 0, 0, -1);
+            queue_grow(p, -1);
             query_finish(p, q, NULL, 1,
                          "database unavailable: the request's deadline passed while it waited "
                          "for a connection");
@@ -707,8 +711,7 @@ static void pool_dispatch(struct pg_pool *p)
         p->qhead = q->next;
         if (!p->qhead)
             p->qtail = NULL;
-        p->qlen--;
-        pool_gauges(p, 0, 0, -1);
+        queue_grow(p, -1);
         q->next = NULL;
         conn_send(c, q);
     }
@@ -912,8 +915,7 @@ int pg_pool_exec_until(struct pg_pool *p, const char *stmt, int nparams, const c
     else
         p->qhead = q;
     p->qtail = q;
-    p->qlen++;
-    pool_gauges(p, 0, 0, 1);
+    queue_grow(p, 1);
     pool_dispatch(p);
     return 0;
 }
@@ -925,7 +927,10 @@ int pg_pool_up(const struct pg_pool *p)
 
 static void pool_destroy(struct pg_pool *p)
 {
-    pool_gauges(p, -p->up, -p->busy, -(long)p->qlen); /* its share goes with it */
+    int busy = 0;
+    for (int i = 0; p->conns && i < p->size; i++)
+        busy += p->conns[i].state == PG_BUSY;
+    pool_gauges(p, -p->up, -busy, -(long)p->qlen); /* its share goes with it */
     for (int i = 0; p->conns && i < p->size; i++) {
         struct pg_conn *c = &p->conns[i];
         if (c->q)
