@@ -244,12 +244,8 @@ static void cards_update(struct request *r)
     }
     r->data = req;
     r->free_data = free;
-    if (handler_path_id(r, "biz_card_no") < 0)
+    if (handler_path_and_body(r, "biz_card_no") < 0)
         return;
-    json_object *body = handler_json_body(r); /* on NULL r is gone */
-    if (!body)
-        return;
-    r->body = body;
     if (validate_card_update(r->body, req, &verr) < 0) {
         handler_invalid(r, &verr);
         return;

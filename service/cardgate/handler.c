@@ -53,6 +53,15 @@ int handler_path_id(struct request *r, const char *field)
     return -1;
 }
 
+int handler_path_and_body(struct request *r, const char *field)
+{
+    json_object *body;
+    if (handler_path_id(r, field) < 0 || !(body = handler_json_body(r)))
+        return -1; /* answered: r is gone */
+    r->body = body;
+    return 0;
+}
+
 json_object *handler_json_body(struct request *r)
 {
     if (!is_json_type(request_header(r, "Content-Type"))) {

@@ -28,6 +28,11 @@ void handler_invalid(struct request *r, const struct validate_error *verr);
  * characters. Returns 0, or -1 after answering 400. */
 int handler_path_id(struct request *r, const char *field);
 
+/* A PUT or PATCH of one resource: handler_path_id, then the JSON body into
+ * r->body (the request owns it). Returns 0, or -1 after answering (r is
+ * then gone). */
+int handler_path_and_body(struct request *r, const char *field);
+
 /* Parses the query string into q and refuses parameters other than the
  * `allowed` ones (NULL-terminated). Returns 0 (the caller clears q with
  * evhttp_clear_headers), or -1 after answering 400. */

@@ -292,12 +292,8 @@ static int template_put_body(struct request *r,
                              int (*check)(json_object *, struct validate_error *))
 {
     struct validate_error verr;
-    if (handler_path_id(r, "template_id") < 0)
+    if (handler_path_and_body(r, "template_id") < 0)
         return -1;
-    json_object *body = handler_json_body(r); /* on NULL r is gone */
-    if (!body)
-        return -1;
-    r->body = body;
     if (check(r->body, &verr) < 0) {
         handler_invalid(r, &verr);
         return -1;
