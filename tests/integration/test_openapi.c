@@ -114,36 +114,6 @@ static size_t ychildren(const char *prefix, const char *out[], size_t max)
     return n;
 }
 
-/* The next item of a flow sequence "[a, 'b', c]" into out; 0 at the end. */
-static int flow_next(const char **p, char *out, size_t n)
-{
-    const char *s = *p;
-    while (*s == '[' || *s == ' ' || *s == ',')
-        s++;
-    if (!*s || *s == ']')
-        return 0;
-    const char *e = s;
-    while (*e && *e != ',' && *e != ']')
-        e++;
-    const char *t = e;
-    while (t > s && t[-1] == ' ')
-        t--;
-    if (t - s >= 2 && (*s == '\'' || *s == '"'))
-        s++, t--;
-    snprintf(out, n, "%.*s", (int)(t - s), s);
-    *p = e;
-    return 1;
-}
-
-static int flow_has(const char *flow, const char *item)
-{
-    char v[128];
-    for (const char *p = flow; p && flow_next(&p, v, sizeof(v));)
-        if (strcmp(v, item) == 0)
-            return 1;
-    return 0;
-}
-
 /* "#/components/schemas/X" as a document path. */
 static char *ref_path(const char *ref, char *out, size_t n)
 {
@@ -254,7 +224,7 @@ static void vcheck_object(json_object *v, const char *sp, const char *where, str
         vfail(e, where, "%s has fewer than %s properties", where[0] ? where : "the body", x);
     if ((x = ysub(sp, "required"))) {
         char name[128];
-        for (const char *p = x; flow_next(&p, name, sizeof(name));) {
+        for (const char *p = x; ts_ydoc_flow_next(&p, name, sizeof(name));) {
             snprintf(w, sizeof(w), "%s%s%s", where, *where ? "." : "", name);
             if (!json_object_object_get_ex(v, name, NULL))
                 vfail(e, w, "%s is required", w);
@@ -300,7 +270,7 @@ static void vcheck(json_object *v, const char *sp, const char *where, struct ver
     if ((x = ysub(sp, "type"))) {
         int ok = x[0] == '[' ? 0 : type_is(v, x);
         char t[32];
-        for (const char *p = x; x[0] == '[' && flow_next(&p, t, sizeof(t));)
+        for (const char *p = x; x[0] == '[' && ts_ydoc_flow_next(&p, t, sizeof(t));)
             ok = ok || type_is(v, t);
         if (!ok) {
             vfail(e, where, "%s is not of type %s", where, x);
@@ -309,7 +279,7 @@ static void vcheck(json_object *v, const char *sp, const char *where, struct ver
     }
     if ((x = ysub(sp, "const")) && strcmp(json_object_get_string(v), x) != 0)
         vfail(e, where, "%s is not %s", where, x);
-    if ((x = ysub(sp, "enum")) && !flow_has(x, json_object_get_string(v)))
+    if ((x = ysub(sp, "enum")) && !ts_ydoc_flow_has(x, json_object_get_string(v)))
         vfail(e, where, "%s: %s is not one of %s", where, json_object_get_string(v), x);
     switch (json_object_get_type(v)) {
     case json_type_string:
@@ -535,7 +505,7 @@ static char *check_page(const char *what, const char *mp, const struct ts_http *
     const char *all = ysub("components|schemas|ErrorCode", "enum");
     ck_assert_msg(all != NULL, "no ErrorCode enum");
     char *code = NULL;
-    for (const char *p = all; flow_next(&p, c, sizeof(c));) {
+    for (const char *p = all; ts_ydoc_flow_next(&p, c, sizeof(c));) {
         if (!has_word(r->body, c))
             continue;
         ck_assert_msg(code == NULL, "%s: the page shows two codes, %s and %s", what,
@@ -546,8 +516,8 @@ static char *check_page(const char *what, const char *mp, const struct ts_http *
     if (listed) {
         ck_assert_msg(code != NULL, "%s: the page shows none of the codes %s: %s", what, listed,
                       r->body);
-        ck_assert_msg(flow_has(listed, code), "%s: code %s is not in the documented %s", what, code,
-                      listed);
+        ck_assert_msg(ts_ydoc_flow_has(listed, code), "%s: code %s is not in the documented %s",
+                      what, code, listed);
     } else {
         ck_assert_msg(code == NULL, "%s: the page shows %s where no error is documented", what,
                       code ? code : "");
@@ -599,8 +569,8 @@ static char *check_response(const char *what, const char *base, const struct ts_
         const char *en = yget(
             ypath(ep, sizeof(ep), sp, "properties", "error", "properties", "code", "enum", NULL));
         ck_assert_msg(en != NULL, "%s: the documented error has no code enum", what);
-        ck_assert_msg(flow_has(en, code), "%s: code %s is not in the documented %s", what, code,
-                      en);
+        ck_assert_msg(ts_ydoc_flow_has(en, code), "%s: code %s is not in the documented %s", what,
+                      code, en);
     }
     json_object_put(body);
     return code;
@@ -835,10 +805,10 @@ static int same_items(const char *a, const char *b)
 {
     char v[128];
     size_t na = 0, nb = 0;
-    for (const char *p = a; a && flow_next(&p, v, sizeof(v)); na++)
-        if (!flow_has(b, v))
+    for (const char *p = a; a && ts_ydoc_flow_next(&p, v, sizeof(v)); na++)
+        if (!ts_ydoc_flow_has(b, v))
             return 0;
-    for (const char *p = b; b && flow_next(&p, v, sizeof(v));)
+    for (const char *p = b; b && ts_ydoc_flow_next(&p, v, sizeof(v));)
         nb++;
     return a && b && na == nb;
 }
@@ -900,9 +870,10 @@ START_TEST(test_operations_and_security)
     ck_assert_str_eq(ysub(req, "additionalProperties"), "false");
     static const char *const required[] = {"out_serial_no", "card_template_id", "user_id", "card"};
     for (size_t i = 0; i < 4; i++)
-        ck_assert_msg(flow_has(ysub(req, "required"), required[i]), "%s not required", required[i]);
-    ck_assert(flow_has(ysub("components|schemas|CardExtInfo", "required"), "open_date"));
-    ck_assert(flow_has(ysub("components|schemas|CardExtInfo", "required"), "valid_date"));
+        ck_assert_msg(ts_ydoc_flow_has(ysub(req, "required"), required[i]), "%s not required",
+                      required[i]);
+    ck_assert(ts_ydoc_flow_has(ysub("components|schemas|CardExtInfo", "required"), "open_date"));
+    ck_assert(ts_ydoc_flow_has(ysub("components|schemas|CardExtInfo", "required"), "valid_date"));
     ck_assert_str_eq(ysub("components|schemas|UserId", "pattern"), "^2088[0-9]{12}$");
     /* The update's body likewise; its card has no dates and at least one
      * field. The delete's two query parameters are required. */
@@ -910,9 +881,10 @@ START_TEST(test_operations_and_security)
     ck_assert_str_eq(ysub(upd, "additionalProperties"), "false");
     static const char *const upd_required[] = {"out_serial_no", "occur_time", "card"};
     for (size_t i = 0; i < 3; i++)
-        ck_assert_msg(flow_has(ysub(upd, "required"), upd_required[i]), "%s not required",
+        ck_assert_msg(ts_ydoc_flow_has(ysub(upd, "required"), upd_required[i]), "%s not required",
                       upd_required[i]);
-    ck_assert_msg(!flow_has(ysub(upd, "required"), "changed_point"), "changed_point is optional");
+    ck_assert_msg(!ts_ydoc_flow_has(ysub(upd, "required"), "changed_point"),
+                  "changed_point is optional");
     const char *upd_card = "components|schemas|CardUpdateInfo";
     ck_assert_str_eq(ysub(upd_card, "additionalProperties"), "false");
     ck_assert_str_eq(ysub(upd_card, "minProperties"), "1");
@@ -954,9 +926,10 @@ START_TEST(test_operations_and_security)
     ck_assert(
         same_items(ysub("components|schemas|ActivationSettings", "required"), "[valid_date]"));
     ck_assert(same_items(ysub("components|schemas|FormRequest", "required"), "[required]"));
-    ck_assert(flow_has(ysub("components|schemas|FormField", "enum"), "OPEN_FORM_FIELD_MOBILE"));
     ck_assert(
-        flow_has(ysub("components|schemas|FormField", "enum"), "OPEN_FORM_FIELD_MEMBER_GRADE"));
+        ts_ydoc_flow_has(ysub("components|schemas|FormField", "enum"), "OPEN_FORM_FIELD_MOBILE"));
+    ck_assert(ts_ydoc_flow_has(ysub("components|schemas|FormField", "enum"),
+                               "OPEN_FORM_FIELD_MEMBER_GRADE"));
     ck_assert(required_query_param(SIGNUP_T, "get", "app_id"));
     ck_assert(required_query_param(SIGNUP_T, "get", "template_id"));
     ck_assert(required_query_param(SIGNUP_T, "get", "request_id"));
@@ -1066,7 +1039,7 @@ static int some_response_has(const char *code)
         if (((ends_with(p, "|properties|error|properties|code|enum") &&
               strstr(p, "|content|application/json|schema|")) ||
              ends_with(p, "|content|text/html|x-error-codes")) &&
-            flow_has(doc.e[i].value, code))
+            ts_ydoc_flow_has(doc.e[i].value, code))
             return 1;
     }
     return 0;
@@ -1084,13 +1057,14 @@ START_TEST(test_error_codes_documented)
     const char *all = ysub("components|schemas|ErrorCode", "enum");
     ck_assert_msg(all != NULL, "no ErrorCode enum");
     for (size_t i = 0; i < n; i++) {
-        ck_assert_msg(flow_has(all, codes[i]), "%s (in the service) is not in ErrorCode", codes[i]);
+        ck_assert_msg(ts_ydoc_flow_has(all, codes[i]), "%s (in the service) is not in ErrorCode",
+                      codes[i]);
         ck_assert_msg(some_response_has(codes[i]), "%s (in the service) is in no response",
                       codes[i]);
     }
     /* And nothing documented that the service never answers. */
     char c[64];
-    for (const char *p = all; flow_next(&p, c, sizeof(c));) {
+    for (const char *p = all; ts_ydoc_flow_next(&p, c, sizeof(c));) {
         int used = 0;
         for (size_t i = 0; i < n; i++)
             used = used || strcmp(codes[i], c) == 0;
@@ -1101,8 +1075,8 @@ START_TEST(test_error_codes_documented)
         const char *p = doc.e[i].path;
         if (!strstr(p, "|properties|error|properties|code|enum") && !ends_with(p, "|x-error-codes"))
             continue;
-        for (const char *q = doc.e[i].value; flow_next(&q, c, sizeof(c));)
-            ck_assert_msg(flow_has(all, c), "%s: %s is not in ErrorCode", p, c);
+        for (const char *q = doc.e[i].value; ts_ydoc_flow_next(&q, c, sizeof(c));)
+            ck_assert_msg(ts_ydoc_flow_has(all, c), "%s: %s is not in ErrorCode", p, c);
     }
 }
 END_TEST

@@ -159,3 +159,34 @@ const char *ts_ydoc_get(const struct ts_ydoc *d, int doc, const char *path)
             return d->e[i].value;
     return NULL;
 }
+
+int ts_ydoc_flow_next(const char **p, char *out, size_t n)
+{
+    const char *s = *p + strspn(*p, "[ ,"), *e;
+    if (!*s || *s == ']')
+        return 0;
+    if (*s == '\'' || *s == '"') {
+        char q = *s++;
+        for (e = s; *e && !(e[0] == q && (e[1] == ',' || e[1] == ']' || !e[1])); e++)
+            ;
+        snprintf(out, n, "%.*s", (int)(e - s), s);
+        *p = *e ? e + 1 : e;
+        return 1;
+    }
+    e = s + strcspn(s, ",]");
+    const char *t = e;
+    while (t > s && t[-1] == ' ')
+        t--;
+    snprintf(out, n, "%.*s", (int)(t - s), s);
+    *p = e;
+    return 1;
+}
+
+int ts_ydoc_flow_has(const char *flow, const char *item)
+{
+    char v[256];
+    for (const char *p = flow; p && ts_ydoc_flow_next(&p, v, sizeof(v));)
+        if (strcmp(v, item) == 0)
+            return 1;
+    return 0;
+}

@@ -34,4 +34,12 @@ void ts_ydoc_free(struct ts_ydoc *d);
 /* The value at path in document doc (-1: any), or NULL when absent. */
 const char *ts_ydoc_get(const struct ts_ydoc *d, int doc, const char *path);
 
+/* A flow sequence of scalars as yamldoc writes it, "[a, 'b, c', \"d\"]":
+ * the item at *p into out (quotes taken off; a quoted item may hold ',' or
+ * brackets), *p moved past it. Start with *p at the '['. Returns 1, or 0
+ * at the end. */
+int ts_ydoc_flow_next(const char **p, char *out, size_t n);
+/* 1 when the flow sequence holds item. */
+int ts_ydoc_flow_has(const char *flow, const char *item);
+
 #endif

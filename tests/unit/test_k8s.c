@@ -166,18 +166,8 @@ static size_t rall(const struct res *r, const char *path, const char *out[], siz
 static size_t flow_items(const char *flow, char out[][ITEM], size_t max)
 {
     size_t n = 0;
-    for (const char *p = flow + 1; *p && *p != ']' && n < max;) {
-        const char *s = p, *e;
-        if (*p == '\'') { /* quoted: it holds ',' or brackets */
-            for (e = ++s; *e && !(e[0] == '\'' && (e[1] == ',' || e[1] == ']')); e++)
-                ;
-            p = *e ? e + 1 : e;
-        } else {
-            e = p = s + strcspn(s, ",]");
-        }
-        snprintf(out[n++], ITEM, "%.*s", (int)(e - s), s);
-        p += strspn(p, ", ");
-    }
+    for (const char *p = flow; n < max && ts_ydoc_flow_next(&p, out[n], ITEM);)
+        n++;
     return n;
 }
 
