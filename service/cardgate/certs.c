@@ -170,6 +170,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 static void on_claim(PGresult *res, int unavailable, const char *error, void *arg)
 {
     struct certs_lookup *l = arg;
+    (void)unavailable; /* down or failing: the same, fetched here */
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
         /* no database: fetched here, not shared */
         log_cert(l, LOG_WARN, "Alipay certificate cannot be claimed in the database", error);
@@ -194,7 +195,6 @@ static void on_claim(PGresult *res, int unavailable, const char *error, void *ar
         l->retry = evtimer_new(l->owner->w->base, on_retry, l);
     if (!l->retry || evtimer_add(l->retry, &tv) != 0)
         lookup_finish(l);
-    (void)unavailable;
 }
 
 static void on_table(PGresult *res, int unavailable, const char *error, void *arg)
