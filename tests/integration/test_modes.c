@@ -100,36 +100,16 @@ static void sim_rotate(const struct ts_sim *sim, const char *cert, const char *k
     ts_http_free(&r);
 }
 
-/* The sign-up of a member (template.query, formtemplate.set,
- * activateurl.apply; then, from the callback, oauth.token,
- * activateform.query and card.open): the callback redirects to the card. */
+/* The sign-up of a member (formtemplate.set, activateurl.apply; then,
+ * from the callback, oauth.token, activateform.query and card.open): the
+ * callback redirects to the card. */
 static void member_signs_up(const struct ts_stack *st, const char *tpl)
 {
     struct ts_http r;
-    char path[160], url[2048], body[256];
-    snprintf(path, sizeof(path), "/v1/templates/%s/form", tpl);
-    call(&st->cg, "PUT", path,
-         "{\"required\":[\"OPEN_FORM_FIELD_MOBILE\",\"OPEN_FORM_FIELD_NAME\"],"
-         "\"optional\":[\"OPEN_FORM_FIELD_GENDER\"]}",
-         &r);
-    ck_assert_msg(r.status == 200, "form: %ld %s", r.status, r.body);
-    ts_http_free(&r);
-    snprintf(path, sizeof(path), "/v1/templates/%s/activation", tpl);
-    call(&st->cg, "PUT", path,
-         "{\"valid_date\":\"2030-12-31 23:59:59\",\"level\":\"VIP1\",\"point\":\"0\","
-         "\"balance\":\"0.00\",\"external_card_no_prefix\":\"M\",\"success_url\":\"" SUCCESS_URL
-         "\"}",
-         &r);
-    ck_assert_msg(r.status == 200, "activation: %ld %s", r.status, r.body);
-    ts_http_free(&r);
-    snprintf(url, sizeof(url), "%s/members", st->sim.control);
-    snprintf(body, sizeof(body), "{\"template_id\":\"%s\"}", tpl);
-    ck_assert_int_eq(ts_http_call("POST", url, NULL, body, &r), 0);
-    ck_assert_msg(r.status == 201, "member: %ld %s", r.status, r.body);
-    char *cb = ts_json_at(&r, "callback_url");
-    ts_http_free(&r);
-    ck_assert_msg(cb && strncmp(cb, PUBLIC_URL, strlen(PUBLIC_URL)) == 0, "%s", cb ? cb : "-");
-    snprintf(url, sizeof(url), "%s%s", st->cg.url, cb + strlen(PUBLIC_URL));
+    char url[2048];
+    ts_signup_setup(&st->cg, tpl, SUCCESS_URL);
+    char *cb = ts_member_signs_up(&st->sim, tpl, PUBLIC_URL, NULL, NULL);
+    snprintf(url, sizeof(url), "%s%s", st->cg.url, cb);
     free(cb);
     ck_assert_int_eq(ts_http_call("GET", url, NULL, NULL, &r), 0);
     ck_assert_msg(r.status == 302, "callback: %ld %s", r.status, r.body);

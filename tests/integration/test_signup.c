@@ -103,52 +103,6 @@ static char *create_template(const struct ts_stack *st, const char *request_id)
     return id;
 }
 
-/* Sets the form and the activation settings of template id. */
-static void set_up_signup(const struct ts_stack *st, const char *id, const char *success_url)
-{
-    char path[128], body[512];
-    struct ts_http r;
-    snprintf(path, sizeof(path), "/v1/templates/%s/form", id);
-    api(st, "PUT", path,
-        "{\"required\":[\"OPEN_FORM_FIELD_MOBILE\",\"OPEN_FORM_FIELD_NAME\"],"
-        "\"optional\":[\"OPEN_FORM_FIELD_GENDER\",\"OPEN_FORM_FIELD_BIRTHDAY_WITH_YEAR\"]}",
-        &r);
-    ck_assert_msg(r.status == 200, "form: %ld %s", r.status, r.body);
-    ts_http_free(&r);
-    snprintf(path, sizeof(path), "/v1/templates/%s/activation", id);
-    snprintf(body, sizeof(body),
-             "{\"valid_date\":\"2030-12-31 23:59:59\",\"level\":\"VIP1\",\"point\":\"0\","
-             "\"balance\":\"0.00\",\"external_card_no_prefix\":\"M\"%s%s%s}",
-             success_url ? ",\"success_url\":\"" : "", success_url ? success_url : "",
-             success_url ? "\"" : "");
-    api(st, "PUT", path, body, &r);
-    ck_assert_msg(r.status == 200, "activation: %ld %s", r.status, r.body);
-    ts_http_free(&r);
-}
-
-/* A member fills in the form (POST /_sim/members): the callback's path and
- * query on cardgate (malloc'd); Alipay's redirect is to PUBLIC_URL, which
- * in the test is the cardgate under test. extra: more JSON members. */
-static char *member_signs_up(const struct ts_stack *st, const char *template_id, const char *extra,
-                             char **auth_code)
-{
-    char body[512];
-    struct ts_http r;
-    snprintf(body, sizeof(body), "{\"template_id\":\"%s\"%s%s}", template_id, extra ? "," : "",
-             extra ? extra : "");
-    sim_post(st, "/members", body, &r);
-    ck_assert_msg(r.status == 201, "member: %ld %s", r.status, r.body);
-    char *url = ts_json_at(&r, "callback_url");
-    if (auth_code)
-        *auth_code = ts_json_at(&r, "auth_code");
-    ts_http_free(&r);
-    ck_assert_ptr_nonnull(url);
-    ck_assert_msg(strncmp(url, PUBLIC_URL, strlen(PUBLIC_URL)) == 0, "callback %s", url);
-    char *path = strdup(url + strlen(PUBLIC_URL));
-    free(url);
-    return path;
-}
-
 /* GET the callback as the member's browser (no API key). */
 static void follow(const struct ts_stack *st, const char *path, struct ts_http *r)
 {
@@ -302,7 +256,7 @@ START_TEST(test_whole_flow)
     char path[128];
     stack_up(&st, PUBLIC_URL);
     char *id = create_template(&st, "flow-1");
-    set_up_signup(&st, id, SUCCESS_URL);
+    ts_signup_setup(&st.cg, id, SUCCESS_URL);
 
     /* The sign-up address is asked for once per template and callback. */
     snprintf(path, sizeof(path), "/v1/templates/%s/activation", id);
@@ -321,7 +275,7 @@ START_TEST(test_whole_flow)
     snprintf(sim_path, sizeof(sim_path), "/templates/%s", id);
     ck_assert_int_eq(sim_long(&st, sim_path, "activateurl_calls"), 1);
 
-    char *cb = member_signs_up(&st, id, NULL, NULL);
+    char *cb = ts_member_signs_up(&st.sim, id, PUBLIC_URL, NULL, NULL);
     follow(&st, cb, &r);
     ck_assert_msg(r.status == 302, "%ld %s", r.status, r.body);
     char *loc = ts_http_header(&r, "Location");
@@ -355,14 +309,14 @@ START_TEST(test_whole_flow)
 
     /* A second member gets the next number; without success_url, a page.
      * The first member's reload still goes where its first answer went. */
-    set_up_signup(&st, id, NULL);
+    ts_signup_setup(&st.cg, id, NULL);
     follow(&st, cb, &r);
     ck_assert_int_eq(r.status, 302);
     loc = ts_http_header(&r, "Location");
     ck_assert_msg(loc && strstr(loc, biz), "Location %s", loc ? loc : "-");
     free(loc);
     ts_http_free(&r);
-    char *cb2 = member_signs_up(&st, id, NULL, NULL);
+    char *cb2 = ts_member_signs_up(&st.sim, id, PUBLIC_URL, NULL, NULL);
     follow(&st, cb2, &r);
     assert_page(&r, 200, NULL);
     ts_http_free(&r);
@@ -383,8 +337,8 @@ START_TEST(test_concurrent_hits_one_card)
     struct ts_stack st;
     stack_up(&st, PUBLIC_URL);
     char *id = create_template(&st, "conc-1");
-    set_up_signup(&st, id, SUCCESS_URL);
-    char *cb = member_signs_up(&st, id, NULL, NULL);
+    ts_signup_setup(&st.cg, id, SUCCESS_URL);
+    char *cb = ts_member_signs_up(&st.sim, id, PUBLIC_URL, NULL, NULL);
     fault(&st, "delay", OPEN, 800);
 
     enum { N = 20 };
@@ -439,10 +393,10 @@ START_TEST(test_failures)
     struct ts_http r;
     stack_up(&st, PUBLIC_URL); /* gateway timeout 2 s */
     char *id = create_template(&st, "fail-1");
-    set_up_signup(&st, id, SUCCESS_URL);
+    ts_signup_setup(&st.cg, id, SUCCESS_URL);
 
     for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
-        char *cb = member_signs_up(&st, id, NULL, NULL);
+        char *cb = ts_member_signs_up(&st.sim, id, PUBLIC_URL, NULL, NULL);
         fault(&st, faults[i].mode, faults[i].method, faults[i].delay_ms);
         follow(&st, cb, &r);
         assert_page(&r, faults[i].status, faults[i].code);
@@ -467,7 +421,7 @@ START_TEST(test_failures)
     /* A used auth_code (the member's back button after a failure) and an
      * expired one: the member scans again. */
     char *code = NULL;
-    char *cb = member_signs_up(&st, id, NULL, &code);
+    char *cb = ts_member_signs_up(&st.sim, id, PUBLIC_URL, NULL, &code);
     fault(&st, "code_20000", FORM, 0);
     follow(&st, cb, &r); /* the code is spent by this attempt */
     assert_page(&r, 502, "ALIPAY_UNAVAILABLE");
@@ -477,7 +431,7 @@ START_TEST(test_failures)
     ts_http_free(&r);
     free(cb);
     free(code);
-    cb = member_signs_up(&st, id, "\"auth_code_ttl_ms\":1", NULL);
+    cb = ts_member_signs_up(&st.sim, id, PUBLIC_URL, "\"auth_code_ttl_ms\":1", NULL);
     usleep(50000);
     follow(&st, cb, &r);
     assert_page(&r, 422, "AUTH_CODE_INVALID");
@@ -513,7 +467,7 @@ START_TEST(test_failures)
     /* And the next member signs up as if nothing happened, even through a
      * redirect that carries parameters Alipay does not document. */
     ck_assert_int_eq(ts_sim_clear_faults(&st.sim), 0);
-    cb = member_signs_up(&st, id, NULL, NULL);
+    cb = ts_member_signs_up(&st.sim, id, PUBLIC_URL, NULL, NULL);
     char extra[1100];
     snprintf(extra, sizeof(extra), "%s&spm=a.b.c&out_string=pos-7", cb);
     follow(&st, extra, &r);
@@ -598,18 +552,18 @@ START_TEST(test_nothing_of_the_member_kept)
     struct ts_http r;
     stack_up(&st, PUBLIC_URL);
     char *id = create_template(&st, "leak-1");
-    set_up_signup(&st, id, SUCCESS_URL);
+    ts_signup_setup(&st.cg, id, SUCCESS_URL);
     char *code = NULL;
     const char *form = "\"form\":{\"OPEN_FORM_FIELD_MOBILE\":\"13912345678\","
                        "\"OPEN_FORM_FIELD_NAME\":\"欧阳娜娜\",\"OPEN_FORM_FIELD_GENDER\":\"女\","
                        "\"OPEN_FORM_FIELD_BIRTHDAY_WITH_YEAR\":\"1990-07-15\"}";
-    char *cb = member_signs_up(&st, id, form, &code);
+    char *cb = ts_member_signs_up(&st.sim, id, PUBLIC_URL, form, &code);
     follow(&st, cb, &r);
     ck_assert_msg(r.status == 302, "%ld %s", r.status, r.body);
     ts_http_free(&r);
     /* A failed one too: its attempt must leave nothing either. */
     char *code2 = NULL;
-    char *cb2 = member_signs_up(&st, id, form, &code2);
+    char *cb2 = ts_member_signs_up(&st.sim, id, PUBLIC_URL, form, &code2);
     fault(&st, "code_20000", OPEN, 0);
     follow(&st, cb2, &r);
     ts_http_free(&r);

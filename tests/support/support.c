@@ -890,3 +890,55 @@ long ts_rss_kib(pid_t pid)
         fclose(f);
     return kib;
 }
+
+/* PUT of JSON to cardgate's API, asserting 200. */
+static void put_ok(const struct ts_cardgate *cg, const char *path, const char *body,
+                   const char *what)
+{
+    char url[256];
+    struct ts_http r;
+    const char *const h[] = {TS_AUTH, TS_JSON, NULL};
+    snprintf(url, sizeof(url), "%s%s", cg->url, path);
+    ck_assert_int_eq(ts_http_call("PUT", url, h, body, &r), 0);
+    ck_assert_msg(r.status == 200, "%s: %ld %s", what, r.status, r.body);
+    ts_http_free(&r);
+}
+
+void ts_signup_setup(const struct ts_cardgate *cg, const char *tpl, const char *success_url)
+{
+    char path[128], body[512];
+    snprintf(path, sizeof(path), "/v1/templates/%s/form", tpl);
+    put_ok(cg, path,
+           "{\"required\":[\"OPEN_FORM_FIELD_MOBILE\",\"OPEN_FORM_FIELD_NAME\"],"
+           "\"optional\":[\"OPEN_FORM_FIELD_GENDER\",\"OPEN_FORM_FIELD_BIRTHDAY_WITH_YEAR\"]}",
+           "form");
+    snprintf(path, sizeof(path), "/v1/templates/%s/activation", tpl);
+    snprintf(body, sizeof(body),
+             "{\"valid_date\":\"2030-12-31 23:59:59\",\"level\":\"VIP1\",\"point\":\"0\","
+             "\"balance\":\"0.00\",\"external_card_no_prefix\":\"M\"%s%s%s}",
+             success_url ? ",\"success_url\":\"" : "", success_url ? success_url : "",
+             success_url ? "\"" : "");
+    put_ok(cg, path, body, "activation");
+}
+
+char *ts_member_signs_up(const struct ts_sim *sim, const char *tpl, const char *public_url,
+                         const char *extra, char **auth_code)
+{
+    char url[256], body[512];
+    struct ts_http r;
+    const char *const h[] = {TS_JSON, NULL};
+    snprintf(url, sizeof(url), "%s/members", sim->control);
+    snprintf(body, sizeof(body), "{\"template_id\":\"%s\"%s%s}", tpl, extra ? "," : "",
+             extra ? extra : "");
+    ck_assert_int_eq(ts_http_call("POST", url, h, body, &r), 0);
+    ck_assert_msg(r.status == 201, "member: %ld %s", r.status, r.body);
+    char *cb = ts_json_at(&r, "callback_url");
+    if (auth_code)
+        *auth_code = ts_json_at(&r, "auth_code");
+    ts_http_free(&r);
+    ck_assert_ptr_nonnull(cb);
+    ck_assert_msg(strncmp(cb, public_url, strlen(public_url)) == 0, "callback %s", cb);
+    char *path = strdup(cb + strlen(public_url));
+    free(cb);
+    return path;
+}

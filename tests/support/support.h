@@ -137,6 +137,16 @@ int ts_cardgate_start_port(struct ts_cardgate *cg, int port, const char *db,
                            const struct ts_sim *sim, const char *const extra_env[]);
 /* SIGTERM and wait; returns the exit status as waitpid gives it. */
 int ts_cardgate_stop(struct ts_cardgate *cg);
+
+/* A member's sign-up set up on template tpl through cg's API: the form,
+ * then the activation settings (success_url, or none). Asserts each 200. */
+void ts_signup_setup(const struct ts_cardgate *cg, const char *tpl, const char *success_url);
+/* A member fills in tpl's form (POST /_sim/members; extra: more JSON
+ * members, or NULL): the callback's path and query on cardgate, after
+ * public_url (where Alipay's redirect goes; asserted), malloc'd; the
+ * auth code in *auth_code (malloc'd) when not NULL. */
+char *ts_member_signs_up(const struct ts_sim *sim, const char *tpl, const char *public_url,
+                         const char *extra, char **auth_code);
 /* Resident memory of process pid in KiB, from /proc; -1 when unreadable. */
 long ts_rss_kib(pid_t pid);
 /* One unlabelled series of cg's /metrics ("cardgate_stale_requests"), -1
